@@ -1,0 +1,367 @@
+"""What every root solver shares: options, statistics, residuals, best-iterate bookkeeping.
+
+A solver looks for z* with z* = f(z*) for a batched map f: (B, ...) -> (B, ...). Samples are
+independent (the Jacobian of f is block-diagonal over the batch), so residuals, convergence and
+"best iterate" are all per sample, while the iteration count and NFE are shared by the batch.
+
+Residuals follow TorchDEQ's convention:
+    abs_b = ||f(z_b) - z_b||,    rel_b = abs_b / (||f(z_b)|| + eps)
+and a solve stops when the worst sample of the batch is under ``tol``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+Map = Callable[[torch.Tensor], torch.Tensor]
+
+#: Guards the relative residual against division by zero when f(z) = 0.
+REL_EPS = 1e-9
+
+
+class Status(str, enum.Enum):
+    """How a solve ended."""
+
+    CONVERGED = "converged"  # worst sample's residual <= tol
+    MAX_ITER = "max_iter"  # budget (iterations, ODE steps) spent without reaching tol
+    DIVERGED = "diverged"  # residual grew without bound, or the path could not be followed
+    NON_FINITE = "non_finite"  # f produced inf/nan; the best finite iterate is returned
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class SolverPath:
+    """The path a continuation solver followed.
+
+    Attributes:
+        lambdas: (T,) homotopy parameter λ (or ODE time t) of each recorded state, increasing.
+        states: (T, B, ...) detached states z(λ) on the solver's device.
+    """
+
+    lambdas: torch.Tensor
+    states: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.lambdas.shape[0] != self.states.shape[0]:
+            raise ValueError("path lambdas and states must have the same length")
+
+
+@dataclass(frozen=True)
+class SolverStats:
+    """Statistics of one solve, in the same format for every method.
+
+    Attributes:
+        method: name of the solver that ran.
+        status: how the solve ended (see :class:`Status`).
+        nfe: exact number of calls of f (every call, whatever made it).
+        n_jac: number of Jacobian-vector or vector-Jacobian products (not included in ``nfe``).
+        n_steps: iterations for iterative solvers; ODE steps plus corrector steps for ``homotopy``.
+        abs_residual: (B,) ||f(z) - z|| of the returned z.
+        rel_residual: (B,) ||f(z) - z|| / (||f(z)|| + eps) of the returned z.
+        trace_abs: (K, B) absolute residual after each real evaluation (no padding).
+        trace_rel: (K, B) relative residual, same rows.
+        trace_nfe: (K,) value of ``nfe`` when each trace row was measured (x-axis for plots).
+        tol: the tolerance the solve was asked for.
+        stop_mode: ``"rel"`` or ``"abs"``: which residual ``tol`` applies to.
+        seconds: wall time of the solve.
+        path: for path-following solvers, the λ grid and states; otherwise ``None``.
+    """
+
+    method: str
+    status: Status
+    nfe: int
+    n_jac: int
+    n_steps: int
+    abs_residual: torch.Tensor
+    rel_residual: torch.Tensor
+    trace_abs: torch.Tensor
+    trace_rel: torch.Tensor
+    trace_nfe: torch.Tensor
+    tol: float
+    stop_mode: str
+    seconds: float
+    path: SolverPath | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.status is Status.CONVERGED
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """(B,) the residual that ``tol`` applies to."""
+        return self.rel_residual if self.stop_mode == "rel" else self.abs_residual
+
+    @property
+    def trace(self) -> torch.Tensor:
+        """(K, B) trace of the residual that ``tol`` applies to."""
+        return self.trace_rel if self.stop_mode == "rel" else self.trace_abs
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready scalars: status, counts and the worst sample's residuals."""
+        return {
+            "method": self.method,
+            "status": self.status.value,
+            "nfe": self.nfe,
+            "n_jac": self.n_jac,
+            "n_steps": self.n_steps,
+            "abs_residual": float(self.abs_residual.max()) if self.abs_residual.numel() else 0.0,
+            "rel_residual": float(self.rel_residual.max()) if self.rel_residual.numel() else 0.0,
+            "seconds": self.seconds,
+        }
+
+
+class SolverError(RuntimeError):
+    """Raised by ``solve(..., throw=True)`` when a solve does not converge."""
+
+    def __init__(self, message: str, stats: SolverStats):
+        super().__init__(message)
+        self.stats = stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Options
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Options every method accepts.
+
+    Attributes:
+        tol: stop when the worst sample's residual is <= tol.
+        max_iter: iteration cap (for ``homotopy``: the cap of its Newton corrector).
+        stop_mode: ``"rel"`` (||f(z) - z|| / ||f(z)||, default) or ``"abs"`` (||f(z) - z||).
+        divergence_ratio: stop as ``diverged`` when a sample's residual exceeds this multiple of the
+            best residual it had reached.
+        throw: raise :class:`SolverError` instead of returning a non-converged result.
+    """
+
+    tol: float = 1e-4
+    max_iter: int = 50
+    stop_mode: str = "rel"
+    divergence_ratio: float = 1e4
+    throw: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0,
+            f"tol must be a positive number, got {self.tol!r}",
+        )
+        _check(
+            isinstance(self.max_iter, int) and not isinstance(self.max_iter, bool) and self.max_iter >= 1,
+            f"max_iter must be an integer >= 1, got {self.max_iter!r}",
+        )
+        _check(
+            self.stop_mode in ("rel", "abs"),
+            f"stop_mode must be one of 'abs', 'rel', got {self.stop_mode!r}",
+        )
+        _check(
+            self.divergence_ratio > 1,
+            f"divergence_ratio must be > 1, got {self.divergence_ratio!r}",
+        )
+
+    @classmethod
+    def from_kwargs(cls, method: str, kwargs: dict[str, Any]) -> SolverOptions:
+        """Build options from keyword arguments, naming the valid ones when one is unknown."""
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ValueError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                f"for method {method!r}; valid options are {', '.join(sorted(valid))}"
+            )
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> SolverOptions:
+        return dataclasses.replace(self, **changes)
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{name} must be an integer >= {minimum}, got {value!r}",
+    )
+
+
+def check_in_range(value: Any, name: str, low: float, high: float, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    bracket = "(" if low_open else "["
+    _check(ok, f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Counting, residuals, bookkeeping
+
+
+class CountedMap:
+    """Wraps f and counts its calls, so ``stats.nfe`` is exact whatever the solver does."""
+
+    def __init__(self, f: Map):
+        self.f = f
+        self.calls = 0
+        self.jac_products = 0
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.f(z)
+
+
+def batch_norm(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,) Euclidean norm of each sample."""
+    return x.reshape(x.shape[0], -1).norm(dim=1)
+
+
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, N), (B, N) -> (B,) per-sample inner product."""
+    return (a * b).sum(dim=1)
+
+
+def residuals(z: torch.Tensor, fz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, ...) state and f(state) -> (abs, rel) residuals, each (B,)."""
+    abs_res = batch_norm(fz - z)
+    rel_res = abs_res / (batch_norm(fz) + REL_EPS)
+    return abs_res, rel_res
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+@dataclass
+class Tracker:
+    """Keeps the residual trace and the best iterate of every sample.
+
+    ``observe(z, fz)`` records the residual of the pair (z, f(z)) and keeps z for each sample
+    whose residual improved; the best z is what the solver returns, so the reported final
+    residual is exactly that of the returned state.
+    """
+
+    counted: CountedMap
+    options: SolverOptions
+    best_z: torch.Tensor | None = None
+    best_abs: torch.Tensor | None = None
+    best_rel: torch.Tensor | None = None
+    last_abs: torch.Tensor | None = None
+    last_rel: torch.Tensor | None = None
+    min_abs: torch.Tensor | None = None  # smallest absolute residual each sample has had
+    rows_abs: list[torch.Tensor] = field(default_factory=list)
+    rows_rel: list[torch.Tensor] = field(default_factory=list)
+    rows_nfe: list[int] = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+
+    def observe(self, z: torch.Tensor, fz: torch.Tensor) -> None:
+        abs_res, rel_res = residuals(z, fz)
+        abs_res, rel_res = abs_res.detach(), rel_res.detach()
+        self.rows_abs.append(abs_res.cpu())
+        self.rows_rel.append(rel_res.cpu())
+        self.rows_nfe.append(self.counted.calls)
+        self.last_abs, self.last_rel = abs_res, rel_res
+        finite_abs = torch.nan_to_num(abs_res, nan=math.inf)
+        self.min_abs = finite_abs if self.min_abs is None else torch.minimum(self.min_abs, finite_abs)
+        key = self.key(abs_res, rel_res)
+        if self.best_z is None:
+            self.best_z = z.detach().clone()
+            self.best_abs, self.best_rel = abs_res.clone(), rel_res.clone()
+            return
+        best_key = self.key(self.best_abs, self.best_rel)
+        better = key < best_key
+        if bool(better.any()):
+            shape = (-1,) + (1,) * (z.dim() - 1)
+            self.best_z = torch.where(better.view(shape), z.detach(), self.best_z)
+            self.best_abs = torch.where(better, abs_res, self.best_abs)
+            self.best_rel = torch.where(better, rel_res, self.best_rel)
+
+    def key(self, abs_res: torch.Tensor, rel_res: torch.Tensor) -> torch.Tensor:
+        res = rel_res if self.options.stop_mode == "rel" else abs_res
+        return torch.nan_to_num(res, nan=math.inf)
+
+    def converged(self) -> bool:
+        """Is the worst sample's best residual under tol?"""
+        return bool((self.key(self.best_abs, self.best_rel) <= self.options.tol).all())
+
+    def diverging(self) -> bool:
+        """Has some sample's latest absolute residual blown up relative to its best?
+
+        Judged on the absolute residual whatever the stop mode: when iterates blow up, ||f(z)|| grows
+        with ||f(z) - z|| and the relative residual stays bounded.
+        """
+        last = torch.nan_to_num(self.last_abs, nan=math.inf)
+        return bool((last > self.options.divergence_ratio * self.min_abs.clamp_min(1e-30)).any())
+
+    def finish(
+        self,
+        method: str,
+        status: Status | None,
+        n_steps: int,
+        path: SolverPath | None = None,
+    ) -> tuple[torch.Tensor, SolverStats]:
+        """Pick the status (if not forced), assemble stats, honour ``throw``."""
+        if status is None or status is Status.MAX_ITER:
+            if self.converged():
+                status = Status.CONVERGED
+            elif self.rows_abs and self._worse_than_start():
+                status = Status.DIVERGED
+            else:
+                status = Status.MAX_ITER
+        stats = SolverStats(
+            method=method,
+            status=status,
+            nfe=self.counted.calls,
+            n_jac=self.counted.jac_products,
+            n_steps=n_steps,
+            abs_residual=self.best_abs,
+            rel_residual=self.best_rel,
+            trace_abs=torch.stack(self.rows_abs) if self.rows_abs else torch.empty(0),
+            trace_rel=torch.stack(self.rows_rel) if self.rows_rel else torch.empty(0),
+            trace_nfe=torch.tensor(self.rows_nfe, dtype=torch.long),
+            tol=self.options.tol,
+            stop_mode=self.options.stop_mode,
+            seconds=time.perf_counter() - self.start,
+            path=path,
+        )
+        if self.options.throw and status is not Status.CONVERGED:
+            raise SolverError(failure_advice(method, stats), stats)
+        return self.best_z, stats
+
+    def _worse_than_start(self) -> bool:
+        first = self.key(self.rows_abs[0], self.rows_rel[0])
+        last = self.key(self.rows_abs[-1], self.rows_rel[-1])
+        return bool((last > first).any())
+
+
+def failure_advice(method: str, stats: SolverStats) -> str:
+    """A message that names the setting to change."""
+    worst = float(stats.residual.max()) if stats.residual.numel() else float("nan")
+    head = (
+        f"{method} stopped with status '{stats.status.value}' after {stats.nfe} evaluations "
+        f"(worst {stats.stop_mode} residual {worst:.3g}, tol {stats.tol:g}); "
+    )
+    if stats.status is Status.MAX_ITER:
+        tail = "raise max_iter, loosen tol, or use a faster method (anderson, broyden)"
+    elif stats.status is Status.DIVERGED:
+        if method == "homotopy":
+            tail = "try more ODE steps (n_steps), a tighter rtol/atol, or the 'newton' homotopy"
+        else:
+            tail = "the map is not contractive here: add damping (beta < 1), or use broyden or homotopy"
+    else:
+        tail = "f produced inf/nan: check the map, lower the learning rate, or add damping"
+    return head + tail

@@ -1,0 +1,94 @@
+"""Limited-memory "good" Broyden method on g(z) = f(z) - z (Broyden 1965; DEQ usage: Bai et al. 2019).
+
+The inverse Jacobian of g is approximated by H_k = -I + Σ_i u_i v_iᵀ (H_0 = -I, so the first step is
+a plain fixed-point step), the Newton-like step is z_{k+1} = z_k - H_k g_k, and after each step
+the Sherman-Morrison form of Broyden's update, with s = z_{k+1} - z_k and y = g_{k+1} - g_k,
+
+    H_{k+1} = H_k + (s - H_k y) (sᵀ H_k) / (sᵀ H_k y),
+
+adds one rank-one pair per sample. When ``memory`` pairs are stored the oldest is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import (
+    CountedMap,
+    SolverOptions,
+    SolverStats,
+    Status,
+    Tracker,
+    all_finite,
+    batch_dot,
+    check_positive_int,
+)
+
+
+@dataclass(frozen=True)
+class BroydenOptions(SolverOptions):
+    """Attributes:
+    memory: number of rank-one updates kept (>= 1).
+    """
+
+    memory: int = 30
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self.memory, "memory")
+
+
+def broyden(f: CountedMap, z0: torch.Tensor, opts: BroydenOptions) -> tuple[torch.Tensor, SolverStats]:
+    tracker = Tracker(f, opts)
+    bsz = z0.shape[0]
+    us: list[torch.Tensor] = []  # each (B, N)
+    vs: list[torch.Tensor] = []
+
+    def apply_h(x: torch.Tensor) -> torch.Tensor:  # H x
+        out = -x
+        for u, v in zip(us, vs):
+            out = out + u * batch_dot(v, x)[:, None]
+        return out
+
+    def apply_ht(x: torch.Tensor) -> torch.Tensor:  # Hᵀ x
+        out = -x
+        for u, v in zip(us, vs):
+            out = out + v * batch_dot(u, x)[:, None]
+        return out
+
+    z = z0.reshape(bsz, -1)
+    g_prev = z_prev = None
+    status, steps = None, 0
+    for steps in range(1, opts.max_iter + 1):
+        fz = f(z.view_as(z0))
+        if not all_finite(fz) or not all_finite(z):
+            status = Status.NON_FINITE
+            if tracker.best_z is None:
+                tracker.observe(z0, torch.nan_to_num(fz, nan=float("inf")))
+            break
+        tracker.observe(z.view_as(z0), fz)
+        if tracker.converged():
+            break
+        if tracker.diverging():
+            status = Status.DIVERGED
+            break
+        g = fz.reshape(bsz, -1) - z
+        if g_prev is not None:
+            s, y = z - z_prev, g - g_prev
+            hy = apply_h(y)
+            vt = apply_ht(s)  # (sᵀ H)ᵀ
+            denom = batch_dot(vt, y)
+            # Skip the update for a sample whose denominator vanishes (the secant carries no information).
+            ok = denom.abs() > 1e-12 * (batch_dot(vt, vt).sqrt() * batch_dot(y, y).sqrt()).clamp_min(1e-30)
+            safe = torch.where(ok, denom, torch.ones_like(denom))
+            u = torch.where(ok[:, None], (s - hy) / safe[:, None], torch.zeros_like(s))
+            us.append(u)
+            vs.append(vt)
+            if len(us) > opts.memory:
+                us.pop(0)
+                vs.pop(0)
+        z_prev, g_prev = z, g
+        z = z - apply_h(g)
+    return tracker.finish("broyden", status, steps)

@@ -1,0 +1,1 @@
+"""explorer: the Gradio web app over ``core`` (see issue 4; not built yet)."""
