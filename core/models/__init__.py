@@ -1,0 +1,33 @@
+"""The four implicit model families on three kinds of input, built from one config.
+
+Example:
+    >>> import torch
+    >>> from core.models import build_model, preset
+    >>> model = build_model(preset("points-homoode"))
+    >>> out = model(torch.randn(8, 2))
+    >>> out.logits.shape, out.stats.nfe > 0
+    (torch.Size([8, 2]), True)
+"""
+
+from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock, ODEStepLimitError
+from .classifier import ImplicitClassifier, ModelOutput, build_model
+from .config import FAMILIES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
+from .presets import PRESETS, preset
+
+__all__ = [
+    "FAMILIES",
+    "INPUT_KINDS",
+    "PRESETS",
+    "BlockStats",
+    "DEQBlock",
+    "DEQConfig",
+    "HomoODEBlock",
+    "ImplicitClassifier",
+    "ModelConfig",
+    "ModelOutput",
+    "NODEBlock",
+    "ODEConfig",
+    "ODEStepLimitError",
+    "build_model",
+    "preset",
+]

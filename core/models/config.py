@@ -1,0 +1,193 @@
+"""Model configuration: one frozen dataclass that every front end (CLI, app, tests) builds.
+
+Validation happens on construction, so a bad value never reaches a half-built model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..solvers import METHODS, make_options
+
+FAMILIES = ("node", "anode", "deq", "homoode")
+
+#: input kind -> (input shape without batch, human name)
+INPUT_KINDS: dict[str, tuple[tuple[int, ...], str]] = {
+    "points": ((2,), "2-D points"),
+    "image28": ((1, 28, 28), "1x28x28 greyscale images (MNIST, Fashion-MNIST)"),
+    "image32": ((3, 32, 32), "3x32x32 colour images (CIFAR, SVHN)"),
+}
+
+FIXED_STEP_ODE = ("euler", "midpoint", "rk4")
+ADAPTIVE_ODE = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
+DEQ_BACKWARDS = ("implicit", "phantom")
+START_POINTS = ("fixed", "learnable")
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_float(value: Any, name: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        _fail(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ODEConfig:
+    """How an ODE block integrates t (or λ) from 0 to 1.
+
+    Attributes:
+        method: torchdiffeq method: fixed-step (euler, midpoint, rk4) or adaptive (dopri5, ...).
+        rtol, atol: tolerances of adaptive methods (the official HomoODE uses dopri5 at 1e-3).
+        n_steps: equal steps of fixed-step methods.
+        max_steps: attempted-step cap of adaptive methods: a stiff field raises instead of hanging.
+        adjoint: backward by torchdiffeq's ``odeint_adjoint`` (memory flat in NFE) instead of
+            backprop through the solver's operations.
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    n_steps: int = 4
+    max_steps: int = 1000
+    adjoint: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.method, "ode method", FIXED_STEP_ODE + ADAPTIVE_ODE)
+        _positive_float(self.rtol, "rtol")
+        _positive_float(self.atol, "atol")
+        _positive_int(self.n_steps, "n_steps")
+        _positive_int(self.max_steps, "max_steps")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_ODE
+
+
+@dataclass(frozen=True)
+class DEQConfig:
+    """How a DEQ finds and differentiates its equilibrium.
+
+    Attributes:
+        solver: forward root solver, any of ``core.METHODS`` (homotopy included).
+        solver_options: options of that solver (tol, max_iter, window, ...).
+        backward: "implicit" (solve g = Jᵀg + dL/dz* with ``backward_solver``) or "phantom"
+            (backprop through ``phantom_steps`` unrolled steps from z*).
+        backward_solver / backward_options: the linear fixed-point solve of the implicit backward.
+        phantom_steps: unrolled steps of the phantom gradient.
+    """
+
+    solver: str = "anderson"
+    solver_options: dict[str, Any] = field(default_factory=lambda: {"tol": 1e-4, "max_iter": 30})
+    backward: str = "implicit"
+    backward_solver: str = "anderson"
+    backward_options: dict[str, Any] = field(default_factory=lambda: {"tol": 1e-4, "max_iter": 30})
+    phantom_steps: int = 1
+
+    def __post_init__(self) -> None:
+        _choice(self.backward, "backward", DEQ_BACKWARDS)
+        if self.solver not in METHODS:
+            _fail(f"unknown solver {self.solver!r}; expected one of {', '.join(METHODS)}")
+        make_options(self.solver, **self.solver_options)  # validates, raises ValueError
+        if self.backward_solver not in METHODS:
+            _fail(f"unknown backward solver {self.backward_solver!r}; expected one of {', '.join(METHODS)}")
+        make_options(self.backward_solver, **self.backward_options)
+        _positive_int(self.phantom_steps, "phantom_steps")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything ``build_model`` needs.
+
+    Attributes:
+        family: node, anode, deq or homoode.
+        input_kind: points (2,), image28 (1x28x28) or image32 (3x32x32).
+        num_classes: classifier outputs.
+        width: channels of the implicit state (images) or its dimension (points; NODE keeps 2 there).
+        hidden: hidden units of the MLP fields (points only).
+        augment_dim: extra zero channels of ANODE (images: taken out of ``width`` so the state keeps
+            ``width`` channels; points: added to the 2 input dimensions).
+        head_dim: channels of the 1x1 conv in the image head.
+        head_pool: spatial size the image head average-pools to (1 = global pooling).
+        dropout: channel-wise (variational) dropout in HomoODE's field, one mask per solve.
+        start: HomoODE start point, "fixed" (±1 alternating by channel) or "learnable" (shared).
+        ode: integration settings of NODE / ANODE / HomoODE.
+        deq: solver settings of DEQ.
+        seed: parameter initialisation seed (None: leave torch's RNG alone).
+    """
+
+    family: str = "homoode"
+    input_kind: str = "image28"
+    num_classes: int = 10
+    width: int = 32
+    hidden: int = 32
+    augment_dim: int = 0
+    head_dim: int = 64
+    head_pool: int = 1
+    dropout: float = 0.0
+    start: str = "fixed"
+    ode: ODEConfig = field(default_factory=ODEConfig)
+    deq: DEQConfig = field(default_factory=DEQConfig)
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        _choice(self.family, "family", FAMILIES)
+        _choice(self.input_kind, "input_kind", tuple(INPUT_KINDS))
+        _positive_int(self.num_classes, "num_classes", minimum=2)
+        _positive_int(self.width, "width")
+        _positive_int(self.hidden, "hidden")
+        _positive_int(self.augment_dim, "augment_dim", minimum=0)
+        _positive_int(self.head_dim, "head_dim")
+        _positive_int(self.head_pool, "head_pool")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            _fail(f"dropout must be in [0, 1), got {self.dropout!r}")
+        _choice(self.start, "start", START_POINTS)
+        if not isinstance(self.ode, ODEConfig):
+            _fail("ode must be an ODEConfig")
+        if not isinstance(self.deq, DEQConfig):
+            _fail("deq must be a DEQConfig")
+        if self.input_kind != "points" and self.family == "anode" and self.augment_dim >= self.width:
+            _fail(f"augment_dim ({self.augment_dim}) must be smaller than width ({self.width}) for images")
+        if self.family == "anode" and self.augment_dim == 0:
+            _fail("an ANODE needs augment_dim >= 1 (with 0 it is a NODE)")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return INPUT_KINDS[self.input_kind][0]
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming the valid ones."""
+        data = dict(data)
+        for key, sub in (("ode", ODEConfig), ("deq", DEQConfig)):
+            if isinstance(data.get(key), dict):
+                data[key] = _build(sub, data[key])
+        return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        _fail(f"unknown {cls.__name__} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    return cls(**data)

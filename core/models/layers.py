@@ -1,0 +1,194 @@
+"""Building blocks: feature extractors, vector fields / cells, heads, dropout, start points.
+
+Shapes: images use states (B, C, H, W); points use states (B, D). Every field is autonomous
+(it ignores t / λ, as the official HomoODE field does).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def groups_for(channels: int) -> int:
+    """GroupNorm groups: min(32, C/2) (32 groups at C = 64, as the official network)."""
+    return max(1, min(32, channels // 2))
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups_for(channels), channels)
+
+
+class VariationalDropout(nn.Module):
+    """Channel-wise dropout whose mask is drawn once per solve (``new_mask``) and reused by every
+    evaluation of the field, so the ODE right-hand side stays one smooth function during a solve
+    (and during the adjoint's backward re-integration)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.mask: torch.Tensor | None = None
+
+    def new_mask(self, like: torch.Tensor) -> None:
+        """Draw a mask of shape (B, C, 1, ...) for states shaped like ``like``; none in eval mode."""
+        if not self.training or self.p == 0:
+            self.mask = None
+            return
+        shape = like.shape[:2] + (1,) * (like.dim() - 2)
+        keep = torch.bernoulli(torch.full(shape, 1 - self.p, dtype=like.dtype, device=like.device))
+        self.mask = keep / (1 - self.p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mask is None or not self.training else x * self.mask
+
+
+class ConvFeatures(nn.Module):
+    """x (B, Cin, H, W) -> (B, C, H/2, W/2): Conv3x3 + BN + ReLU, Conv3x3 stride 2 + BN + ReLU."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvField(nn.Module):
+    """Vector field on (B, C, H, W) states, optionally conditioned on x (B, C, H, W).
+
+    Unconditioned (NODE / ANODE):  F(z) = GN(conv2(ReLU(GN(conv1(z)))))
+    Conditioned (HomoODE):         F(z; x) = GN(drop(conv2(ReLU(GN(conv1(z)))) + x))
+    (the condition enters at every evaluation; the official HomoODE field).
+    """
+
+    def __init__(self, channels: int, dropout: float = 0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = group_norm(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = group_norm(channels)
+        self.drop = VariationalDropout(dropout)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv2(torch.relu(self.norm1(self.conv1(z))))
+        if x is not None:
+            h = self.drop(h) + x
+        return self.norm2(h)
+
+
+class ConvCell(nn.Module):
+    """DEQ cell on (B, C, H, W): f(z; x) = GN(ReLU(z + GN(conv2(ReLU(GN(conv1(z)))) + x))).
+
+    The residual form and the final norm keep f well-conditioned, as in the DEQ tutorial cells;
+    the parameter count is that of ``ConvField`` plus one GroupNorm.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = group_norm(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = group_norm(channels)
+        self.norm3 = group_norm(channels)
+        # Small initial weights keep the untrained map contractive, so the first solves converge.
+        for conv in (self.conv1, self.conv2):
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(z)))) + x)
+        return self.norm3(torch.relu(z + h))
+
+
+class ConvHead(nn.Module):
+    """(B, C, H, W) -> logits (B, K): GN, ReLU, Conv1x1 C->D, BN, ReLU, avg-pool to P x P, Linear."""
+
+    def __init__(self, channels: int, head_dim: int, num_classes: int, pool: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            group_norm(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, head_dim, 1),
+            nn.BatchNorm2d(head_dim),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(pool),
+            nn.Flatten(),
+            nn.Linear(head_dim * pool * pool, num_classes),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPField(nn.Module):
+    """Vector field on (B, D) states, optionally conditioned on points x (B, 2).
+
+    F(z) = W2 tanh(W1 z + b1) + b2, and with a condition F(z; x) = W2 tanh(W1 z + U x + b1) + b2.
+    """
+
+    def __init__(self, dim: int, hidden: int, cond_dim: int = 0):
+        super().__init__()
+        self.inp = nn.Linear(dim, hidden)
+        self.cond = nn.Linear(cond_dim, hidden, bias=False) if cond_dim else None
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.inp(z)
+        if x is not None:
+            h = h + self.cond(x)
+        return self.out(torch.tanh(h))
+
+
+class MLPCell(nn.Module):
+    """DEQ cell on (B, D): f(z; x) = tanh(W2 tanh(W1 z + U x + b1) + b2)."""
+
+    def __init__(self, dim: int, hidden: int, cond_dim: int):
+        super().__init__()
+        self.field = MLPField(dim, hidden, cond_dim)
+        # Keep the untrained map contractive (||∂f/∂z|| well below 1).
+        with torch.no_grad():
+            self.field.inp.weight.mul_(0.5)
+            self.field.out.weight.mul_(0.5)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.field(z, x))
+
+
+def alternating_start(shape: tuple[int, ...]) -> torch.Tensor:
+    """The fixed start point: +1, -1, +1, ... over channels (dim 1), broadcast over the rest."""
+    signs = torch.ones(shape[0])
+    signs[1::2] = -1
+    return signs.view((shape[0],) + (1,) * (len(shape) - 1)).expand(shape).clone()
+
+
+class LearnableStart(nn.Module):
+    """A start point shared by all inputs, one value per channel (images) or per dimension (points).
+
+    Images: GN(conv1x1(ones)) with a 1 -> C conv without bias, i.e. C + 2C parameters (192 at
+    C = 64, the official parametrisation). Points: a free vector of D parameters.
+    """
+
+    def __init__(self, state_shape: tuple[int, ...]):
+        super().__init__()
+        self.state_shape = state_shape
+        if len(state_shape) == 1:
+            self.value = nn.Parameter(alternating_start(state_shape))
+            self.conv = self.norm = None
+        else:
+            channels = state_shape[0]
+            self.value = None
+            self.conv = nn.Conv2d(1, channels, 1, bias=False)
+            self.norm = group_norm(channels)
+
+    def forward(self) -> torch.Tensor:
+        """-> (*state_shape) the start point (no batch dimension)."""
+        if self.value is not None:
+            return self.value
+        ones = torch.ones((1, 1) + self.state_shape[1:], dtype=self.conv.weight.dtype, device=self.conv.weight.device)
+        return self.norm(self.conv(ones))[0]

@@ -1,0 +1,69 @@
+"""Named model configurations.
+
+For each input kind the four families come at matched parameter counts (within ±10 %, tested):
+images share one layout (ANODE takes its ``augment_dim`` channels out of the feature extractor's
+width, so its state keeps ``width`` channels); on points, hidden widths were chosen so the
+families match the 2-D NODE. ``paper-cifar10`` is the official HomoODE CIFAR-10 network
+(132,938 parameters plus 192 for the learnable start point).
+"""
+
+from __future__ import annotations
+
+from .config import FAMILIES, ModelConfig, ODEConfig
+
+_POINTS_ODE = ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3)
+_IMAGE_ODE = ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3)
+
+# Hidden widths on points, matched to the NODE's 328 parameters (see tests/test_models.py).
+_POINTS = {
+    "node": dict(hidden=64),
+    "anode": dict(hidden=45, augment_dim=1),
+    "deq": dict(width=4, hidden=29),
+    "homoode": dict(width=4, hidden=29),
+}
+
+
+def _image(kind: str, family: str, num_classes: int = 10) -> ModelConfig:
+    extra = {"augment_dim": 4} if family == "anode" else {}
+    return ModelConfig(
+        family=family,
+        input_kind=kind,
+        num_classes=num_classes,
+        width=32,
+        head_dim=64,
+        head_pool=4,
+        ode=_IMAGE_ODE,
+        **extra,
+    )
+
+
+def _build_presets() -> dict[str, ModelConfig]:
+    presets: dict[str, ModelConfig] = {}
+    for family in FAMILIES:
+        presets[f"points-{family}"] = ModelConfig(
+            family=family, input_kind="points", num_classes=2, ode=_POINTS_ODE, **_POINTS[family]
+        )
+        for kind in ("image28", "image32"):
+            presets[f"{kind}-{family}"] = _image(kind, family)
+    presets["paper-cifar10"] = ModelConfig(
+        family="homoode",
+        input_kind="image32",
+        num_classes=10,
+        width=64,
+        head_dim=256,
+        head_pool=1,
+        dropout=0.1,
+        start="learnable",
+        ode=ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3),
+    )
+    return presets
+
+
+PRESETS: dict[str, ModelConfig] = _build_presets()
+
+
+def preset(name: str) -> ModelConfig:
+    """The named configuration; unknown names raise ValueError listing the valid ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
