@@ -291,7 +291,10 @@ class DEQBlock(nn.Module):
         )
 
     def _implicit_hook(self, z_in: torch.Tensor, f_in: torch.Tensor):
-        def hook(grad: torch.Tensor) -> torch.Tensor:
+        def hook(grad: torch.Tensor | None) -> torch.Tensor | None:
+            if grad is None:  # an undefined incoming gradient stays undefined
+                return None
+
             def vjp_map(g: torch.Tensor) -> torch.Tensor:
                 self.backward_vjps += 1
                 (jtg,) = torch.autograd.grad(f_in, z_in, g, retain_graph=True)

@@ -1,0 +1,345 @@
+"""Models: shapes, presets, input validation, and gradients checked three ways."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+import torch
+from torch import nn
+
+import core
+from core.models import DEQConfig, ModelConfig, ODEConfig, build_model, preset
+
+torch.set_num_threads(2)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+# ---------------------------------------------------------------- construction, presets, shapes
+
+
+@pytest.mark.parametrize("kind", ["points", "image28", "image32"])
+def test_presets_match_parameter_counts_within_ten_percent(kind):
+    counts = {fam: build_model(preset(f"{kind}-{fam}")).num_parameters() for fam in core.FAMILIES}
+    ref = counts["homoode"]
+    for fam, n in counts.items():
+        assert abs(n - ref) <= 0.10 * ref, (fam, n, ref)
+
+
+def test_paper_cifar10_preset_has_the_official_parameter_count():
+    model = build_model(preset("paper-cifar10"))
+    assert model.num_parameters(include_start=False) == 132_938
+    assert sum(p.numel() for p in model.start_point_parameters()) == 192
+    assert model.num_parameters() == 132_938 + 192
+
+
+@pytest.mark.parametrize("name", ["points-node", "points-anode", "points-deq", "points-homoode", "image28-anode"])
+def test_forward_returns_logits_and_stats(name):
+    cfg = preset(name)
+    model = build_model(cfg).eval()
+    x = torch.randn((3, *cfg.input_shape))
+    out = model(x, trajectory=5)
+    assert out.logits.shape == (3, cfg.num_classes)
+    assert out.stats.family == cfg.family
+    assert out.stats.nfe > 0
+    assert out.stats.trajectory is not None and out.stats.trajectory.shape[1] == 3
+    assert out.stats.times.shape[0] == out.stats.trajectory.shape[0] <= 5
+    if cfg.family == "deq":
+        assert out.stats.rel_residual.shape == (3,)
+        assert float(out.stats.rel_residual.max()) <= cfg.deq.solver_options["tol"]
+    else:
+        assert out.stats.rel_residual is None
+        # ODE trajectories start at z(0) and end at the returned state's t = 1.
+        assert float(out.stats.times[0]) == 0.0 and float(out.stats.times[-1]) == 1.0
+
+
+def test_build_is_seeded():
+    a, b = build_model(preset("points-deq")), build_model(preset("points-deq"))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    c = build_model(preset("points-deq").replace(seed=1))
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_anode_state_carries_extra_zero_channels():
+    model = build_model(preset("points-anode")).eval()
+    out = model(torch.randn(4, 2), trajectory=3)
+    z0 = out.stats.trajectory[0]
+    assert z0.shape == (4, 3)
+    assert torch.all(z0[:, 2] == 0)
+
+
+def test_homoode_start_point_is_shared_and_fixed_alternating():
+    model = build_model(preset("image28-homoode").replace(width=4, head_dim=4)).eval()
+    out = model(torch.randn(2, 1, 28, 28), trajectory=2)
+    z0 = out.stats.trajectory[0]
+    assert torch.equal(z0[0], z0[1])
+    assert torch.all(z0[:, 0] == 1) and torch.all(z0[:, 1] == -1)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "name,shape,expected",
+    [
+        ("image28-homoode", (2, 3, 28, 28), "(B, 1, 28, 28)"),
+        ("image32-deq", (2, 1, 28, 28), "(B, 3, 32, 32)"),
+        ("points-node", (2, 3), "(B, 2)"),
+        ("image28-node", (1, 28, 28), "(B, 1, 28, 28)"),
+    ],
+)
+def test_wrong_input_shape_names_the_expected_shape(name, shape, expected):
+    model = build_model(preset(name))
+    with pytest.raises(ValueError) as err:
+        model(torch.randn(shape))
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(family="resnet"), "family must be one of"),
+        (dict(input_kind="image64"), "input_kind must be one of"),
+        (dict(width=0), "width must be an integer >= 1"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(family="anode", augment_dim=0), "augment_dim"),
+        (dict(family="anode", width=8, augment_dim=8), "augment_dim"),
+        (dict(start="random"), "start must be one of"),
+    ],
+)
+def test_bad_model_config(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        ModelConfig(**kwargs)
+
+
+def test_bad_solver_settings_are_rejected_on_construction():
+    with pytest.raises(ValueError, match="expected one of anderson, broyden, fixed_point, homotopy"):
+        DEQConfig(solver="andersen")
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        DEQConfig(solver_options={"tol": -1.0})
+    with pytest.raises(ValueError, match="ode method must be one of"):
+        ODEConfig(method="rk45")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("cifar-homoode")
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = preset("paper-cifar10")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+        ModelConfig.from_dict({**cfg.to_dict(), "widht": 3})
+
+
+# ---------------------------------------------------------------- HomoODE gradients
+
+
+def _homoode_points(adjoint: bool) -> nn.Module:
+    ode = ODEConfig(method="dopri5", rtol=1e-10, atol=1e-10, adjoint=adjoint)
+    cfg = ModelConfig(family="homoode", input_kind="points", num_classes=3, width=4, hidden=8, ode=ode, seed=3)
+    return build_model(cfg).double()
+
+
+def _grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+    x = x.clone().requires_grad_(True)
+    model.zero_grad()
+    out = model(x)
+    nn.functional.cross_entropy(out.logits, y).backward()
+    return [p.grad.clone() for p in model.parameters()], x.grad.clone(), model.nfe_backward
+
+
+def test_homoode_adjoint_matches_direct_backprop_points():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 2, dtype=torch.float64), torch.randint(0, 3, (16,))
+    direct, adjoint = _homoode_points(False), _homoode_points(True)
+    adjoint.load_state_dict(direct.state_dict())
+    g_direct, gx_direct, nfe_b_direct = _grads(direct, x, y)
+    g_adj, gx_adj, nfe_b_adj = _grads(adjoint, x, y)
+    for a, b in zip(g_adj, g_direct):
+        assert rel_err(a, b) < 1e-3
+    assert rel_err(gx_adj, gx_direct) < 1e-3  # the condition's gradient reaches the input
+    assert nfe_b_direct == 0 and nfe_b_adj > 0
+
+
+def test_homoode_adjoint_gradient_reaches_the_feature_extractor():
+    torch.manual_seed(0)
+    base = ModelConfig(family="homoode", input_kind="image28", width=4, head_dim=4, num_classes=3, seed=1)
+    x, y = torch.randn(2, 1, 28, 28, dtype=torch.float64), torch.tensor([0, 2])
+    grads = {}
+    for adjoint in (False, True):
+        ode = ODEConfig(method="dopri5", rtol=1e-8, atol=1e-8, adjoint=adjoint)
+        model = build_model(base.replace(ode=ode)).double().eval()
+        grads[adjoint] = _grads(model, x, y)[0]
+        names = [n for n, _ in model.named_parameters()]
+    # The exactness check is the points test above (tanh field, < 1e-3, input gradient included; by the
+    # chain rule an exact condition gradient makes the features' gradient exact). Here the conv field has
+    # ReLU/GroupNorm kinks that slow the convergence of forward and adjoint integrations to the same
+    # gradient, so at rtol 1e-8 they agree to a few 1e-3 (an adjoint that dropped the condition's
+    # gradient or evaluated against the saved trajectory would be off by far more).
+    for name, a, b in zip(names, grads[True], grads[False]):
+        assert rel_err(a, b) < 5e-3, name
+    feature_grads = [g for n, g in zip(names, grads[True]) if n.startswith("features")]
+    assert feature_grads and all(float(g.abs().sum()) > 0 for g in feature_grads)
+
+
+# ---------------------------------------------------------------- DEQ gradients
+
+
+def _deq_points(backward: str = "implicit", **solver) -> nn.Module:
+    opts = {"tol": 1e-12, "max_iter": 300, **solver}
+    deq = DEQConfig(
+        solver="anderson",
+        solver_options=opts,
+        backward=backward,
+        backward_solver="anderson",
+        backward_options={"tol": 1e-12, "max_iter": 300},
+    )
+    cfg = ModelConfig(family="deq", input_kind="points", num_classes=3, width=4, hidden=6, deq=deq, seed=5)
+    model = build_model(cfg).double()
+    with torch.no_grad():  # a stronger (still contractive) map, so implicit differs visibly from 1-step
+        model.block.cell.field.out.weight.mul_(3.0)
+    return model
+
+
+def _loss(model, x, y):
+    return nn.functional.cross_entropy(model(x).logits, y)
+
+
+def test_deq_implicit_gradient_matches_finite_differences_and_unrolled_backprop():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randint(0, 3, (8,))
+    model = _deq_points()
+    model.zero_grad()
+    _loss(model, x, y).backward()
+    implicit = [p.grad.clone() for p in model.parameters()]
+    assert model.nfe_backward > 0
+    assert model.block.last_backward_stats.converged
+
+    # Unrolled: backprop through 200 plain iterations from z = 0 (the map is contractive).
+    cell = model.block.cell
+    model.zero_grad()
+    z = torch.zeros(8, 4, dtype=torch.float64)
+    for _ in range(200):
+        z = cell(z, x)
+    nn.functional.cross_entropy(model.head(z), y).backward()
+    unrolled = [p.grad.clone() for p in model.parameters()]
+    for a, b in zip(implicit, unrolled):
+        if b.norm() > 0:
+            assert rel_err(a, b) < 1e-6
+
+    # Central finite differences on every entry of the cell's output weight.
+    w = cell.field.out.weight
+    fd = torch.zeros_like(w)
+    h = 1e-6
+    with torch.no_grad():
+        for idx in torch.cartesian_prod(*[torch.arange(s) for s in w.shape]):
+            i = tuple(idx.tolist())
+            w[i] += h
+            lp = _loss(model, x, y)
+            w[i] -= 2 * h
+            lm = _loss(model, x, y)
+            w[i] += h
+            fd[i] = (lp - lm) / (2 * h)
+    grad_w = implicit[[n for n, _ in model.named_parameters()].index("block.cell.field.out.weight")]
+    assert rel_err(grad_w, fd) < 1e-6
+
+
+def test_phantom_gradient_differs_from_implicit_and_counts_no_backward_nfe():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randint(0, 3, (8,))
+    implicit, phantom = _deq_points("implicit"), _deq_points("phantom")
+    grads = {}
+    for name, model in (("implicit", implicit), ("phantom", phantom)):
+        model.zero_grad()
+        _loss(model, x, y).backward()
+        grads[name] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert phantom.nfe_backward == 0
+    # One step approximates (I - J)^-1 by I: close in direction, not equal.
+    assert 1e-4 < rel_err(grads["phantom"], grads["implicit"]) < 1.0
+
+
+def test_deq_gradcheck_on_a_tiny_problem():
+    model = _deq_points().eval()
+    x = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp: model(inp).logits, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_homoode_gradcheck_on_a_tiny_problem():
+    model = _homoode_points(adjoint=True).eval()
+    x = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp: model(inp).logits, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_deq_with_homotopy_forward_solver_finds_the_same_equilibrium():
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    a = _deq_points().eval()
+    b = _deq_points().eval()
+    b.set_solver(DEQConfig(solver="homotopy", solver_options={"tol": 1e-12}))
+    with torch.no_grad():
+        za, zb = a(x, trajectory=4), b(x, trajectory=4)
+    assert zb.stats.solver.method == "homotopy" and zb.stats.solver.converged
+    assert torch.allclose(za.logits, zb.logits, atol=1e-9)
+    assert zb.stats.times[0] == 0 and zb.stats.times[-1] == 1  # the homotopy path over λ
+
+
+# ---------------------------------------------------------------- learnable start point
+
+
+class _Relaxation(nn.Module):
+    """F(z; x) = -4 (z - (W x + 3)): z(1) is pulled toward a condition-dependent point near 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 4)
+        with torch.no_grad():
+            self.lin.bias.fill_(3.0)
+
+    def forward(self, z, x):
+        return -4.0 * (z - self.lin(x))
+
+
+def test_learnable_start_moves_toward_mean_equilibrium_and_lowers_dopri5_nfe():
+    torch.manual_seed(0)
+    ode = ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3)
+    cfg = ModelConfig(family="homoode", input_kind="points", num_classes=2, width=4, hidden=8, start="learnable", ode=ode)
+    model = build_model(cfg)
+    model.block.fn.field = _Relaxation()
+    main_before = [p.clone() for p in model.main_parameters()]
+    x = torch.randn(64, 2)
+    opt = torch.optim.SGD(model.start_point_parameters(), lr=0.5)
+
+    def measure():
+        with torch.no_grad():
+            out = model(x)
+        return out.stats.nfe, float((model.block.start_point() - model.block.last_z1.mean(0)).norm())
+
+    nfe0, dist0 = measure()
+    for _ in range(100):
+        model(x)
+        model.update_start_point(opt)
+    nfe1, dist1 = measure()
+    assert dist1 < 0.05 * dist0
+    assert nfe1 < nfe0
+    # The start-point update touches nothing else.
+    for a, b in zip(main_before, model.main_parameters()):
+        assert torch.equal(a, b)
+
+
+def test_classification_loss_never_reaches_the_start_point():
+    model = build_model(preset("points-homoode").replace(start="learnable"))
+    nn.functional.cross_entropy(model(torch.randn(4, 2)).logits, torch.tensor([0, 1, 0, 1])).backward()
+    assert all(p.grad is None for p in model.start_point_parameters())
+    fixed = build_model(preset("points-homoode"))
+    with pytest.raises(ValueError, match="start='learnable'"):
+        fixed.start_point_loss()
+
+
+def test_models_doctest():
+    import core.models
+
+    result = doctest.testmod(core.models)
+    assert result.attempted > 0 and result.failed == 0
