@@ -305,7 +305,9 @@ class _Relaxation(nn.Module):
 def test_learnable_start_moves_toward_mean_equilibrium_and_lowers_dopri5_nfe():
     torch.manual_seed(0)
     ode = ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3)
-    cfg = ModelConfig(family="homoode", input_kind="points", num_classes=2, width=4, hidden=8, start="learnable", ode=ode)
+    cfg = ModelConfig(
+        family="homoode", input_kind="points", num_classes=2, width=4, hidden=8, start="learnable", ode=ode
+    )
     model = build_model(cfg)
     model.block.fn.field = _Relaxation()
     main_before = [p.clone() for p in model.main_parameters()]

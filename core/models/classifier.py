@@ -36,8 +36,8 @@ class ImplicitClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, trajectory: int = 0) -> ModelOutput:
         """Args:
-            x: (B, *config.input_shape) inputs.
-            trajectory: keep up to this many states of the implicit block (0: none).
+        x: (B, *config.input_shape) inputs.
+        trajectory: keep up to this many states of the implicit block (0: none).
         """
         expected = self.config.input_shape
         if not isinstance(x, torch.Tensor) or x.dim() != len(expected) + 1 or tuple(x.shape[1:]) != expected:
