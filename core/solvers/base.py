@@ -170,7 +170,7 @@ class SolverOptions:
             f"stop_mode must be one of 'abs', 'rel', got {self.stop_mode!r}",
         )
         _check(
-            self.divergence_ratio > 1,
+            isinstance(self.divergence_ratio, (int, float)) and self.divergence_ratio > 1,
             f"divergence_ratio must be > 1, got {self.divergence_ratio!r}",
         )
 
@@ -305,7 +305,11 @@ class Tracker:
         with ||f(z) - z|| and the relative residual stays bounded.
         """
         last = torch.nan_to_num(self.last_abs, nan=math.inf)
-        return bool((last > self.options.divergence_ratio * self.min_abs.clamp_min(1e-30)).any())
+        blown = last > self.options.divergence_ratio * self.min_abs.clamp_min(1e-30)
+        # Samples already under tol keep their best iterate while the batch iterates on; their residual
+        # can hit exactly 0 and then wobble at round-off level, which is not divergence.
+        pending = self.key(self.best_abs, self.best_rel) > self.options.tol
+        return bool((blown & pending).any())
 
     def finish(
         self,
@@ -318,7 +322,10 @@ class Tracker:
         if status is None or status is Status.MAX_ITER:
             if self.converged():
                 status = Status.CONVERGED
-            elif self.rows_abs and self._worse_than_start():
+            elif status is None and self.rows_abs and self._worse_than_start():
+                # Only a solve that used its whole iteration budget is judged by where it ended; a budget
+                # cut short (MAX_ITER forced, e.g. max_ode_steps) mid-path is not divergence: a
+                # continuation path may climb in residual before it descends.
                 status = Status.DIVERGED
             else:
                 status = Status.MAX_ITER
@@ -355,7 +362,13 @@ def failure_advice(method: str, stats: SolverStats) -> str:
         f"{method} stopped with status '{stats.status.value}' after {stats.nfe} evaluations "
         f"(worst {stats.stop_mode} residual {worst:.3g}, tol {stats.tol:g}); "
     )
-    if stats.status is Status.MAX_ITER:
+    if stats.status is Status.MAX_ITER and method == "homotopy":
+        # The budget may be the ODE's or the corrector's: name both.
+        tail = (
+            "raise max_ode_steps or loosen rtol/atol (adaptive ode_method), raise n_steps, "
+            "or raise max_iter (Newton corrector steps) or loosen tol"
+        )
+    elif stats.status is Status.MAX_ITER:
         tail = "raise max_iter, loosen tol, or use a faster method (anderson, broyden)"
     elif stats.status is Status.DIVERGED:
         if method == "homotopy":

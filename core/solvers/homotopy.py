@@ -153,14 +153,18 @@ class _PathField:
         return dz
 
     def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        # Fixed-step methods take exactly the n_steps asked for: max_ode_steps only caps adaptive ones.
         self.attempted += 1
-        if self.attempted > self.opts.max_ode_steps:
-            raise _Stop(Status.MAX_ITER)
-
 
 
 class _AdaptivePathField(_PathField):
     """Adaptive integrators also report accepted steps: they are the path's real λ grid."""
+
+    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        # Refuse the step past the cap before it is counted or taken, so a stiff path cannot hang.
+        if self.attempted >= self.opts.max_ode_steps:
+            raise _Stop(Status.MAX_ITER)
+        super().callback_step(t0, y0, dt)
 
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.accepted.append((float(t0), y0.detach()))
