@@ -1,0 +1,363 @@
+"""One entry point, ``load_dataset``: train / val / test tensors in memory, normalised, with metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from .formats import Split
+from .sources import DATASETS, DatasetInfo, check_name, load_files
+from .toy import TOY_SETS, make_toy
+
+DIGITS_ASSET = "assets/digits.npz"  # relative to the ``core`` package
+
+
+def load_digits() -> tuple[Split, Split, str]:
+    """The bundled 10,000 MNIST digits: train (8000, 1, 28, 28) and test (2000, 1, 28, 28) uint8 with int64
+    labels, and the asset's source note. Built by scripts/build_digits.py; see core/assets/DIGITS_LICENSE.txt.
+    """
+    with resources.files("core").joinpath(DIGITS_ASSET).open("rb") as handle, np.load(handle) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+
+    def split(prefix: str) -> Split:
+        return arrays[f"{prefix}_images"][:, None].copy(), arrays[f"{prefix}_labels"].astype(np.int64)
+
+    return split("train"), split("test"), str(arrays["source"])
+
+
+def stratified_split(labels: np.ndarray, n_first: int, seed: int | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices 0..N-1 into ``n_first`` and the rest, each class in proportion to its count.
+
+    Class quotas are rounded by largest remainder (ties to the lower class), so the first part has exactly
+    ``n_first`` indices. Both parts come back sorted; the same (labels, n_first, seed) gives the same split.
+    """
+    labels = np.asarray(labels)
+    if not 0 <= n_first <= len(labels):
+        raise ValueError(f"cannot take {n_first} of {len(labels)} examples")
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n_first / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n_first - int(take.sum())]] += 1
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
+    first = np.sort(np.concatenate(chosen)).astype(np.int64)
+    return first, np.setdiff1d(np.arange(len(labels)), first)
+
+
+def random_crop_flip(
+    x: torch.Tensor, pad: int, flip: bool, fill: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random crop of the same size from ``x`` padded by ``pad`` (with ``fill``), optionally mirrored.
+
+    Args:
+        x: (B, C, H, W) images.
+        pad: border width; offsets are uniform in 0..2·pad per image and axis.
+        flip: mirror each image left-right with probability 1/2.
+        fill: (C,) padding value per channel (the normalised value of a black pixel, as torchvision's
+            RandomCrop pads before normalising).
+        generator: source of randomness (CPU).
+
+    Returns:
+        (B, C, H, W) augmented copy.
+    """
+    B, C, H, W = x.shape
+    padded = fill.to(x).view(1, C, 1, 1).expand(B, C, H + 2 * pad, W + 2 * pad).clone()
+    padded[:, :, pad : pad + H, pad : pad + W] = x
+    oy = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator)
+    rows = oy + torch.arange(H)  # (B, H)
+    cols = ox + torch.arange(W)  # (B, W)
+    if flip:
+        # A mirrored crop reads its columns right to left: fold the flip into the gather.
+        mirrored = torch.rand(B, 1, generator=generator) < 0.5
+        cols = torch.where(mirrored, cols.flip(1), cols)
+    batch = torch.arange(B)[:, None, None]
+    # Advanced indices split by the channel slice put (B, H, W) first: (B, H, W, C).
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Train-time augmentation of 32x32 colour images: random crop with ``pad`` and optional flip."""
+
+    pad: int = 4
+    flip: bool = True
+    fill: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+
+class InMemoryDataset(Dataset):
+    """Inputs (N, *input_shape) float32 and targets (N,) int64 held as tensors.
+
+    With an ``augmentation`` each item is randomly cropped / flipped on access, from the dataset's own
+    seeded generator (``make_loader`` reseeds it per DataLoader worker, so workers do not repeat each other).
+    The tensors ``inputs`` and ``targets`` stay unaugmented and may be read directly for fast evaluation.
+    """
+
+    def __init__(
+        self, inputs: torch.Tensor, targets: torch.Tensor, augmentation: Augmentation | None = None, seed: int = 0
+    ) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        self.inputs = inputs
+        self.targets = targets
+        self.augmentation = augmentation
+        self._fill = torch.tensor(augmentation.fill if augmentation else (), dtype=inputs.dtype)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inputs[index]
+        if self.augmentation is not None:
+            aug = self.augmentation
+            x = random_crop_flip(x[None], aug.pad, aug.flip, self._fill, self.generator)[0]
+        return x, self.targets[index]
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Train / val / test datasets of one dataset and what a model and a UI need to know about it.
+
+    Attributes:
+        name: registry name.
+        train, val, test: ``InMemoryDataset``s; inputs (N, 2) for points, (N, 1, 28, 28) or
+            (N, 3, 32, 32) normalised images; targets (N,) int64.
+        num_classes, input_kind, class_names: for ``ModelConfig`` and labels.
+        source: which file, folder or generator the data came from.
+        mean, std: per-channel normalisation applied (x - mean) / std to pixels in [0, 1].
+        augment: whether the train split is augmented.
+        split_seed: seed of the validation split (and of toy generation, subsets and augmentation).
+    """
+
+    name: str
+    train: InMemoryDataset
+    val: InMemoryDataset
+    test: InMemoryDataset
+    num_classes: int
+    input_kind: str
+    class_names: tuple[str, ...]
+    source: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool = False
+    split_seed: int = 0
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.inputs.shape[1:])
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation: (B, C, H, W) images back to pixels in [0, 1] (points are unchanged)."""
+        if self.input_kind == "points":
+            return x
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return x * std + mean
+
+    def summary(self) -> str:
+        sizes = " / ".join(f"{n:,}" for n in self.sizes.values())
+        aug = ", train augmented" if self.augment else ""
+        return (
+            f"{self.name}: {sizes} train/val/test, {self.num_classes} classes, input {self.input_kind} "
+            f"{self.input_shape}{aug}; {self.source}"
+        )
+
+
+def _normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W) of (pixel / 255 - mean) / std, in place to spare memory."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
+    x.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
+    return x
+
+
+def _check_int(value: object, name: str, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    val_fraction: float | None = None,
+    split_seed: int = 0,
+    augment: bool = False,
+    download: bool = False,
+    limit: int | None = None,
+    toy_size: int = 1000,
+    toy_noise: float | None = None,
+) -> DataBundle:
+    """Load a dataset by name, split it and normalise it.
+
+    Names: toy sets ``circles``, ``moons``, ``spirals``, ``crossing`` (generated; train and test have
+    ``toy_size`` points, val ``round(toy_size * val_fraction)``, each from its own seed stream of
+    ``split_seed``; not normalised); ``digits`` (bundled 10,000 MNIST digits: fixed 8,000 / 2,000
+    train / test, val carved from train, default 7,000 / 1,000 / 2,000); ``mnist``, ``fashion-mnist``,
+    ``cifar10``, ``cifar100``, ``svhn`` (standard files, see ``core.data.sources``).
+
+    Args:
+        name: one of ``DATASET_NAMES``.
+        data_dir: folder holding the standard files (default ``$IMPLICIT_EXPLORER_DATA`` or
+            ``~/.cache/implicit-explorer/data``); also where ``download`` puts them.
+        val_fraction: share of the training split held out for validation, stratified by class and
+            drawn with ``split_seed``; None: the dataset's default (0.1; digits 0.125; toy sets 0.2).
+        split_seed: seed of the validation split, of ``limit`` subsets, of toy generation and of
+            augmentation. The test split never depends on it.
+        augment: random crop (pad 4) + horizontal flip of the train split, for the 32x32 colour sets
+            (SVHN: crop only, a mirrored digit is another glyph).
+        download: let torchvision fetch missing files (needs internet); never done otherwise.
+        limit: keep at most this many examples per split (a stratified, seeded subset), for quick runs.
+        toy_size, toy_noise: size and noise of generated toy sets (noise None: the set's default).
+
+    Returns:
+        A ``DataBundle``.
+
+    Raises:
+        ValueError: unknown name (the message lists valid ones) or bad option.
+        DatasetUnavailable: the files are missing or unreadable; the message says how to get them.
+    """
+    info = check_name(name)
+    frac = info.val_fraction if val_fraction is None else val_fraction
+    if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 <= frac < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {frac!r}")
+    _check_int(split_seed, "split_seed", 0)
+    if limit is not None:
+        _check_int(limit, "limit", 1)
+    if augment and info.input_kind != "image32":
+        colour = ", ".join(n for n, i in DATASETS.items() if i.input_kind == "image32")
+        raise ValueError(f"augment=True is for the 32x32 colour sets ({colour}), not {name!r}")
+
+    if info.kind == "toy":
+        _check_int(toy_size, "toy_size", 1)
+        n_val = round(toy_size * frac)
+        noise = TOY_SETS[name][0] if toy_noise is None else toy_noise
+        parts = [
+            make_toy(name, n, noise, seed=[split_seed, stream]) if n > 0 else _empty_points()
+            for stream, n in enumerate((toy_size, n_val, toy_size))
+        ]
+        tensors = [(torch.from_numpy(X), torch.from_numpy(y)) for X, y in parts]
+        if limit is not None:
+            tensors = [_subset(x, y, limit, split_seed) for x, y in tensors]
+        source = f"generated {name} ({TOY_SETS[name][2]}; noise {noise}, seed {split_seed})"
+        splits = dict(zip(("train", "val", "test"), tensors))
+    else:
+        if info.kind == "bundled":
+            train, test, note = load_digits()
+            source = f"bundled core/{DIGITS_ASSET} ({note})"
+        else:
+            train, test, class_names, source = load_files(name, data_dir, download)
+            info = _with_class_names(info, class_names)
+        (images, labels), (test_images, test_labels) = train, test
+        val_idx, train_idx = stratified_split(labels, round(len(labels) * frac), [split_seed, 0])
+        raw = {
+            "train": (images[train_idx], labels[train_idx]),
+            "val": (images[val_idx], labels[val_idx]),
+            "test": (test_images, test_labels),
+        }
+        splits = {}
+        for key, (x, y) in raw.items():
+            if limit is not None and limit < len(y):
+                keep = stratified_split(y, limit, [split_seed, 1])[0]
+                x, y = x[keep], y[keep]
+            splits[key] = (_normalise(x, info.mean, info.std), torch.from_numpy(np.ascontiguousarray(y)))
+
+    augmentation = None
+    if augment:
+        fill = tuple(-m / s for m, s in zip(info.mean, info.std))
+        augmentation = Augmentation(pad=4, flip=info.flip, fill=fill)
+    datasets = {
+        key: InMemoryDataset(x, y, augmentation if key == "train" else None, seed=split_seed)
+        for key, (x, y) in splits.items()
+    }
+    return DataBundle(
+        name=name,
+        num_classes=info.num_classes,
+        input_kind=info.input_kind,
+        class_names=info.class_names,
+        source=source,
+        mean=info.mean,
+        std=info.std,
+        augment=augment,
+        split_seed=split_seed,
+        **datasets,
+    )
+
+
+def _empty_points() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.int64)
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if limit >= len(y):
+        return x, y
+    keep = torch.from_numpy(stratified_split(y.numpy(), limit, [seed, 1])[0])
+    return x[keep], y[keep]
+
+
+def _with_class_names(info: DatasetInfo, class_names: list[str]) -> DatasetInfo:
+    # Names from the files' own metadata (CIFAR's meta) win over the built-in list.
+    return replace(info, class_names=tuple(class_names)) if len(class_names) == info.num_classes else info
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader gives each worker a distinct seed drawn from the loader's generator every epoch; use it
+    # for the augmentation too, or every worker would replay the same crops.
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, InMemoryDataset):
+        info.dataset.reseed(info.seed % 2**63)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 128,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader whose shuffling (and augmentation in workers) is fixed by ``seed``.
+
+    In-memory tensors need no worker processes, hence ``num_workers=0`` by default.
+    """
+    _check_int(batch_size, "batch_size", 1)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+    )
+
+
+__all__ = [
+    "DIGITS_ASSET",
+    "Augmentation",
+    "DataBundle",
+    "InMemoryDataset",
+    "load_dataset",
+    "load_digits",
+    "make_loader",
+    "random_crop_flip",
+    "stratified_split",
+]
