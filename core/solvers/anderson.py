@@ -25,6 +25,7 @@ from .base import (
     all_finite,
     check_in_range,
     check_positive_int,
+    wide_dtype,
 )
 
 
@@ -81,7 +82,7 @@ def _mix(xs: list[torch.Tensor], fs: list[torch.Tensor], opts: AndersonOptions) 
     n = X.shape[1]
     if n == 1:
         return opts.beta * F[:, 0] + (1 - opts.beta) * X[:, 0]
-    G = (F - X).double()
+    G = (F - X).to(wide_dtype(X.device))
     H = G @ G.transpose(1, 2)  # (B, n, n)
     scale = H.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)  # (B,)
     eye = torch.eye(n, dtype=H.dtype, device=H.device)

@@ -225,6 +225,11 @@ class CountedMap:
         return self.f(z)
 
 
+def wide_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the solvers' small dense systems, except where the backend has none (Apple MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def batch_norm(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B,) Euclidean norm of each sample."""
     return x.reshape(x.shape[0], -1).norm(dim=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .base import CountedMap, batch_dot
+from .base import CountedMap, batch_dot, wide_dtype
 
 JACOBIAN_MODES = ("vjp", "jvp")
 LINEAR_SOLVERS = ("auto", "gmres", "dense")
@@ -110,10 +110,11 @@ def solve_shifted(
     bsz = rhs.shape[0]
     n = rhs[0].numel()
     if method == "dense" or (method == "auto" and n <= dense_max):
-        jac = op.dense().double()
+        wide = wide_dtype(rhs.device)
+        jac = op.dense().to(wide)
         eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
         mat = a * eye - c * jac
-        x = torch.linalg.solve(mat, rhs.reshape(bsz, n, 1).double())
+        x = torch.linalg.solve(mat, rhs.reshape(bsz, n, 1).to(wide))
         return x.to(rhs.dtype).reshape(rhs.shape)
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -146,25 +147,28 @@ def gmres(matvec, b: torch.Tensor, tol: float, krylov_dim: int = 30, max_restart
         if bool((beta <= target).all()):
             break
         basis = [r / beta.clamp_min(tiny)[:, None]]
-        hess = torch.zeros(bsz, m + 1, m, dtype=torch.float64, device=b.device)
-        e1 = torch.zeros(bsz, m + 1, dtype=torch.float64, device=b.device)
-        e1[:, 0] = beta.double()
+        wide = wide_dtype(b.device)
+        hess = torch.zeros(bsz, m + 1, m, dtype=wide, device=b.device)
+        e1 = torch.zeros(bsz, m + 1, dtype=wide, device=b.device)
+        e1[:, 0] = beta.to(wide)
         y = None
         k = 0
         for j in range(m):
             w = matvec(basis[j])
             for i in range(j + 1):  # modified Gram-Schmidt
                 h = batch_dot(w, basis[i])
-                hess[:, i, j] = h.double()
+                hess[:, i, j] = h.to(wide)
                 w = w - h[:, None] * basis[i]
             h_next = w.norm(dim=1)
-            hess[:, j + 1, j] = h_next.double()
+            hess[:, j + 1, j] = h_next.to(wide)
             basis.append(torch.where(h_next[:, None] > tiny, w / h_next.clamp_min(tiny)[:, None], torch.zeros_like(w)))
             k = j + 1
             small = hess[:, : k + 1, :k]
-            y = torch.linalg.lstsq(small, e1[:, : k + 1, None]).solution  # (B, k, 1)
+            # The pseudo-inverse (SVD) handles rank-deficient Hessenbergs, e.g. a sample whose right-hand
+            # side is already 0; lstsq's only CUDA driver assumes full rank.
+            y = torch.linalg.pinv(small) @ e1[:, : k + 1, None]  # (B, k, 1)
             res = (e1[:, : k + 1, None] - small @ y).norm(dim=(1, 2))
-            if bool((res <= target.double()).all()):
+            if bool((res <= target.to(wide)).all()):
                 break
         coeff = y[:, :, 0].to(b.dtype)  # (B, k)
         x = x + torch.einsum("bk,kbn->bn", coeff, torch.stack(basis[:k]))
