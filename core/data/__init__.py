@@ -35,6 +35,7 @@ from .bundle import (
 )
 from .formats import DatasetUnavailable, FormatError
 from .sources import DATASET_NAMES, DATASETS, DatasetInfo, default_data_dir, is_available
+from .sources import check_name as dataset_info
 from .toy import TOY_SETS, make_toy
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "DatasetUnavailable",
     "FormatError",
     "InMemoryDataset",
+    "dataset_info",
     "default_data_dir",
     "is_available",
     "load_dataset",

@@ -1,0 +1,263 @@
+"""Command line training: ``python -m core.train --model homoode --dataset digits --epochs 3 --out runs/h``.
+
+Writes DIR/config.json, DIR/metrics.jsonl (one JSON line per event), DIR/summary.json and
+DIR/checkpoint.pt; ``python -m core.train --resume DIR`` continues a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import data as data_lib
+from .models import FAMILIES, PRESETS, DEQConfig, ModelConfig, preset
+from .models.config import ADAPTIVE_ODE, FIXED_STEP_ODE
+from .solvers import METHODS
+from .training import (
+    CheckpointError,
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    StepEvent,
+    TrainConfig,
+    Trainer,
+    atomic_write_json,
+    load_trainer,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m core.train",
+        description="Train an implicit model (NODE, ANODE, DEQ, HomoODE) and record its metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--model", choices=FAMILIES, default="homoode", help="model family")
+    run.add_argument("--dataset", default="digits", help=f"dataset: {', '.join(data_lib.DATASET_NAMES)}")
+    run.add_argument("--preset", choices=sorted(PRESETS), help="start from a named model preset (default: by dataset)")
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=1, help="passes over the training split")
+    length.add_argument("--steps", type=int, help="optimisation steps (instead of --epochs)")
+    run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
+    run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    run.add_argument("--threads", type=int, help="torch CPU threads")
+    run.add_argument("--seed", type=int, default=0, help="data order, split, augmentation and init seed")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    d = p.add_argument_group("data")
+    d.add_argument("--data-dir", help="folder with standard dataset files")
+    d.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    d.add_argument("--augment", action="store_true", help="random crop + flip (32x32 colour sets)")
+    d.add_argument("--val-fraction", type=float, help="share of train held out for validation (default: per dataset)")
+    d.add_argument("--train-limit", type=int, help="use only this many training examples")
+
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--batch-size", type=int, default=128)
+    o.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay per step)")
+    o.add_argument("--lr-min", type=float, default=1e-6, help="final learning rate of the cosine decay")
+    o.add_argument("--weight-decay", type=float, default=0.0)
+    o.add_argument("--grad-clip", type=float, help="clip the gradient norm")
+    o.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: each epoch)")
+    o.add_argument("--eval-batches", type=int, help="cap on validation batches")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--width", type=int, help="state channels (images) or dimension (points)")
+    m.add_argument("--dropout", type=float, help="HomoODE variational dropout")
+    m.add_argument("--start", choices=("fixed", "learnable"), help="HomoODE start point")
+    m.add_argument("--start-lr", type=float, default=0.02, help="SGD lr of the learnable start point")
+    m.add_argument("--start-every", type=int, default=20, help="update the start point every N steps")
+
+    ode = p.add_argument_group("ODE (node, anode, homoode)")
+    ode.add_argument("--ode-method", choices=FIXED_STEP_ODE + ADAPTIVE_ODE, help="torchdiffeq method")
+    ode.add_argument("--rtol", type=float, help="adaptive methods' relative tolerance")
+    ode.add_argument("--atol", type=float, help="adaptive methods' absolute tolerance")
+    ode.add_argument("--n-steps", type=int, help="fixed-step methods' number of steps")
+    ode.add_argument("--adjoint", action="store_true", help="backward by the adjoint method")
+
+    deq = p.add_argument_group("DEQ")
+    deq.add_argument("--solver", choices=METHODS, help="forward root solver")
+    deq.add_argument("--tol", type=float, help="forward solver tolerance (relative residual)")
+    deq.add_argument("--max-iter", type=int, help="forward solver iteration cap")
+    deq.add_argument("--backward", choices=("implicit", "phantom"), help="gradient: implicit or 1-step phantom")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build the TrainConfig the flags describe (ValueError on a bad value or combination)."""
+    info = data_lib.dataset_info(args.dataset)
+    name = args.preset or f"{info.input_kind}-{args.model}"
+    model: ModelConfig = preset(name)
+    if model.input_kind != info.input_kind:
+        raise ValueError(
+            f"preset {name!r} is for {model.input_kind} inputs but dataset {args.dataset!r} gives {info.input_kind}"
+        )
+    changes: dict[str, Any] = {"num_classes": info.num_classes, "seed": args.seed}
+    for flag in ("width", "dropout", "start"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    ode_changes = {
+        k: v
+        for k, v in (("method", args.ode_method), ("rtol", args.rtol), ("atol", args.atol), ("n_steps", args.n_steps))
+        if v is not None
+    }
+    if args.adjoint:
+        ode_changes["adjoint"] = True
+    if ode_changes:
+        changes["ode"] = dataclasses.replace(model.ode, **ode_changes)
+    if any(v is not None for v in (args.solver, args.tol, args.max_iter, args.backward)):
+        solver = args.solver or model.deq.solver
+        opts = dict(model.deq.solver_options) if solver == model.deq.solver else {}
+        if args.tol is not None:
+            opts["tol"] = args.tol
+        if args.max_iter is not None:
+            opts["max_iter"] = args.max_iter
+        changes["deq"] = DEQConfig(
+            solver=solver,
+            solver_options=opts,
+            backward=args.backward or model.deq.backward,
+            backward_solver=model.deq.backward_solver,
+            backward_options=model.deq.backward_options,
+            phantom_steps=model.deq.phantom_steps,
+        )
+    model = model.replace(**changes)
+    return TrainConfig(
+        model=model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_min=args.lr_min,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        start_lr=args.start_lr,
+        start_every=args.start_every,
+        val_fraction=args.val_fraction,
+        augment=args.augment,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        train_limit=args.train_limit,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
+
+
+class _Recorder:
+    """Appends events to DIR/metrics.jsonl and drives the progress bar."""
+
+    def __init__(self, trainer: Trainer, out: Path | None, quiet: bool):
+        self.trainer, self.out = trainer, out
+        self.metrics = open(out / "metrics.jsonl", "a") if out else None
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=trainer.total_steps, initial=trainer.step_count, unit="step", dynamic_ncols=True)
+        self.last_val: float | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(event.to_dict()) + "\n")
+            self.metrics.flush()
+        if isinstance(event, StepEvent) and self.bar is not None:
+            post = {
+                "loss": f"{event.loss:.3f}",
+                "acc": f"{event.train_acc:.3f}",
+                "nfe": f"{event.nfe_forward}/{event.nfe_backward}",
+            }
+            if self.last_val is not None:
+                post["val"] = f"{self.last_val:.3f}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+        elif isinstance(event, EvalEvent):
+            self.last_val = event.accuracy
+        elif isinstance(event, ErrorEvent):
+            self._print(f"error at step {event.step}: {event.message}\n  advice: {event.advice}")
+            if event.checkpoint:
+                self._print(f"  last good checkpoint kept: {event.checkpoint}")
+        elif isinstance(event, CheckpointEvent):
+            pass
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def summary_of(event: FinishedEvent, config: TrainConfig) -> dict[str, Any]:
+    return {
+        "model": config.model.family,
+        "dataset": config.dataset,
+        "params": event.params,
+        "steps": event.step,
+        "test_accuracy": event.test_accuracy,
+        "best_val_accuracy": event.best_val_accuracy,
+        "best_step": event.best_step,
+        "mean_nfe_forward": event.mean_nfe_forward,
+        "mean_nfe_backward": event.mean_nfe_backward,
+        "peak_memory_bytes": event.peak_memory_bytes,
+        "memory_measure": event.memory_measure,
+        "seconds": event.seconds,
+        "stopped": event.stopped,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.resume is not None:
+            trainer = load_trainer(args.resume / "checkpoint.pt", out_dir=args.resume)
+            out = args.resume
+        else:
+            config = config_from_args(args)
+            out = args.out
+            trainer = Trainer(config, out_dir=out)
+    except (ValueError, CheckpointError, data_lib.DatasetUnavailable) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    config = trainer.config
+    recorder = _Recorder(trainer, out, args.quiet)
+    final: Event | None = None
+    try:
+        for event in trainer.run():
+            recorder(event)
+            final = event
+    except KeyboardInterrupt:
+        recorder.close()
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    recorder.close()
+    if isinstance(final, FinishedEvent):
+        summary = summary_of(final, config)
+        if out is not None:
+            atomic_write_json(out / "summary.json", summary)
+        acc = "n/a" if final.test_accuracy is None else f"{100 * final.test_accuracy:.2f} %"
+        print(
+            f"test accuracy {acc} (model of step {final.best_step}, selected on validation); "
+            f"mean NFE forward {final.mean_nfe_forward:.1f}, backward {final.mean_nfe_backward:.1f}; "
+            f"{final.seconds:.1f} s"
+        )
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The training configuration: one frozen dataclass for the CLI, the app and the tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import ModelConfig
+from ..models.config import _build
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; saved with every run and checkpoint.
+
+    Attributes:
+        model: the model to build.
+        dataset: a name known to ``core.data`` (digits, circles, mnist, ...).
+        data_dir: folder holding standard dataset files (None: the defaults ``core.data`` searches).
+        download: let torchvision download a missing dataset (needs internet).
+        epochs / steps: length of the run; ``steps`` wins when both are set.
+        batch_size, lr, lr_min: Adam with cosine decay per iteration from lr to lr_min.
+        weight_decay: Adam's L2 penalty.
+        grad_clip: clip the gradient norm to this value (None: no clipping).
+        start_lr, start_every: HomoODE's learnable start point: SGD at ``start_lr`` on
+            SmoothL1(z0, stop_grad(z(1))) every ``start_every`` steps (official: 0.02, every 20).
+        val_fraction: share of the training set held out for validation (None: the dataset's default).
+        augment: random crop + flip on 32x32 colour sets.
+        eval_every: validate every this many steps (0: at the end of each epoch).
+        eval_batches: cap on validation batches (None: the whole split).
+        train_limit: use only the first N training examples (quick experiments, tests).
+        seed: seeds the data order, augmentation and dropout.
+        device: auto (CUDA when present), cpu or cuda.
+        threads: torch CPU threads (None: leave torch's default).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_min: float = 1e-6
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    start_lr: float = 0.02
+    start_every: int = 20
+    val_fraction: float | None = None
+    augment: bool = False
+    eval_every: int = 0
+    eval_batches: int | None = None
+    train_limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelConfig):
+            _fail("model must be a ModelConfig")
+        for name in ("epochs", "batch_size", "start_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                _fail(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("steps", "eval_batches", "train_limit", "threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                _fail(f"{name} must be an integer >= 1 (or unset), got {value!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            _fail(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        for name in ("lr", "start_lr"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                _fail(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.lr_min, (int, float)) or not 0 <= self.lr_min <= self.lr:
+            _fail(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            _fail(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0):
+            _fail(f"grad_clip must be a positive number (or unset), got {self.grad_clip!r}")
+        if self.val_fraction is not None and (
+            not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1
+        ):
+            _fail(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.device not in DEVICES:
+            _fail(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming the valid ones."""
+        data = dict(data)
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelConfig.from_dict(data["model"])
+        return _build(cls, data)

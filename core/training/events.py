@@ -1,0 +1,108 @@
+"""Typed training events: what the loop yields and every front end (CLI, app) consumes.
+
+Each event is a frozen dataclass with a ``kind`` tag and ``to_dict()`` for JSON lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf: write them as null so metrics.jsonl stays valid JSON.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    step: int
+    epoch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{k: _clean(v) for k, v in dataclasses.asdict(self).items()}}
+
+
+@dataclass(frozen=True)
+class StepEvent(Event):
+    """One optimisation step.
+
+    Attributes:
+        loss: cross-entropy of the batch.
+        train_acc: accuracy on the batch (before the update).
+        nfe_forward / nfe_backward: field (or cell) evaluations of the forward pass / of the backward
+            pass (adjoint re-integration or implicit-backward VJPs; 0 for plain backprop).
+        residual: worst relative equilibrium residual of the batch (DEQ), else None.
+        start_loss: the start-point SmoothL1 loss when the start point was updated this step.
+        lr: learning rate used for this step.
+        peak_memory_bytes: CUDA max_memory_allocated on a GPU, peak RSS of the process on the CPU.
+        step_seconds: wall time of this step; wall_seconds: since the run (or resume) started.
+    """
+
+    kind: ClassVar[str] = "step"
+    loss: float
+    train_acc: float
+    nfe_forward: int
+    nfe_backward: int
+    residual: float | None
+    start_loss: float | None
+    lr: float
+    peak_memory_bytes: int
+    step_seconds: float
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class EvalEvent(Event):
+    """Validation after ``step`` steps: loss, accuracy, mean forward NFE; ``is_best`` when selected."""
+
+    kind: ClassVar[str] = "eval"
+    split: str
+    loss: float
+    accuracy: float
+    nfe_forward: float
+    is_best: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckpointEvent(Event):
+    kind: ClassVar[str] = "checkpoint"
+    path: str
+
+
+@dataclass(frozen=True)
+class FinishedEvent(Event):
+    """The run ended. Test accuracy is measured once, on the model selected by validation.
+
+    ``stopped`` is True when the run was stopped before its planned number of steps.
+    """
+
+    kind: ClassVar[str] = "finished"
+    test_accuracy: float | None
+    test_loss: float | None
+    best_val_accuracy: float | None
+    best_step: int | None
+    params: int
+    mean_nfe_forward: float
+    mean_nfe_backward: float
+    peak_memory_bytes: int
+    memory_measure: str
+    seconds: float
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    """The run could not go on (divergence, solver failure). ``advice`` names the setting to change;
+    ``checkpoint`` is the last good checkpoint, kept untouched (None when none was written)."""
+
+    kind: ClassVar[str] = "error"
+    message: str
+    advice: str
+    checkpoint: str | None

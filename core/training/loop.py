@@ -1,0 +1,391 @@
+"""The training loop as a generator of events, on a ``Trainer`` that can also be stepped by hand.
+
+    for event in train(config, out_dir="runs/x"):
+        print(event.to_dict())
+
+Adam with cosine decay per iteration, HomoODE's start point on its own SGD schedule, optional
+gradient clipping; data order, augmentation and dropout are seeded, and a checkpoint holds every
+piece of state, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import data as data_lib
+from ..models import ImplicitClassifier, build_model
+from ..models.blocks import ODEStepLimitError
+from ..solvers import SolverError
+from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> CUDA when available, else CPU; asking for cuda without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what was measured): CUDA max_memory_allocated on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "cpu_peak_rss"
+
+
+class Divergence(RuntimeError):
+    """A step produced a non-finite loss or the solver failed; carries advice for the user."""
+
+    def __init__(self, message: str, advice: str):
+        super().__init__(message)
+        self.advice = advice
+
+
+class Trainer:
+    """Holds a model, its optimizers and data; ``step()`` advances exactly one optimisation step.
+
+    Args:
+        config: the run's configuration.
+        out_dir: where checkpoints and run files go (None: keep everything in memory).
+        resume: a checkpoint dict (from ``load_checkpoint``) to continue from.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path | None = None, resume: dict | None = None):
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.data = data_lib.load_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            val_fraction=config.val_fraction,
+            split_seed=config.seed,
+            augment=config.augment,
+            download=config.download,
+            limit=config.train_limit,
+        )
+        if self.data.input_kind != config.model.input_kind or self.data.num_classes != config.model.num_classes:
+            raise ValueError(
+                f"dataset {config.dataset!r} gives {self.data.input_kind} inputs with {self.data.num_classes} "
+                f"classes, but the model is built for {config.model.input_kind} with "
+                f"{config.model.num_classes} classes; pick a matching preset"
+            )
+        self.train_x, self.train_y = self.data.train.inputs, self.data.train.targets
+        self.val_x, self.val_y = self.data.val.inputs, self.data.val.targets
+        self.test_x, self.test_y = self.data.test.inputs, self.data.test.targets
+        self.augmentation = self.data.train.augmentation
+        self.batches_per_epoch = max(1, math.ceil(len(self.train_y) / config.batch_size))
+        self.total_steps = config.steps or config.epochs * self.batches_per_epoch
+
+        torch.manual_seed(config.seed)
+        self.model: ImplicitClassifier = build_model(config.model).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.main_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.total_steps, eta_min=config.lr_min
+        )
+        start_params = self.model.start_point_parameters()
+        self.start_optimizer = torch.optim.SGD(start_params, lr=config.start_lr) if start_params else None
+        self.step_count = 0
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.nfe_sums = [0, 0]
+        self.last_checkpoint: str | None = None
+        self.started = time.perf_counter()
+        if resume is not None:
+            self._load_state(resume)
+
+    # ------------------------------------------------------------------ the step
+
+    @property
+    def epoch(self) -> int:
+        return self.step_count // self.batches_per_epoch
+
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.total_steps
+
+    def _batch_indices(self, step: int) -> torch.Tensor:
+        # The order of an epoch is a pure function of (seed, epoch): resuming mid-epoch needs no saved sampler.
+        epoch, k = divmod(step, self.batches_per_epoch)
+        gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.train_y), generator=gen)
+        return perm[k * self.config.batch_size : (k + 1) * self.config.batch_size]
+
+    def step(self) -> StepEvent:
+        """One optimisation step; raises :class:`Divergence` and leaves the model as it was before the step."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        idx = self._batch_indices(self.step_count)
+        x, y = self.train_x[idx], self.train_y[idx]
+        if self.augmentation is not None:
+            # Seeded by (seed, step): a resumed run sees the same crops and flips.
+            gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step_count)
+            aug = self.augmentation
+            x = data_lib.random_crop_flip(x, aug.pad, aug.flip, torch.tensor(aug.fill), gen)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        backup = self._snapshot()
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.model(x)
+            if out.stats.rel_residual is not None and not torch.isfinite(out.stats.rel_residual).all():
+                raise Divergence(
+                    f"the equilibrium solver produced a non-finite state at step {self.step_count}",
+                    "lower the learning rate (lr), add damping (beta < 1) or use a tighter solver tol",
+                )
+            loss = nn.functional.cross_entropy(out.logits, y)
+            if not torch.isfinite(loss):
+                raise Divergence(
+                    f"the loss became {float(loss)} at step {self.step_count}",
+                    "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol",
+                )
+            loss.backward()
+            grads_ok = all(torch.isfinite(p.grad).all() for p in self.model.main_parameters() if p.grad is not None)
+            if not grads_ok:
+                raise Divergence(
+                    f"non-finite gradients at step {self.step_count}",
+                    "lower the learning rate (lr), enable gradient clipping (grad_clip), or add solver damping",
+                )
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.main_parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            nfe_backward = self.model.nfe_backward
+            start_loss = None
+            if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
+                start_loss = self.model.update_start_point(self.start_optimizer)
+        except (ODEStepLimitError, SolverError) as err:
+            self._restore(backup)
+            raise Divergence(
+                str(err), "lower the learning rate, loosen rtol/atol, or use a fixed-step ODE method"
+            ) from err
+        except Divergence:
+            self._restore(backup)
+            raise
+        self.step_count += 1
+        self.nfe_sums[0] += out.stats.nfe
+        self.nfe_sums[1] += nfe_backward
+        residual = None if out.stats.rel_residual is None else float(out.stats.rel_residual.max())
+        mem, _ = peak_memory(self.device)
+        now = time.perf_counter()
+        return StepEvent(
+            step=self.step_count,
+            epoch=self.epoch,
+            loss=float(loss.detach()),
+            train_acc=float((out.logits.argmax(1) == y).float().mean()),
+            nfe_forward=out.stats.nfe,
+            nfe_backward=nfe_backward,
+            residual=residual,
+            start_loss=start_loss,
+            lr=lr,
+            peak_memory_bytes=mem,
+            step_seconds=now - t0,
+            wall_seconds=now - self.started,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val", max_batches: int | None = None) -> tuple[float, float, float]:
+        """(loss, accuracy, mean forward NFE) on ``split`` ('val' or 'test') in eval mode."""
+        x_all, y_all = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        self.model.eval()
+        bs = self.config.batch_size
+        total_loss = correct = nfe = batches = 0
+        for start in range(0, len(y_all), bs):
+            if max_batches is not None and batches >= max_batches:
+                break
+            x = x_all[start : start + bs].to(self.device)
+            y = y_all[start : start + bs].to(self.device)
+            out = self.model(x)
+            total_loss += float(nn.functional.cross_entropy(out.logits, y, reduction="sum"))
+            correct += int((out.logits.argmax(1) == y).sum())
+            nfe += out.stats.nfe
+            batches += 1
+        n = min(len(y_all), batches * bs)
+        return total_loss / max(n, 1), correct / max(n, 1), nfe / max(batches, 1)
+
+    def validate(self) -> EvalEvent:
+        t0 = time.perf_counter()
+        loss, acc, nfe = self.evaluate("val", self.config.eval_batches)
+        is_best = self.best_val is None or acc > self.best_val
+        if is_best:
+            self.best_val, self.best_step = acc, self.step_count
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return EvalEvent(
+            step=self.step_count,
+            epoch=self.epoch,
+            split="val",
+            loss=loss,
+            accuracy=acc,
+            nfe_forward=nfe,
+            is_best=is_best,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def finish(self, stopped: bool) -> FinishedEvent:
+        """Measure test accuracy once, on the model selected by validation (restored afterwards)."""
+        test_loss = test_acc = None
+        if self.step_count > 0:
+            current = None
+            if self.best_state is not None:
+                current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.model.load_state_dict(self.best_state)
+            test_loss, test_acc, _ = self.evaluate("test")
+            if current is not None:
+                self.model.load_state_dict(current)
+        mem, measure = peak_memory(self.device)
+        steps = max(self.step_count, 1)
+        return FinishedEvent(
+            step=self.step_count,
+            epoch=self.epoch,
+            test_accuracy=test_acc,
+            test_loss=test_loss,
+            best_val_accuracy=self.best_val,
+            best_step=self.best_step,
+            params=self.model.num_parameters(),
+            mean_nfe_forward=self.nfe_sums[0] / steps,
+            mean_nfe_backward=self.nfe_sums[1] / steps,
+            peak_memory_bytes=mem,
+            memory_measure=measure,
+            seconds=time.perf_counter() - self.started,
+            stopped=stopped,
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def _snapshot(self) -> dict[str, Any]:
+        # A step that diverges is undone, so a stopped or failed run leaves a consistent model.
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            "start_optimizer": None
+            if self.start_optimizer is None
+            else copy.deepcopy(self.start_optimizer.state_dict()),
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.scheduler.load_state_dict(snap["scheduler"])
+        if self.start_optimizer is not None:
+            self.start_optimizer.load_state_dict(snap["start_optimizer"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": json.dumps(self.config.to_dict()),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "start_optimizer": None if self.start_optimizer is None else self.start_optimizer.state_dict(),
+            "step": self.step_count,
+            "split_seed": self.config.seed,
+            "best_val": self.best_val,
+            "best_step": self.best_step,
+            "best_model": self.best_state,
+            "nfe_sums": list(self.nfe_sums),
+            "rng": torch.get_rng_state(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.start_optimizer is not None and state.get("start_optimizer") is not None:
+            self.start_optimizer.load_state_dict(state["start_optimizer"])
+        self.step_count = int(state["step"])
+        self.best_val, self.best_step = state.get("best_val"), state.get("best_step")
+        self.best_state = state.get("best_model")
+        self.nfe_sums = list(state.get("nfe_sums", [0, 0]))
+        torch.set_rng_state(state["rng"])
+
+    def save(self, name: str = "checkpoint.pt") -> str | None:
+        if self.out_dir is None:
+            return None
+        path = self.out_dir / name
+        save_checkpoint(path, self.state_dict())
+        self.last_checkpoint = str(path)
+        return str(path)
+
+    # ------------------------------------------------------------------ the event stream
+
+    def run(self, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
+        """Train to the planned number of steps, yielding events; ``should_stop`` is checked between steps."""
+        stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
+        self.started = time.perf_counter()
+        eval_every = self.config.eval_every or self.batches_per_epoch
+        if self.out_dir is not None:
+            atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
+        stopped = False
+        while not self.done:
+            if stop is not None and stop():
+                stopped = True
+                break
+            try:
+                yield self.step()
+            except Divergence as err:
+                yield ErrorEvent(
+                    step=self.step_count,
+                    epoch=self.epoch,
+                    message=str(err),
+                    advice=err.advice,
+                    checkpoint=self.last_checkpoint,
+                )
+                return
+            if self.step_count % eval_every == 0 or self.done:
+                yield self.validate()
+                path = self.save()
+                if path is not None:
+                    yield CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)
+        if stopped and self.out_dir is not None and self.step_count and self.last_checkpoint is None:
+            path = self.save()
+            yield CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)
+        yield self.finish(stopped)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    should_stop: Callable[[], bool] | threading.Event | None = None,
+) -> Iterator[Event]:
+    """Run training from scratch, yielding :mod:`events`."""
+    yield from Trainer(config, out_dir).run(should_stop)
+
+
+def resume(out_dir: str | Path, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
+    """Continue the run saved in ``out_dir`` (its ``checkpoint.pt``)."""
+    trainer = load_trainer(Path(out_dir) / "checkpoint.pt", out_dir=out_dir)
+    yield from trainer.run(should_stop)
+
+
+def load_trainer(path: str | Path, out_dir: str | Path | None = None) -> Trainer:
+    """Rebuild a trainer (config, model, optimizers, step) from a checkpoint file."""
+    state = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(json.loads(state["config"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} holds no valid training config: {err}") from None
+    return Trainer(config, out_dir=out_dir, resume=state)
