@@ -10,6 +10,7 @@ from torch import nn
 
 import core
 from core.models import DEQConfig, ModelConfig, ODEConfig, build_model, preset
+from core.models.layers import ConvField
 
 torch.set_num_threads(2)
 
@@ -164,25 +165,33 @@ def test_homoode_adjoint_matches_direct_backprop_points():
     assert nfe_b_direct == 0 and nfe_b_adj > 0
 
 
+class _SmoothConvField(ConvField):
+    """The conv field with tanh for ReLU and the output GroupNorm: smooth, so forward and adjoint
+    integrations converge quickly to the same gradient (ReLU/GroupNorm kinks make the real field's
+    tolerance-convergence slow: a few 1e-3 apart even at rtol 1e-8, at ~700 NFE)."""
+
+    def forward(self, z, x=None):
+        h = self.conv2(torch.tanh(self.norm1(self.conv1(z))))
+        return torch.tanh(self.drop(h) + x)
+
+
 def test_homoode_adjoint_gradient_reaches_the_feature_extractor():
-    torch.manual_seed(0)
     base = ModelConfig(family="homoode", input_kind="image28", width=4, head_dim=4, num_classes=3, seed=1)
-    x, y = torch.randn(2, 1, 28, 28, dtype=torch.float64), torch.tensor([0, 2])
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 2])
     grads = {}
     for adjoint in (False, True):
-        ode = ODEConfig(method="dopri5", rtol=1e-8, atol=1e-8, adjoint=adjoint)
-        model = build_model(base.replace(ode=ode)).double().eval()
-        grads[adjoint] = _grads(model, x, y)[0]
-        names = [n for n, _ in model.named_parameters()]
-    # The exactness check is the points test above (tanh field, < 1e-3, input gradient included; by the
-    # chain rule an exact condition gradient makes the features' gradient exact). Here the conv field has
-    # ReLU/GroupNorm kinks that slow the convergence of forward and adjoint integrations to the same
-    # gradient, so at rtol 1e-8 they agree to a few 1e-3 (an adjoint that dropped the condition's
-    # gradient or evaluated against the saved trajectory would be off by far more).
-    for name, a, b in zip(names, grads[True], grads[False]):
-        assert rel_err(a, b) < 5e-3, name
-    feature_grads = [g for n, g in zip(names, grads[True]) if n.startswith("features")]
-    assert feature_grads and all(float(g.abs().sum()) > 0 for g in feature_grads)
+        model = build_model(base.replace(ode=ODEConfig(method="dopri5", rtol=1e-7, atol=1e-7, adjoint=adjoint)))
+        torch.manual_seed(1)
+        model.block.fn.field = _SmoothConvField(4)
+        model = model.double().eval()
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x).logits, y).backward()
+        grads[adjoint] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    features = [n for n in grads[False] if n.startswith("features")]
+    assert features and all(float(grads[True][n].abs().sum()) > 0 for n in features)
+    for name, direct in grads[False].items():
+        assert rel_err(grads[True][name], direct) < 1e-4, name
 
 
 # ---------------------------------------------------------------- DEQ gradients
