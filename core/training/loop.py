@@ -158,7 +158,7 @@ class Trainer:
             loss = nn.functional.cross_entropy(out.logits, y)
             if not torch.isfinite(loss):
                 raise Divergence(
-                    f"the loss became {float(loss)} at step {self.step_count}",
+                    f"the loss became {float(loss.detach())} at step {self.step_count}",
                     "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol",
                 )
             loss.backward()

@@ -1,0 +1,231 @@
+"""Training: real-data learning, the event stream, stop, divergence, checkpoints, resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from core.models import ODEConfig, preset
+from core.training import (
+    CheckpointError,
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    FinishedEvent,
+    StepEvent,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    load_trainer,
+    train,
+)
+
+torch.set_num_threads(2)
+
+FAST_ODE = ODEConfig(method="rk4", n_steps=2)
+
+
+def points_config(family: str = "homoode", **changes) -> TrainConfig:
+    model = preset(f"points-{family}").replace(ode=FAST_ODE)
+    base = dict(model=model, dataset="circles", batch_size=64, steps=8, eval_every=4, lr=1e-2, device="cpu")
+    return TrainConfig(**{**base, **changes})
+
+
+def test_real_digits_training_lowers_loss_and_beats_chance():
+    model = preset("image28-homoode").replace(ode=FAST_ODE, width=16, head_dim=32)
+    cfg = TrainConfig(
+        model=model, dataset="digits", steps=100, batch_size=64, lr=3e-3, train_limit=3000, eval_every=50, device="cpu"
+    )
+    events = list(train(cfg))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert len(steps) == 100
+    first = sum(e.loss for e in steps[:10]) / 10
+    last = sum(e.loss for e in steps[-10:]) / 10
+    assert last < 0.5 * first
+    final = events[-1]
+    assert isinstance(final, FinishedEvent) and not final.stopped
+    assert final.test_accuracy > 0.75  # chance is 0.10
+    assert final.mean_nfe_forward == 8  # rk4, 2 steps: 4 evaluations each
+
+
+def test_event_stream_order_and_fields(tmp_path):
+    events = list(train(points_config(), out_dir=tmp_path))
+    kinds = [e.kind for e in events]
+    assert kinds == ["step"] * 4 + ["eval", "checkpoint"] + ["step"] * 4 + ["eval", "checkpoint", "finished"]
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == list(range(1, 9))
+    for e in steps:
+        assert e.nfe_forward == 8 and e.nfe_backward == 0
+        assert e.loss > 0 and 0 <= e.train_acc <= 1 and e.peak_memory_bytes > 0 and e.step_seconds > 0
+    lrs = [e.lr for e in steps]
+    assert lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay per step
+    evals = [e for e in events if isinstance(e, EvalEvent)]
+    assert evals[0].is_best and 0 <= evals[0].accuracy <= 1
+    final = events[-1]
+    assert final.step == 8 and final.test_accuracy is not None and final.params > 0
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "checkpoint.pt").is_file()
+    json.dumps([e.to_dict() for e in events])  # every event is JSON-ready
+
+
+def test_deq_steps_report_residual_and_backward_nfe():
+    events = list(train(points_config("deq", steps=2, eval_every=2)))
+    step = next(e for e in events if isinstance(e, StepEvent))
+    assert step.residual is not None and step.residual <= 1e-4
+    assert step.nfe_backward > 0
+
+
+def test_stop_between_steps_leaves_a_consistent_model(tmp_path):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    events = list(train(points_config(steps=50), out_dir=tmp_path, should_stop=should_stop))
+    assert events[-1].kind == "finished" and events[-1].stopped and events[-1].step == 3
+    # The same 3 steps by hand give the same parameters.
+    manual = Trainer(points_config(steps=50))
+    for _ in range(3):
+        manual.step()
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["step"] == 3
+    for k, v in manual.model.state_dict().items():
+        assert torch.equal(v, saved["model"][k]), k
+
+
+def test_divergence_gives_advice_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = Trainer(points_config(steps=20, eval_every=2), out_dir=tmp_path)
+    original_forward = trainer.model.forward
+
+    def poisoned(x, trajectory=0):
+        out = original_forward(x, trajectory)
+        if trainer.step_count == 4:
+            out.logits.data.fill_(float("nan"))
+        return out
+
+    trainer.model.forward = poisoned
+    events = list(trainer.run())
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.step == 4
+    assert "learning rate" in error.advice
+    assert error.checkpoint == str(tmp_path / "checkpoint.pt")
+    kept = load_checkpoint(error.checkpoint)
+    assert kept["step"] == 4
+    # The failed step was rolled back: the model is exactly the one checkpointed after step 4.
+    assert trainer.step_count == 4
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, kept["model"][k]), k
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    trainer = Trainer(points_config(steps=4), out_dir=tmp_path)
+    for _ in range(3):
+        trainer.step()
+    path = trainer.save()
+    restored = load_trainer(path)
+    x = trainer.val_x[:32]
+    trainer.model.eval()
+    restored.model.eval()
+    with torch.no_grad():
+        assert torch.equal(trainer.model(x).logits, restored.model(x).logits)
+    assert restored.step_count == 3
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = Trainer(points_config(steps=6, model=preset("points-homoode").replace(ode=FAST_ODE, start="learnable")))
+    for _ in range(6):
+        straight.step()
+    cfg = points_config(steps=6, model=preset("points-homoode").replace(ode=FAST_ODE, start="learnable"))
+    first = Trainer(cfg, out_dir=tmp_path)
+    for _ in range(3):
+        first.step()
+    first.save()
+    resumed = load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path)
+    events = list(resumed.run())
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [4, 5, 6]
+    for k, v in straight.model.state_dict().items():
+        assert torch.allclose(v, resumed.model.state_dict()[k], atol=1e-7, rtol=0), k
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    trainer = Trainer(points_config(steps=2), out_dir=tmp_path)
+    trainer.step()
+    path = tmp_path / "checkpoint.pt"
+    trainer.save()
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.ones(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project"):
+        load_checkpoint(foreign)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(text)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_bad_training_config():
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        points_config(batch_size=0)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        points_config(lr=-1.0)
+    with pytest.raises(ValueError, match="device must be one of"):
+        points_config(device="tpu")
+    with pytest.raises(ValueError, match="pick a matching preset"):
+        Trainer(points_config(model=preset("image28-homoode")))
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "core.train", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_help_documents_every_option():
+    result = _cli("--help")
+    assert result.returncode == 0
+    for flag in ("--model", "--dataset", "--epochs", "--steps", "--out", "--device", "--resume", "--lr", "--adjoint"):
+        assert flag in result.stdout
+
+
+def test_cli_tiny_run_writes_its_files_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["--model", "anode", "--dataset", "circles", "--steps", "4", "--eval-every", "2", "--out", str(out)]
+    result = _cli(*args, "--ode-method", "rk4", "--n-steps", "2", "--quiet", "--device", "cpu", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["family"] == "anode" and config["dataset"] == "circles"
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in lines if r["kind"] == "step"] == ["step"] * 4 and lines[-1]["kind"] == "finished"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["params"] > 0 and 0 <= summary["test_accuracy"] <= 1
+    # Resuming a finished run adds no step but finishes again.
+    again = _cli("--resume", str(out), "--quiet")
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--lr", "-1"], "lr must be a positive number"),
+        (["--dataset", "mnits"], "unknown dataset 'mnits'"),
+        (["--model", "resnet"], "invalid choice"),
+        (["--steps", "x"], "invalid int value"),
+        (["--resume", "/nonexistent/run"], "no checkpoint"),
+    ],
+)
+def test_cli_bad_arguments_give_one_line_errors(args, needle):
+    result = _cli(*args, "--quiet")
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
