@@ -12,7 +12,6 @@ import torch
 from core.models import ODEConfig, preset
 from core.training import (
     CheckpointError,
-    CheckpointEvent,
     ErrorEvent,
     EvalEvent,
     FinishedEvent,
@@ -185,9 +184,7 @@ def test_bad_training_config():
 
 
 def _cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "core.train", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "core.train", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_cli_help_documents_every_option():
