@@ -226,3 +226,18 @@ def test_cli_bad_arguments_give_one_line_errors(args, needle):
     assert result.returncode == 2
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_settings_change_without_reset():
+    trainer = Trainer(points_config(steps=10))
+    trainer.step()
+    trainer.apply(lr=1e-3, ode=ODEConfig(method="rk4", n_steps=3))
+    event = trainer.step()
+    assert event.nfe_forward == 12  # rk4, 3 steps
+    assert event.lr < 1e-3 and event.lr > 9e-4  # the new base rate, one step down its cosine
+    assert trainer.config.lr == 1e-3 and trainer.config.model.ode.n_steps == 3
+    with pytest.raises(ValueError, match="cannot change batch_size"):
+        trainer.apply(batch_size=3)
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        trainer.apply(lr=-1.0)
+    assert trainer.config.lr == 1e-3  # a rejected change leaves the trainer as it was

@@ -274,6 +274,35 @@ class Trainer:
             stopped=stopped,
         )
 
+    def apply(self, **changes: Any) -> None:
+        """Change settings of a running trainer between steps, without a reset.
+
+        Accepts ``lr`` (the cosine schedule continues from the new base rate), ``grad_clip``,
+        ``ode`` (an ODEConfig) and ``deq`` (a DEQConfig); the saved config follows the change.
+        """
+        allowed = {"lr", "grad_clip", "ode", "deq"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise ValueError(
+                f"cannot change {', '.join(unknown)} while training; changeable: {', '.join(sorted(allowed))}"
+            )
+        model_changes = {k: changes.pop(k) for k in ("ode", "deq") if k in changes}
+        new_model = self.config.model.replace(**model_changes) if model_changes else self.config.model
+        lr_min = min(self.config.lr_min, changes.get("lr", self.config.lr))
+        config = self.config.replace(model=new_model, lr_min=lr_min, **changes)  # validates everything first
+        if "ode" in model_changes:
+            self.model.set_ode(model_changes["ode"])
+        if "deq" in model_changes:
+            self.model.set_solver(model_changes["deq"])
+        if "lr" in changes:
+            # Rescale the schedule: the current rate keeps its position on the cosine curve.
+            ratio = changes["lr"] / self.config.lr
+            self.scheduler.base_lrs = [changes["lr"] for _ in self.scheduler.base_lrs]
+            self.scheduler.eta_min = lr_min
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * ratio
+        self.config = config
+
     # ------------------------------------------------------------------ state
 
     def _snapshot(self) -> dict[str, Any]:
