@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="digits", help=f"dataset: {', '.join(data_lib.DATASET_NAMES)}")
     run.add_argument("--preset", choices=sorted(PRESETS), help="start from a named model preset (default: by dataset)")
     length = run.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=1, help="passes over the training split")
+    length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
     length.add_argument("--steps", type=int, help="optimisation steps (instead of --epochs)")
+    run.add_argument("--time-budget", type=float, help="stop after this many seconds (cosine lr over the budget)")
     run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
@@ -133,7 +134,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dataset=args.dataset,
         data_dir=args.data_dir,
         download=args.download,
-        epochs=args.epochs,
+        # With only a time budget, the budget ends the run.
+        epochs=args.epochs or (1_000_000 if args.time_budget and not args.steps else 1),
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -150,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        time_budget=args.time_budget,
     )
 
 

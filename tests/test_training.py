@@ -241,3 +241,14 @@ def test_settings_change_without_reset():
     with pytest.raises(ValueError, match="lr must be a positive number"):
         trainer.apply(lr=-1.0)
     assert trainer.config.lr == 1e-3  # a rejected change leaves the trainer as it was
+
+
+def test_time_budget_ends_the_run_and_decays_the_rate():
+    events = list(train(points_config(steps=None, epochs=100_000, time_budget=1.5, eval_every=1000)))
+    final = events[-1]
+    assert isinstance(final, FinishedEvent) and not final.stopped
+    assert 1.5 <= final.seconds < 10
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert len(steps) > 5
+    assert steps[-1].lr < 0.2 * steps[0].lr  # most of the cosine was spent
+    assert events[-2].kind == "eval" and events[-2].step == final.step  # the last step was validated

@@ -40,6 +40,8 @@ class TrainConfig:
         seed: seeds the data order, augmentation and dropout.
         device: auto (CUDA when present), cpu or cuda.
         threads: torch CPU threads (None: leave torch's default).
+        time_budget: stop after this many seconds of wall time (evaluation included); the learning rate
+            then follows the cosine over the share of the budget spent.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -63,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    time_budget: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -91,6 +94,12 @@ class TrainConfig:
             not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1
         ):
             _fail(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.time_budget is not None and (
+            not isinstance(self.time_budget, (int, float))
+            or not math.isfinite(self.time_budget)
+            or self.time_budget <= 0
+        ):
+            _fail(f"time_budget must be a positive number of seconds (or unset), got {self.time_budget!r}")
         if self.device not in DEVICES:
             _fail(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 

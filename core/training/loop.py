@@ -171,7 +171,7 @@ class Trainer:
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.main_parameters(), cfg.grad_clip)
             self.optimizer.step()
-            self.scheduler.step()
+            self._advance_schedule()
             nfe_backward = self.model.nfe_backward
             start_loss = None
             if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
@@ -204,6 +204,17 @@ class Trainer:
             step_seconds=now - t0,
             wall_seconds=now - self.started,
         )
+
+    def _advance_schedule(self) -> None:
+        budget = self.config.time_budget
+        if budget is None:
+            self.scheduler.step()
+            return
+        # A time-budgeted run decays the rate by the share of the budget spent (cosine in time).
+        frac = min(1.0, (time.perf_counter() - self.started) / budget)
+        lr_min, lr_max = self.scheduler.eta_min, self.scheduler.base_lrs[0]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * frac)) / 2
 
     # ------------------------------------------------------------------ evaluation
 
@@ -362,14 +373,19 @@ class Trainer:
     # ------------------------------------------------------------------ the event stream
 
     def run(self, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
-        """Train to the planned number of steps, yielding events; ``should_stop`` is checked between steps."""
+        """Train to the planned number of steps (or ``time_budget``), yielding events.
+
+        ``should_stop`` is checked between steps. Whenever the run ends, the last step is validated
+        (so it can be selected) and checkpointed before the final event.
+        """
         stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
         self.started = time.perf_counter()
         eval_every = self.config.eval_every or self.batches_per_epoch
         if self.out_dir is not None:
             atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
         stopped = False
-        while not self.done:
+        validated_at = None
+        while not self.done and not self.out_of_time:
             if stop is not None and stop():
                 stopped = True
                 break
@@ -384,15 +400,23 @@ class Trainer:
                     checkpoint=self.last_checkpoint,
                 )
                 return
-            if self.step_count % eval_every == 0 or self.done:
-                yield self.validate()
-                path = self.save()
-                if path is not None:
-                    yield CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)
-        if stopped and self.out_dir is not None and self.step_count and self.last_checkpoint is None:
-            path = self.save()
-            yield CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)
+            if self.step_count % eval_every == 0:
+                yield from self._validate_and_save()
+                validated_at = self.step_count
+        if self.step_count and validated_at != self.step_count:
+            yield from self._validate_and_save()
         yield self.finish(stopped)
+
+    @property
+    def out_of_time(self) -> bool:
+        budget = self.config.time_budget
+        return budget is not None and time.perf_counter() - self.started >= budget
+
+    def _validate_and_save(self) -> Iterator[Event]:
+        yield self.validate()
+        path = self.save()
+        if path is not None:
+            yield CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)
 
 
 def train(
