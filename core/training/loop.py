@@ -112,8 +112,11 @@ class Trainer:
         self.nfe_sums = [0, 0]
         self.last_checkpoint: str | None = None
         self.started = time.perf_counter()
+        self.train_seconds = 0.0  # time inside step(), evaluation excluded
         if resume is not None:
             self._load_state(resume)
+        # Memory before the first step (model, optimizer, data): subtract it from the peak to see training's own.
+        self.baseline_memory_bytes = peak_memory(self.device)[0]
 
     # ------------------------------------------------------------------ the step
 
@@ -190,6 +193,7 @@ class Trainer:
         residual = None if out.stats.rel_residual is None else float(out.stats.rel_residual.max())
         mem, _ = peak_memory(self.device)
         now = time.perf_counter()
+        self.train_seconds += now - t0
         return StepEvent(
             step=self.step_count,
             epoch=self.epoch,
