@@ -144,9 +144,7 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     p.add_argument("--budget-seconds", type=float, default=180.0, help="wall-clock budget per model (default 180)")
     p.add_argument("--json", metavar="PATH", help="write the records here (atomically)")
-    p.add_argument(
-        "--models", nargs="+", choices=tuple(MODEL_VARIANTS), default=list(MODEL_VARIANTS), metavar="MODEL"
-    )
+    p.add_argument("--models", nargs="+", choices=tuple(MODEL_VARIANTS), default=list(MODEL_VARIANTS), metavar="MODEL")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: each epoch)")
@@ -206,7 +204,8 @@ def memory_probe(family: str, gradient: str, batch: int, n_steps: int, kind: str
     if family == "deq":
         cfg = cfg.replace(deq=dataclasses.replace(cfg.deq, backward=gradient))
     else:
-        cfg = cfg.replace(ode=dataclasses.replace(cfg.ode, method="rk4", n_steps=n_steps, adjoint=gradient == "adjoint"))
+        ode = dataclasses.replace(cfg.ode, method="rk4", n_steps=n_steps, adjoint=gradient == "adjoint")
+        cfg = cfg.replace(ode=ode)
     model = build_model(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
@@ -292,8 +291,8 @@ def memory_table(records: list[dict[str, Any]], base_batch: int, base_steps: int
     out.append("| model | gradient | " + " | ".join(f"B={b}" for b in batches) + " |")
     out.append("|---|---|" + "---:|" * len(batches))
     for family, gradient in MEMORY_VARIANTS:
-        rows = {r["batch_size"]: r for r in records
-                if r["family"] == family and r["gradient"] == gradient and r["n_steps"] in (None, base_steps)}  # fmt: skip
+        mine = [r for r in records if r["family"] == family and r["gradient"] == gradient]
+        rows = {r["batch_size"]: r for r in mine if r["n_steps"] in (None, base_steps)}
         if rows:
             cells = [f"{rows[b]['training_bytes'] / 2**20:.1f}" if b in rows else "" for b in batches]
             out.append(f"| {family} | {gradient} | " + " | ".join(cells) + " |")
@@ -302,8 +301,8 @@ def memory_table(records: list[dict[str, Any]], base_batch: int, base_steps: int
     out.append("| model | gradient | " + " | ".join(f"NFE={4 * s}" for s in steps) + " |")
     out.append("|---|---|" + "---:|" * len(steps))
     for family, gradient in MEMORY_VARIANTS:
-        rows = {r["n_steps"]: r for r in records
-                if r["family"] == family and r["gradient"] == gradient and r["batch_size"] == base_batch}  # fmt: skip
+        mine = [r for r in records if r["family"] == family and r["gradient"] == gradient]
+        rows = {r["n_steps"]: r for r in mine if r["batch_size"] == base_batch}
         if rows and family != "deq":
             cells = [f"{rows[s]['training_bytes'] / 2**20:.1f}" if s in rows else "" for s in steps]
             out.append(f"| {family} | {gradient} | " + " | ".join(cells) + " |")
