@@ -819,8 +819,10 @@ def _check_solvers_args(args: argparse.Namespace) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # One _add_*_parser per subcommand; each sets func (and optionally check). Later: models, memory.
-    for add in (_add_solvers_parser,):
+    # One _add_*_parser per subcommand; each sets func (and optionally check).
+    from .bench_models import SUBCOMMANDS
+
+    for add in (_add_solvers_parser, *SUBCOMMANDS):
         add(sub)
     return parser
 

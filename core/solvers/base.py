@@ -63,8 +63,9 @@ class SolverStats:
     Attributes:
         method: name of the solver that ran.
         status: how the solve ended (see :class:`Status`).
-        nfe: exact number of calls of f (every call, whatever made it).
-        n_jac: number of Jacobian-vector or vector-Jacobian products (not included in ``nfe``).
+        nfe: exact number of calls of f (every call, whatever made it: with ``jacobian="jvp"`` each
+            forward-mode product is one more call of f and counts here too).
+        n_jac: number of Jacobian-vector or vector-Jacobian products.
         n_steps: iterations for iterative solvers; ODE steps plus corrector steps for ``homotopy``.
         abs_residual: (B,) ||f(z) - z|| of the returned z.
         rel_residual: (B,) ||f(z) - z|| / (||f(z)|| + eps) of the returned z.

@@ -43,20 +43,22 @@ class BroydenOptions(SolverOptions):
 def broyden(f: CountedMap, z0: torch.Tensor, opts: BroydenOptions) -> tuple[torch.Tensor, SolverStats]:
     tracker = Tracker(f, opts)
     bsz = z0.shape[0]
-    us: list[torch.Tensor] = []  # each (B, N)
-    vs: list[torch.Tensor] = []
+    # Rank-one pairs in two (B, memory, N) buffers used as rings: H = -I + Σ_i u_i v_iᵀ does not depend on
+    # the order of its terms, so the oldest pair is simply overwritten, and H x is two batched products.
+    us = vs = None
+    count = 0
 
     def apply_h(x: torch.Tensor) -> torch.Tensor:  # H x
-        out = -x
-        for u, v in zip(us, vs):
-            out = out + u * batch_dot(v, x)[:, None]
-        return out
+        if count == 0:
+            return -x
+        k = min(count, opts.memory)
+        return -x + torch.einsum("bmn,bm->bn", us[:, :k], torch.einsum("bmn,bn->bm", vs[:, :k], x))
 
     def apply_ht(x: torch.Tensor) -> torch.Tensor:  # Hᵀ x
-        out = -x
-        for u, v in zip(us, vs):
-            out = out + v * batch_dot(u, x)[:, None]
-        return out
+        if count == 0:
+            return -x
+        k = min(count, opts.memory)
+        return -x + torch.einsum("bmn,bm->bn", vs[:, :k], torch.einsum("bmn,bn->bm", us[:, :k], x))
 
     z = z0.reshape(bsz, -1)
     g_prev = z_prev = None
@@ -84,11 +86,13 @@ def broyden(f: CountedMap, z0: torch.Tensor, opts: BroydenOptions) -> tuple[torc
             ok = denom.abs() > 1e-12 * (batch_dot(vt, vt).sqrt() * batch_dot(y, y).sqrt()).clamp_min(1e-30)
             safe = torch.where(ok, denom, torch.ones_like(denom))
             u = torch.where(ok[:, None], (s - hy) / safe[:, None], torch.zeros_like(s))
-            us.append(u)
-            vs.append(vt)
-            if len(us) > opts.memory:
-                us.pop(0)
-                vs.pop(0)
+            if us is None:
+                us = z.new_zeros((bsz, opts.memory, z.shape[1]))
+                vs = z.new_zeros((bsz, opts.memory, z.shape[1]))
+            slot = count % opts.memory
+            us[:, slot] = u
+            vs[:, slot] = vt
+            count += 1
         z_prev, g_prev = z, g
         z = z - apply_h(g)
     return tracker.finish("broyden", status, steps)
