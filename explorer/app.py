@@ -1,0 +1,470 @@
+"""The web app: ``build_app(runs_dir, device) -> gr.Blocks``. Layout and wiring only; what each event does
+lives in :mod:`explorer.controller` (testable without a browser).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+import core
+from core.data import TOY_SETS
+
+from .controller import LAB_COLUMNS, RUN_COLUMNS, Explorer
+from .imagetrain import DEVICES, TrainSettings, dataset_choices
+from .lab import FRESH_PRESETS
+from .playground import FAMILY_NAMES, ODE_METHODS, PlaygroundSettings
+from .plots import empty_figure
+
+#: System fonts only: the page must not fetch fonts (or anything) from the internet.
+THEME_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+CSS = """
+#pg-buttons button { font-size: 1rem; }
+#pg-status table, #train-status table { font-size: 0.85rem; }
+.story { font-size: 0.95rem; }
+"""
+REDRAW_SECONDS = 0.25  # 4 redraws per second at most; idle runs are skipped
+
+ABOUT = """
+### Three ways to get a representation out of an implicit layer
+
+1. **Neural ODE (NODE)**: the input *is the initial point*. z(0) = x, dz/dt = F(z), the answer is z(1).
+   A flow is a homeomorphism: trajectories cannot cross, so a 2-D NODE must contort itself (and spend more
+   function evaluations, NFE) to pull the inner disk of *circles* out of the ring. **ANODE** adds a zero
+   dimension so trajectories can pass each other.
+2. **Deep equilibrium model (DEQ)**: the input is a *condition*. The answer is the fixed point
+   z* = f(z*; x), found by a root solver (fixed-point iteration, Anderson mixing, Broyden) whose cost is
+   the number of evaluations of f until the residual ||f(z) − z|| falls under a tolerance.
+3. **HomoODE**: the input is again a condition, and the fixed point is reached by *homotopy continuation*:
+   from a start point z0 shared by every input, an ODE in λ ∈ [0, 1] carries z from z0 (λ = 0) to the
+   equilibrium (λ = 1). It is the bridge between the two sides: a DEQ's answer, a NODE's smooth path.
+
+**Playground**: watch the three side by side on 2-D data (boundary, trajectories, vector field, NFE).
+**Train**: train on images (bundled MNIST digits offline) with live loss, accuracy, NFE, memory and time.
+**Solver lab**: take one input of a trained model and solve it with every solver; residual vs NFE on a log
+axis, the path of the state in one frozen PCA basis, and accuracy vs NFE when solver settings change.
+
+Everything runs on this machine; nothing is sent anywhere.
+"""
+
+
+def _handler(
+    method: Callable[..., dict[str, Any]],
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    select: bool = False,
+    query: bool = False,
+    **fixed: Any,
+) -> Callable[..., list[Any]]:
+    """Wrap ``method(session_key, **named inputs, **fixed) -> {output name: value}`` as a gradio handler.
+
+    Gradio passes inputs positionally and injects ``gr.Request`` (and ``gr.SelectData``) into parameters
+    annotated with them, so the wrapper gets an explicit signature. Outputs missing from the returned dict
+    are left as they are (``gr.skip()``); a ``"warning"`` entry becomes a toast. ``select`` passes the
+    clicked item's index as ``position``; ``query`` passes the page's query parameters as ``params``.
+    """
+
+    def handler(*args: Any) -> list[Any]:
+        *values, request = args
+        extra: dict[str, Any] = dict(fixed)
+        if select:
+            *values, event = values
+            extra["position"] = event.index if isinstance(event.index, int) else -1
+        if query:
+            extra["params"] = dict(request.query_params)
+        result = method(request.session_hash, **dict(zip(inputs, values)), **extra)
+        if result.get("warning"):
+            gr.Warning(result["warning"])
+        if not outputs:
+            return []
+        out = [_value(name, result) for name in outputs]
+        return out if len(out) > 1 else out[0]
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, kind) for n in inputs]
+    annotations: dict[str, Any] = {"request": gr.Request}
+    if select:
+        params.append(inspect.Parameter("event", kind, annotation=gr.SelectData))
+        annotations["event"] = gr.SelectData
+    params.append(inspect.Parameter("request", kind, annotation=gr.Request))
+    handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    handler.__annotations__ = annotations
+    handler.__name__ = getattr(method, "__name__", "handler")
+    return handler
+
+
+def _value(name: str, result: dict[str, Any]) -> Any:
+    if name not in result:
+        return gr.skip()
+    value = result[name]
+    if name.endswith("_timer"):
+        return gr.Timer(active=bool(value))
+    if name == "tabs":
+        return gr.Tabs(selected=value)
+    if name == "lab_model_choices":
+        return gr.Dropdown(choices=value)
+    return value
+
+
+def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings: int = 4, autoplay: bool = True):
+    """The explorer's gr.Blocks (launch it with ``theme=app_theme(), css=CSS``).
+
+    Args:
+        runs_dir: where image runs are saved and listed.
+        device: default device of image runs: auto (CUDA when present), cpu or cuda.
+        max_trainings: server-wide cap on trainings running at once.
+        autoplay: start the Playground's preset when a page opens.
+    """
+    ex = Explorer(runs_dir, device=device, max_trainings=max_trainings, autoplay=autoplay)
+    threading.Thread(target=ex.warm_up, name="explorer-warm-up", daemon=True).start()
+    pg0 = PlaygroundSettings()
+    tr0 = TrainSettings(device=device)
+    with gr.Blocks(title="Implicit-model explorer", analytics_enabled=False) as demo:
+        demo.explorer = ex  # tests and launch.py reach the state through the Blocks
+        gr.Markdown(
+            "## Implicit-model explorer\n"
+            "<span class='story'>NODE starts **from** the input; DEQ and HomoODE are **conditioned on** it. "
+            "Watch them learn the same data, then open a trained model in the Solver lab.</span>"
+        )
+        c: dict[str, Any] = {}  # component by output name
+        with gr.Tabs() as tabs:
+            c["tabs"] = tabs
+            # ---------------------------------------------------------------- Playground
+            with gr.Tab("Playground", id="playground"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=250):
+                        with gr.Row(elem_id="pg-buttons"):
+                            play = gr.Button("▶ Play", variant="primary", elem_id="pg-play", min_width=60)
+                            pause = gr.Button("❚❚ Pause", elem_id="pg-pause", min_width=60)
+                            step = gr.Button("▶❚ Step", elem_id="pg-step", min_width=60)
+                            reset = gr.Button("⟲ Reset", elem_id="pg-reset", min_width=60)
+                        c["pg_dataset"] = gr.Dropdown(list(TOY_SETS), value=pg0.dataset, label="dataset")
+                        c["pg_models"] = gr.CheckboxGroup(
+                            [(v, k) for k, v in FAMILY_NAMES.items()], value=list(pg0.models), label="models (1-3)"
+                        )
+                        c["pg_lr"] = gr.Number(pg0.lr, label="learning rate (live)", elem_id="pg-lr")
+                        c["pg_tol"] = gr.Number(pg0.tol, label="solver tolerance (live)", elem_id="pg-tol")
+                        with gr.Row():
+                            c["pg_ode"] = gr.Dropdown(list(ODE_METHODS), value=pg0.ode_method, label="ODE method")
+                            c["pg_n_steps"] = gr.Number(pg0.n_steps, label="fixed ODE steps", precision=0)
+                        c["pg_solver"] = gr.Dropdown(list(core.METHODS), value=pg0.deq_solver, label="DEQ solver")
+                        with gr.Row():
+                            c["pg_seed"] = gr.Number(pg0.seed, label="seed", precision=0)
+                            c["pg_steps"] = gr.Number(pg0.steps, label="steps", precision=0)
+                        c["pg_link"] = gr.Textbox(
+                            label="link to this configuration (also in the address bar)",
+                            interactive=False,
+                            buttons=["copy"],
+                            elem_id="pg-link",
+                        )
+                    with gr.Column(scale=3):
+                        c["pg_message"] = gr.Markdown("", elem_id="pg-message")
+                        c["pg_status"] = gr.Markdown("starting…", elem_id="pg-status")
+                        c["pg_flow"] = gr.Plot(
+                            label="decision boundary and trajectories", elem_id="pg-flow", show_label=False
+                        )
+                        c["pg_curves"] = gr.Plot(label="loss, accuracy, NFE", elem_id="pg-curves", show_label=False)
+            # ---------------------------------------------------------------- Train
+            with gr.Tab("Train", id="train"):
+                with gr.Row():
+                    c["tr_dataset"] = gr.Dropdown(dataset_choices(), value=tr0.dataset, label="dataset")
+                    c["tr_family"] = gr.Dropdown(
+                        [(v, k) for k, v in FAMILY_NAMES.items()], value=tr0.family, label="model"
+                    )
+                    c["tr_preset"] = gr.Dropdown(["auto", *sorted(core.PRESETS)], value="auto", label="preset")
+                    c["tr_device"] = gr.Dropdown(list(DEVICES), value=tr0.device, label="device")
+                with gr.Row():
+                    c["tr_steps"] = gr.Number(tr0.steps, label="steps", precision=0, elem_id="tr-steps")
+                    c["tr_batch"] = gr.Number(tr0.batch_size, label="batch size", precision=0, elem_id="tr-batch")
+                    c["tr_lr"] = gr.Number(tr0.lr, label="learning rate")
+                    c["tr_limit"] = gr.Number(None, label="training subset (blank: all)", precision=0)
+                with gr.Row():
+                    c["tr_ode"] = gr.Dropdown(list(ODE_METHODS), value=tr0.ode_method, label="ODE method")
+                    c["tr_n_steps"] = gr.Number(tr0.n_steps, label="fixed ODE steps", precision=0)
+                    c["tr_tol"] = gr.Number(tr0.tol, label="solver tolerance")
+                    c["tr_solver"] = gr.Dropdown(list(core.METHODS), value=tr0.deq_solver, label="DEQ solver")
+                with gr.Row():
+                    tr_start = gr.Button("▶ Start new run", variant="primary", elem_id="tr-start")
+                    tr_pause = gr.Button("❚❚ Pause", elem_id="tr-pause")
+                    tr_resume = gr.Button("▶ Resume", elem_id="tr-resume")
+                    tr_stop = gr.Button("■ Stop and save", elem_id="tr-stop")
+                    tr_apply = gr.Button("Apply lr / tolerance now")
+                c["train_message"] = gr.Markdown("", elem_id="train-message")
+                c["train_status"] = gr.Markdown("No image run yet.", elem_id="train-status")
+                c["train_curves"] = gr.Plot(label="training curves", elem_id="train-curves", show_label=False)
+                with gr.Row():
+                    show_gallery = gr.Button("Show test predictions")
+                c["train_gallery"] = gr.Gallery(
+                    label="test images: misclassified and high-NFE first (click one to open it in the Solver lab)",
+                    columns=8,
+                    height=260,
+                    allow_preview=False,
+                    elem_id="train-gallery",
+                )
+                with gr.Row():
+                    refresh_runs = gr.Button("Refresh runs")
+                c["runs_table"] = gr.Dataframe(
+                    headers=RUN_COLUMNS,
+                    value=ex.runs_table() or None,
+                    label=f"saved runs in {ex.runs_dir}",
+                    interactive=False,
+                    wrap=True,
+                )
+            # ---------------------------------------------------------------- Solver lab
+            with gr.Tab("Solver lab", id="lab") as lab_tab:
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=260):
+                        choices = ex.lab_choices("__startup__")
+                        ex.close_session("__startup__")
+                        c["lab_model"] = gr.Dropdown(
+                            choices,
+                            value=f"fresh:{FRESH_PRESETS[0]}",
+                            label="model",
+                            elem_id="lab-model",
+                            allow_custom_value=True,  # the choices grow as runs appear; keys are checked on use
+                        )
+                        c["lab_checkpoint"] = gr.Textbox(
+                            label="or a checkpoint under the runs directory", placeholder="run-folder/checkpoint.pt"
+                        )
+                        with gr.Row():
+                            c["lab_split"] = gr.Dropdown(["val", "test"], value="val", label="split")
+                            c["lab_index"] = gr.Number(0, label="input index", precision=0, elem_id="lab-index")
+                        c["lab_picture"] = gr.Image(label="input", height=140, interactive=False)
+                        c["lab_caption"] = gr.Markdown("")
+                        c["lab_tol"] = gr.Number(1e-4, label="tolerance", elem_id="lab-tol")
+                        c["lab_max_iter"] = gr.Number(40, label="max iterations", precision=0)
+                        with gr.Row():
+                            c["lab_ode"] = gr.Dropdown(list(ODE_METHODS), value="rk4", label="homotopy ODE")
+                            c["lab_ode_steps"] = gr.Number(4, label="homotopy steps", precision=0)
+                        lab_go = gr.Button("Solve with every solver", variant="primary", elem_id="lab-run")
+                    with gr.Column(scale=3):
+                        c["lab_message"] = gr.Markdown("", elem_id="lab-message")
+                        with gr.Row():
+                            c["lab_residual"] = gr.Plot(
+                                empty_figure("press “Solve with every solver”", 360),
+                                label="residual vs NFE",
+                                elem_id="lab-residual",
+                                show_label=False,
+                            )
+                            c["lab_path"] = gr.Plot(
+                                empty_figure("the state's path appears here", 360),
+                                label="path of the state (frozen PCA basis)",
+                                elem_id="lab-path",
+                                show_label=False,
+                            )
+                        c["lab_position"] = gr.Slider(
+                            0,
+                            1,
+                            value=1,
+                            step=0.01,
+                            label="position along every path (k / K, λ or t)",
+                            elem_id="lab-position",
+                        )
+                        c["lab_table"] = gr.Dataframe(headers=LAB_COLUMNS, label="solvers", interactive=False)
+                        with gr.Row():
+                            c["lab_kind"] = gr.Radio(
+                                [("tolerance", "tol"), ("steps / iterations", "steps")], value="tol", label="sweep"
+                            )
+                            c["lab_samples"] = gr.Number(64, label="validation inputs", precision=0)
+                            lab_sweep = gr.Button("Sweep: accuracy vs NFE", elem_id="lab-sweep")
+                        c["lab_sweep"] = gr.Plot(
+                            empty_figure("a sweep draws accuracy vs NFE here (no retraining)", 300),
+                            label="accuracy vs mean NFE",
+                            elem_id="lab-sweep-plot",
+                            show_label=False,
+                        )
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ABOUT)
+        pg_timer = gr.Timer(REDRAW_SECONDS)
+        c["train_timer"] = gr.Timer(0.5, active=False)
+        c["lab_model_choices"] = c["lab_model"]
+
+        # ---------------------------------------------------------------- wiring
+        def wire(trigger, method, inputs, outputs, api_name, **kw):
+            fixed = dict(kw.pop("fixed", {}))
+            select = fixed.pop("select", False)
+            names = [n for n, _ in inputs]
+            return trigger(
+                _handler(method, names, outputs, select=select, **fixed),
+                inputs=[comp for _, comp in inputs],
+                outputs=[c[n] for n in outputs],
+                api_name=api_name,
+                **kw,
+            )
+
+        pg_out = ["pg_status", "pg_flow", "pg_curves", "pg_message"]
+        pg_settings = [
+            "pg_dataset",
+            "pg_models",
+            "pg_ode",
+            "pg_n_steps",
+            "pg_tol",
+            "pg_solver",
+            "pg_lr",
+            "pg_seed",
+            "pg_steps",
+            "pg_link",
+        ]
+        demo.load(
+            _handler(ex.playground_load, [], pg_out + pg_settings, query=True),
+            outputs=[c[n] for n in pg_out + pg_settings],
+            api_name="playground_load",
+        )
+        wire(
+            pg_timer.tick,
+            ex.playground_tick,
+            [],
+            pg_out[:3],
+            "playground_tick",
+            show_progress="hidden",
+            concurrency_limit=8,
+        )
+        for button, action in ((play, "play"), (pause, "pause"), (step, "step"), (reset, "reset")):
+            wire(
+                button.click,
+                ex.playground_control,
+                [],
+                pg_out,
+                f"playground_{action}",
+                fixed={"action": action},
+                show_progress="hidden",
+            )
+        form = [
+            ("dataset", c["pg_dataset"]),
+            ("models", c["pg_models"]),
+            ("ode_method", c["pg_ode"]),
+            ("n_steps", c["pg_n_steps"]),
+            ("tol", c["pg_tol"]),
+            ("deq_solver", c["pg_solver"]),
+            ("lr", c["pg_lr"]),
+            ("seed", c["pg_seed"]),
+            ("steps", c["pg_steps"]),
+        ]
+        triggers = [c["pg_dataset"].input, c["pg_models"].input, c["pg_ode"].input, c["pg_solver"].input]
+        triggers += [c[n].submit for n in ("pg_n_steps", "pg_tol", "pg_lr", "pg_seed", "pg_steps")]
+        triggers += [c[n].blur for n in ("pg_n_steps", "pg_tol", "pg_lr", "pg_seed", "pg_steps")]
+        wire(
+            lambda fn, **kw: gr.on(triggers, fn, **kw),
+            ex.playground_apply,
+            form,
+            [*pg_out, "pg_link"],
+            "playground_apply",
+            show_progress="hidden",
+        )
+        # The share link mirrors into the address bar, so copying the URL shares the configuration.
+        c["pg_link"].change(
+            None, inputs=c["pg_link"], js="(q) => { if (q) { history.replaceState(null, '', q); } return []; }"
+        )
+
+        tr_form = [
+            ("dataset", c["tr_dataset"]),
+            ("family", c["tr_family"]),
+            ("preset", c["tr_preset"]),
+            ("steps", c["tr_steps"]),
+            ("batch_size", c["tr_batch"]),
+            ("lr", c["tr_lr"]),
+            ("ode_method", c["tr_ode"]),
+            ("n_steps", c["tr_n_steps"]),
+            ("tol", c["tr_tol"]),
+            ("deq_solver", c["tr_solver"]),
+            ("device", c["tr_device"]),
+            ("train_limit", c["tr_limit"]),
+        ]
+        tr_out = ["train_status", "train_curves", "train_message", "train_timer", "runs_table"]
+        wire(tr_start.click, ex.train_start, tr_form, tr_out, "train_start")
+        for button, action in ((tr_pause, "pause"), (tr_resume, "resume"), (tr_stop, "stop")):
+            wire(button.click, ex.train_control, [], tr_out, f"train_{action}", fixed={"action": action})
+        wire(
+            tr_apply.click, ex.train_apply, [("lr", c["tr_lr"]), ("tol", c["tr_tol"])], ["train_message"], "train_apply"
+        )
+        wire(
+            c["train_timer"].tick, ex.train_tick, [], tr_out, "train_tick", show_progress="hidden", concurrency_limit=8
+        )
+        wire(show_gallery.click, ex.train_gallery, [], ["train_gallery", "train_message"], "train_gallery")
+        refresh_runs.click(ex.runs_table, outputs=c["runs_table"], api_name="runs_list")
+
+        lab_in = [
+            ("model_key", c["lab_model"]),
+            ("checkpoint", c["lab_checkpoint"]),
+            ("split", c["lab_split"]),
+            ("index", c["lab_index"]),
+        ]
+        lab_out = ["lab_residual", "lab_path", "lab_table", "lab_position", "lab_picture", "lab_message"]
+        run_lab = dict(
+            inputs=lab_in
+            + [
+                ("tol", c["lab_tol"]),
+                ("max_iter", c["lab_max_iter"]),
+                ("ode_method", c["lab_ode"]),
+                ("ode_steps", c["lab_ode_steps"]),
+            ],
+        )
+        wire(lab_go.click, ex.lab_run, run_lab["inputs"], lab_out, "lab_run")
+        wire(
+            c["lab_position"].input,
+            ex.lab_scrub,
+            [("position", c["lab_position"])],
+            ["lab_path"],
+            "lab_scrub",
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
+        wire(
+            lab_sweep.click,
+            ex.lab_sweep,
+            lab_in[:2] + [("kind", c["lab_kind"]), ("samples", c["lab_samples"])],
+            ["lab_sweep", "lab_message"],
+            "lab_sweep",
+        )
+        for trigger in (c["lab_index"].submit, c["lab_split"].input, c["lab_model"].input):
+            wire(
+                trigger,
+                ex.lab_input,
+                lab_in,
+                ["lab_picture", "lab_caption", "lab_message"],
+                None,
+                api_visibility="private",
+                show_progress="hidden",
+            )
+        wire(
+            lab_tab.select,
+            lambda key: {"lab_model_choices": ex.lab_choices(key)},
+            [],
+            ["lab_model_choices"],
+            "lab_models",
+            show_progress="hidden",
+        )
+        wire(
+            c["train_gallery"].select,
+            ex.gallery_pick,
+            [],
+            ["tabs", "lab_model_choices", "lab_model", "lab_split", "lab_index"],
+            None,
+            fixed={"select": True},
+            api_visibility="private",
+        ).then(
+            _handler(ex.lab_run, [n for n, _ in run_lab["inputs"]], lab_out),
+            inputs=[comp for _, comp in run_lab["inputs"]],
+            outputs=[c[n] for n in lab_out],
+            api_visibility="private",
+        )
+        demo.unload(_unload(ex))
+    return demo
+
+
+def _unload(ex: Explorer) -> Callable[..., None]:
+    def unload(request: gr.Request) -> None:
+        ex.close_session(request.session_hash)
+
+    return unload
+
+
+def app_theme() -> gr.themes.Base:
+    """A built-in theme with system fonts (no web fonts are fetched)."""
+    return gr.themes.Default(font=THEME_FONTS, font_mono=MONO_FONTS)

@@ -1,0 +1,547 @@
+"""What each page event does, without gradio: the app's handlers call these methods with the session key
+and plain values, and get back a dict of named outputs (absent = leave that output as it is).
+
+A bad value never raises out of here: it comes back as ``{"warning": message}`` (shown as a toast and in
+the tab's message area) and the session keeps its previous, working state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.data import DatasetUnavailable
+from core.training import CheckpointError
+
+from . import lab as lab_lib
+from .imagetrain import RUN_COLUMNS, TrainSettings, list_runs, new_run_dir
+from .playground import FAMILY_NAMES, PlaygroundSettings, flow_views, flow_visual, status_markdown
+from .plots import curves_figure, empty_figure, path_figure, playground_figure, residual_figure, sweep_figure
+from .sessions import CapacityError, Lane, Session, SessionRegistry, SessionTrainer, Snapshot
+
+#: Exceptions that mean "the user asked for something that cannot be done", shown as a message.
+USER_ERRORS = (ValueError, DatasetUnavailable, CheckpointError, CapacityError)
+
+PLAYGROUND_RATE = 30.0  # steps per second: watchable, and leaves CPU for the page and other sessions
+PG_PANELS = ("loss", "accuracy", "nfe")
+TRAIN_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
+
+
+def _msg(text: str) -> str:
+    return f"⚠️ {text}" if text else ""
+
+
+def _signature(snap: Snapshot) -> tuple:
+    """Changes whenever the picture would: used to skip redraws of an idle run."""
+    rows = tuple(len(m["step"]) for m in snap.metrics.values())
+    return (snap.state, snap.step, rows, snap.version, tuple(snap.errors), snap.message, tuple(snap.finished))
+
+
+class Explorer:
+    """The app's state (sessions, runs directory, device) and its event logic.
+
+    Args:
+        runs_dir: where image runs are saved and listed.
+        device: default device of image runs (auto, cpu, cuda); toy runs stay on the CPU.
+        max_trainings: server-wide cap on trainings running at once.
+        autoplay: start the Playground's preset on page load (the first screen tells the story).
+    """
+
+    def __init__(self, runs_dir: str | Path, device: str = "auto", max_trainings: int = 4, autoplay: bool = True):
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be one of auto, cpu, cuda, got {device!r}")
+        self.runs_dir = Path(runs_dir)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device
+        self.registry = SessionRegistry(max_trainings=max_trainings)
+        self.autoplay = autoplay
+        self._drawn: dict[tuple[str, str], tuple] = {}  # (session, view) -> signature last drawn
+        self._drawn_lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Build and draw the first screen once, off the request path: the first load in a fresh process
+        pays ~2 s of one-time torch and plotly set-up, which would delay the first animation."""
+        key = "__warm_up__"
+        try:
+            self.playground_load(key, {}, autoplay=False)
+            self.playground_control(key, "step")
+        except Exception:  # warming up is an optimisation; the real load reports real problems
+            pass
+        finally:
+            self.close_session(key)
+
+    def session(self, key: str | None) -> Session:
+        return self.registry.get(key)
+
+    def close_session(self, key: str | None) -> None:
+        self.registry.close(key)
+        with self._drawn_lock:
+            for k in [k for k in self._drawn if k[0] == key]:
+                del self._drawn[k]
+
+    def _changed(self, key: str, view: str, snap: Snapshot, force: bool) -> bool:
+        sig = _signature(snap)
+        with self._drawn_lock:
+            if not force and self._drawn.get((key, view)) == sig:
+                return False
+            self._drawn[(key, view)] = sig
+        return True
+
+    # ------------------------------------------------------------------ Playground
+
+    def playground_load(self, key: str, params: dict[str, str], autoplay: bool | None = None) -> dict[str, Any]:
+        """Page load: settings from the link, a fresh preset, autoplay; returns every Playground output."""
+        settings, problems = PlaygroundSettings.from_query(params or {})
+        session = self.session(key)
+        trainer = SessionTrainer(
+            settings.lanes(), gate=self.registry.gate, visual=flow_visual, steps_per_second=PLAYGROUND_RATE
+        )
+        with session.lock:
+            previous, session.playground = session.playground, trainer
+            session.playground_settings = settings
+            if previous is not None:
+                previous.close()
+            if self.autoplay if autoplay is None else autoplay:
+                try:
+                    session.playground.play()
+                except CapacityError as err:
+                    problems.append(str(err))
+        out = self._playground_outputs(key, force=True)
+        out.update(self._settings_outputs(settings))
+        if problems:
+            out["warning"] = "; ".join(problems)
+            out["pg_message"] = _msg(out["warning"])
+        return out
+
+    @staticmethod
+    def _settings_outputs(s: PlaygroundSettings) -> dict[str, Any]:
+        return {
+            "pg_dataset": s.dataset,
+            "pg_models": list(s.models),
+            "pg_ode": s.ode_method,
+            "pg_n_steps": s.n_steps,
+            "pg_tol": s.tol,
+            "pg_solver": s.deq_solver,
+            "pg_lr": s.lr,
+            "pg_seed": s.seed,
+            "pg_steps": s.steps,
+            "pg_link": "?" + s.to_query(),
+        }
+
+    def _trainer(self, key: str) -> tuple[Session, SessionTrainer]:
+        session = self.session(key)
+        with session.lock:  # page load and a button may race to create it
+            if session.playground is None:
+                session.playground = SessionTrainer(
+                    PlaygroundSettings().lanes(),
+                    gate=self.registry.gate,
+                    visual=flow_visual,
+                    steps_per_second=PLAYGROUND_RATE,
+                )
+                session.playground_settings = PlaygroundSettings()
+            return session, session.playground
+
+    def _playground_outputs(self, key: str, force: bool = False) -> dict[str, Any]:
+        session = self.registry.peek(key)
+        trainer = session.playground if session is not None else None
+        if trainer is None:  # the timer can tick before the page's load event has built the models
+            return {}
+        snap = trainer.read()
+        if not self._changed(key, "playground", snap, force):
+            return {}
+        return {
+            "pg_status": status_markdown(snap),
+            "pg_flow": playground_figure(flow_views(snap)),
+            "pg_curves": curves_figure(snap.metrics, PG_PANELS, height=250),
+        }
+
+    def playground_tick(self, key: str) -> dict[str, Any]:
+        """Timer: redraw when something changed since the last draw of this session."""
+        return self._playground_outputs(key)
+
+    def playground_control(self, key: str, action: str) -> dict[str, Any]:
+        """▶ play, ⏸ pause, ⏭ step, ⟲ reset."""
+        session, trainer = self._trainer(key)
+        try:
+            with session.lock:
+                if action == "play":
+                    trainer.play()
+                elif action == "pause":
+                    trainer.pause()
+                elif action == "step":
+                    trainer.step_once()
+                elif action == "reset":
+                    trainer.reset()
+                else:
+                    raise ValueError(f"unknown action {action!r}")
+        except USER_ERRORS as err:
+            out = self._playground_outputs(key, force=True)
+            out.update(warning=str(err), pg_message=_msg(str(err)))
+            return out
+        out = self._playground_outputs(key, force=True)
+        out["pg_message"] = ""
+        return out
+
+    def playground_apply(self, key: str, **form: Any) -> dict[str, Any]:
+        """Settings changed: lr / tol / solver apply live; dataset, models, seed or steps rebuild the models
+        (and keep playing if they were)."""
+        session, trainer = self._trainer(key)
+        try:
+            new = _playground_from_form(form)
+        except (ValueError, TypeError) as err:
+            return {"warning": str(err), "pg_message": _msg(str(err))}
+        with session.lock:
+            old: PlaygroundSettings = session.playground_settings
+            changes = old.live_changes(new)
+            try:
+                if changes is None:
+                    was_running = trainer.running
+                    trainer.reset(new.lanes())
+                    if was_running:
+                        trainer.play()
+                elif changes:
+                    trainer.apply(**changes)
+            except USER_ERRORS as err:
+                return {"warning": str(err), "pg_message": _msg(str(err))}
+            session.playground_settings = new
+        out = self._playground_outputs(key, force=True)
+        out.update(pg_link="?" + new.to_query(), pg_message="")
+        return out
+
+    # ------------------------------------------------------------------ Train (images)
+
+    def train_start(self, key: str, **form: Any) -> dict[str, Any]:
+        """Validate the form, start a saved run (the session's previous run is stopped and kept)."""
+        session = self.session(key)
+        try:
+            settings = TrainSettings.from_form(**form)
+            config = settings.train_config()
+        except (ValueError, TypeError) as err:
+            return {"warning": str(err), "train_message": _msg(str(err))}
+        with session.lock:
+            previous = session.train
+            if previous is not None and previous.running:
+                previous.pause()  # frees its slot under the cap; stopped (and saved) below
+            out_dir = new_run_dir(self.runs_dir, settings, key)
+            try:
+                trainer = SessionTrainer([Lane(settings.display_name, config, out_dir)], gate=self.registry.gate)
+                trainer.play()
+            except USER_ERRORS as err:
+                with contextlib.suppress(OSError):
+                    for f in out_dir.iterdir():
+                        f.unlink()
+                    out_dir.rmdir()
+                if previous is not None and previous.state == "paused":
+                    with contextlib.suppress(CapacityError):
+                        previous.play()
+                text = lab_lib.describe_unavailable(err)
+                return {"warning": text, "train_message": _msg(text)}
+            if previous is not None:
+                threading.Thread(target=previous.stop, daemon=True).start()  # finishing takes a while
+            session.train = trainer
+            session.train_runs.append(trainer)
+        out = self._train_outputs(key, force=True)
+        out.update(train_message=f"Started **{settings.display_name}**; saving to `{out_dir}`.", train_timer=True)
+        return out
+
+    def train_control(self, key: str, action: str) -> dict[str, Any]:
+        """⏸ pause, ▶ resume, ⏹ stop the session's current image run."""
+        session = self.session(key)
+        trainer = session.train
+        if trainer is None:
+            text = "no image run in this session yet: press ▶ Start"
+            return {"warning": text, "train_message": _msg(text)}
+        try:
+            if action == "pause":
+                trainer.pause()
+            elif action == "resume":
+                trainer.play()
+            elif action == "stop":
+                # Finishing measures test accuracy and saves: do it off the request thread.
+                trainer.pause()
+                threading.Thread(target=trainer.stop, daemon=True).start()
+            else:
+                raise ValueError(f"unknown action {action!r}")
+        except USER_ERRORS as err:
+            return {"warning": str(err), "train_message": _msg(str(err))}
+        out = self._train_outputs(key, force=True)
+        out["train_message"] = ""
+        return out
+
+    def train_apply(self, key: str, lr: Any, tol: Any) -> dict[str, Any]:
+        """Change the running image run's learning rate and solver tolerance without a restart."""
+        session = self.session(key)
+        trainer = session.train
+        if trainer is None:
+            text = "no image run to change: press ▶ Start first"
+            return {"warning": text, "train_message": _msg(text)}
+        try:
+            if not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 < tol < 1:
+                raise ValueError(f"tolerance must be a number in (0, 1), got {tol!r}")
+            model = trainer.trainers[0].config.model
+            changes: dict[str, Any] = {"lr": lr}
+            if model.family == "deq":
+                options = {**model.deq.solver_options, "tol": tol}
+                changes["deq"] = dataclasses.replace(model.deq, solver_options=options)
+            else:
+                changes["ode"] = dataclasses.replace(model.ode, rtol=tol, atol=tol)
+            trainer.apply(**changes)
+        except USER_ERRORS as err:
+            return {"warning": str(err), "train_message": _msg(str(err))}
+        return {"train_message": f"applied lr {lr:g}, tolerance {tol:g} from the next step"}
+
+    def _train_outputs(self, key: str, force: bool = False) -> dict[str, Any]:
+        trainer = self.session(key).train
+        if trainer is None:
+            if not force:
+                return {}
+            return {"train_status": "No image run yet.", "train_curves": empty_figure("press ▶ Start", 260)}
+        snap = trainer.read()
+        if not self._changed(key, "train", snap, force):
+            return {}
+        out = {"train_status": _train_status(snap, trainer), "train_curves": curves_figure(snap.metrics, TRAIN_PANELS)}
+        if snap.state in ("finished", "stopped", "diverged", "failed"):
+            out["train_timer"] = False  # nothing more will change: stop polling
+            out["runs_table"] = self.runs_table()
+        return out
+
+    def train_tick(self, key: str) -> dict[str, Any]:
+        return self._train_outputs(key)
+
+    def runs_table(self) -> list[list[Any]]:
+        return list_runs(self.runs_dir)
+
+    def train_gallery(self, key: str) -> dict[str, Any]:
+        """Test images of the current run with predictions, misclassified and high-NFE first."""
+        trainer = self.session(key).train
+        if trainer is None:
+            text = "train a model first (▶ Start), then show its predictions"
+            return {"warning": text, "train_message": _msg(text)}
+        model = trainer.clone_model(0)
+        items = lab_lib.prediction_gallery(model, trainer.trainers[0].data)
+        gallery = []
+        for it in items:
+            mark = "✗" if not it["correct"] else "✓"
+            gallery.append(
+                (it["picture"], f"#{it['index']} {mark} pred {it['prediction']} (true {it['label']}), NFE {it['nfe']}")
+            )
+        self.session(key).lab["gallery"] = [it["index"] for it in items]
+        return {
+            "train_gallery": gallery,
+            "train_message": "Misclassified first, then by NFE. Click an image to open it in the Solver lab.",
+        }
+
+    def gallery_pick(self, key: str, position: int) -> dict[str, Any]:
+        """A gallery tile was clicked: open that test image in the Solver lab with the current run."""
+        session = self.session(key)
+        indices = session.lab.get("gallery") or []
+        if session.train is None or not 0 <= position < len(indices):
+            return {}
+        model_key = f"session:train:{len(session.train_runs) - 1}"
+        out = {"lab_model": model_key, "lab_split": "test", "lab_index": indices[position], "tabs": "lab"}
+        out["lab_model_choices"] = self.lab_choices(key)
+        return out
+
+    # ------------------------------------------------------------------ Solver lab
+
+    def lab_choices(self, key: str) -> list[tuple[str, str]]:
+        """(label, key) of every model the lab can open: this session's runs, saved runs, fresh presets."""
+        session = self.session(key)
+        choices: list[tuple[str, str]] = []
+        for i, run in reversed(list(enumerate(session.train_runs))):
+            choices.append((f"this session: {run.lanes[0].name} (step {run.step_count})", f"session:train:{i}"))
+        if session.playground is not None:
+            for j, lane in enumerate(session.playground.lanes):
+                choices.append((f"playground: {lane.name} on {lane.config.dataset}", f"session:pg:{j}"))
+        for folder in lab_lib.runs_with_checkpoints(self.runs_dir)[:30]:
+            choices.append((f"saved run: {folder.name}", f"run:{folder.name}"))
+        for name in lab_lib.FRESH_PRESETS:
+            choices.append((f"untrained: {name}", f"fresh:{name}"))
+        return choices
+
+    def _lab_model(self, key: str, model_key: str, checkpoint: str = "") -> lab_lib.LabModel:
+        session = self.session(key)
+        if checkpoint and checkpoint.strip():
+            path = lab_lib.resolve_checkpoint(checkpoint, self.runs_dir)
+            return self._load_run(session, path, f"file:{path}")
+        kind, _, rest = (model_key or "").partition(":")
+        if kind == "session":
+            which, _, idx = rest.partition(":")
+            try:
+                i = int(idx)
+                trainer = session.train_runs[i] if which == "train" else session.playground
+                lane = 0 if which == "train" else i
+                if trainer is None or lane >= len(trainer.trainers):
+                    raise IndexError
+            except (ValueError, IndexError):
+                raise ValueError("that model is no longer in this session; pick another") from None
+            return lab_lib.LabModel(
+                model_key, trainer.lanes[lane].name, trainer.clone_model(lane).eval(), trainer.trainers[lane].data
+            )
+        if kind == "run":
+            path = lab_lib.resolve_checkpoint(rest, self.runs_dir)
+            return self._load_run(session, path, model_key)
+        if kind == "fresh":
+            if rest not in lab_lib.FRESH_PRESETS:
+                raise ValueError(f"unknown preset {rest!r}; expected one of {', '.join(lab_lib.FRESH_PRESETS)}")
+            cache = session.lab.setdefault("fresh", {})
+            if rest not in cache:
+                cache[rest] = lab_lib.fresh_model(rest)
+            model, data = cache[rest]
+            return lab_lib.LabModel(model_key, f"untrained {rest}", model, data)
+        raise ValueError("pick a model (a run of this session, a saved run, or an untrained preset)")
+
+    def _load_run(self, session: Session, path: Path, model_key: str) -> lab_lib.LabModel:
+        cache = session.lab.setdefault("runs", {})
+        stamp = (str(path), path.stat().st_mtime)
+        if cache.get("stamp") != stamp:
+            device = "cpu" if self.device == "auto" else self.device
+            model, data, _ = lab_lib.load_run(path, device)
+            cache.update(stamp=stamp, model=model, data=data)
+        return lab_lib.LabModel(model_key, path.parent.name, cache["model"], cache["data"])
+
+    def lab_input(self, key: str, model_key: str, checkpoint: str, split: str, index: Any) -> dict[str, Any]:
+        """Preview the chosen input (image, or the point's coordinates)."""
+        try:
+            lab = self._lab_model(key, model_key, checkpoint)
+            x, label, picture = lab_lib.pick_input(lab, _as_int(index, "input index"), _split(split))
+        except USER_ERRORS as err:
+            return {"warning": str(err), "lab_message": _msg(lab_lib.describe_unavailable(err))}
+        caption = f"true class: **{lab.data.class_names[label]}**"
+        if picture is None:
+            caption += f" · point ({float(x[0, 0]):.2f}, {float(x[0, 1]):.2f})"
+        return {"lab_picture": picture, "lab_caption": caption}
+
+    def lab_run(
+        self,
+        key: str,
+        model_key: str,
+        checkpoint: str,
+        split: str,
+        index: Any,
+        tol: Any,
+        max_iter: Any,
+        ode_method: str,
+        ode_steps: Any,
+    ) -> dict[str, Any]:
+        """Solve the chosen input with every solver (DEQ) or integrate its ODE (NODE, ANODE, HomoODE)."""
+        session = self.session(key)
+        try:
+            lab = self._lab_model(key, model_key, checkpoint)
+            x, label, picture = lab_lib.pick_input(lab, _as_int(index, "input index"), _split(split))
+            result = lab_lib.compare_solvers(
+                lab,
+                x,
+                tol=tol,
+                max_iter=_as_int(max_iter, "max iterations"),
+                ode_method=ode_method,
+                ode_steps=_as_int(ode_steps, "homotopy ODE steps"),
+            )
+        except USER_ERRORS as err:
+            text = lab_lib.describe_unavailable(err)
+            return {"warning": text, "lab_message": _msg(text)}
+        session.lab["result"] = result
+        if result.traces:
+            residual = residual_figure(result.traces, result.tol)
+        else:
+            residual = empty_figure(
+                f"a {FAMILY_NAMES[lab.family]} has no fixed-point map f to take residuals of: its answer is the end "
+                "of its ODE path (right)",
+                360,
+            )
+        rows = [[r[c] for c in LAB_COLUMNS] for r in result.rows]
+        note = f"**{lab.label}** · true class **{lab.data.class_names[label]}**"
+        return {
+            "lab_residual": residual,
+            "lab_path": path_figure(result.paths, 1.0, result.inner, result.basis.explained),
+            "lab_table": rows,
+            "lab_position": 1.0,
+            "lab_picture": picture,
+            "lab_message": note,
+        }
+
+    def lab_scrub(self, key: str, position: Any) -> dict[str, Any]:
+        """Move the cursor along every path (the inner time axis: k, λ or t), in the frozen basis."""
+        result = self.session(key).lab.get("result")
+        if result is None:
+            return {}
+        pos = float(position) if isinstance(position, (int, float)) and math.isfinite(position) else 1.0
+        return {"lab_path": path_figure(result.paths, pos, result.inner, result.basis.explained)}
+
+    def lab_sweep(self, key: str, model_key: str, checkpoint: str, kind: str, samples: Any) -> dict[str, Any]:
+        """Accuracy vs mean NFE over solver settings on validation data, without retraining."""
+        try:
+            lab = self._lab_model(key, model_key, checkpoint)
+            curves = lab_lib.sweep(lab, kind, _as_int(samples, "sweep samples"))
+        except USER_ERRORS as err:
+            text = lab_lib.describe_unavailable(err)
+            return {"warning": text, "lab_message": _msg(text)}
+        n = _as_int(samples, "sweep samples")
+        return {"lab_sweep": sweep_figure(curves), "lab_message": f"sweep of **{lab.label}** on {n} validation inputs"}
+
+
+LAB_COLUMNS = ["solver", "status", "NFE", "Jacobian products", "residual", "seconds", "prediction"]
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _split(split: str) -> str:
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    return split
+
+
+def _playground_from_form(form: dict[str, Any]) -> PlaygroundSettings:
+    """The Playground's widgets -> settings; whole floats become ints, a blank number is an error."""
+    values = dict(form)
+    for name in ("n_steps", "seed", "steps"):
+        v = values.get(name)
+        if v is None:
+            raise ValueError(f"{name.replace('_', ' ')} is empty")
+        values[name] = _as_int(v, name.replace("_", " "))
+    for name in ("lr", "tol"):
+        if values.get(name) is None:
+            raise ValueError(f"{'learning rate' if name == 'lr' else 'tolerance'} is empty")
+    values["models"] = tuple(values.get("models") or ())
+    return PlaygroundSettings(**values)
+
+
+def _train_status(snap: Snapshot, trainer: SessionTrainer) -> str:
+    name = trainer.lanes[0].name
+    head = f"**{name}** · **{snap.state}** · step **{snap.step}** / {snap.total_steps}"
+    if snap.state == "running" and snap.steps_per_second:
+        head += f" · {snap.steps_per_second:.1f} steps/s"
+    last = snap.last.get(name)
+    lines = [head]
+    if last:
+        val = last.get("val_acc")
+        lines.append(
+            f"loss {last['loss']:.4f} · train acc {100 * last['train_acc']:.1f} % · val acc "
+            f"{'–' if val is None else f'{100 * val:.1f} %'} · NFE fwd {last['nfe_forward']:.0f} / bwd "
+            f"{last['nfe_backward']:.0f} · {last['step_ms']:.0f} ms/step · peak {last['memory_mb']:.0f} MB"
+        )
+    fin = snap.finished.get(name)
+    if fin:
+        acc = fin.get("test_accuracy")
+        lines.append(
+            f"**done**: test accuracy {'n/a' if acc is None else f'{100 * acc:.2f} %'} (model of step "
+            f"{fin.get('best_step')}, chosen on validation); saved in `{trainer.lanes[0].out_dir}`"
+        )
+    for message, advice in snap.errors.values():
+        lines.append(f"⚠️ **diverged**: {message}. **Advice:** {advice}. The last good checkpoint is kept.")
+    if snap.message:
+        lines.append(f"⚠️ {snap.message}")
+    return "  \n".join(lines)
+
+
+__all__ = ["LAB_COLUMNS", "RUN_COLUMNS", "Explorer"]

@@ -1,0 +1,202 @@
+"""The Train tab's logic: image-run settings (validated), run folders, and the table of saved runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import core
+from core.data import DATASETS, dataset_info, is_available
+from core.training import TrainConfig
+
+from .playground import ADAPTIVE_ODE, FAMILY_NAMES, FIXED_STEP_ODE
+
+IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.input_kind != "points")
+DEVICES = ("auto", "cpu", "cuda")
+RUN_COLUMNS = [
+    "run",
+    "model",
+    "dataset",
+    "steps",
+    "test acc %",
+    "best val %",
+    "NFE fwd",
+    "NFE bwd",
+    "peak MB",
+    "s",
+    "state",
+]
+
+
+def dataset_choices() -> list[tuple[str, str]]:
+    """(label, name) pairs for the dataset menu; sets missing on this machine are marked."""
+    out = []
+    for name in IMAGE_DATASETS:
+        info = DATASETS[name]
+        mark = "" if info.kind == "bundled" or is_available(name) else " (not available here)"
+        out.append((f"{info.title}{mark}", name))
+    return out
+
+
+def _num(value: Any, name: str, low: float, high: float, integer: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok or not low <= value <= high:
+        kind = "a whole number" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The Train tab's controls; ``train_config()`` turns them into the TrainConfig the CLI would build."""
+
+    dataset: str = "digits"
+    family: str = "homoode"
+    preset: str = "auto"
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 2e-3
+    ode_method: str = "rk4"
+    n_steps: int = 2
+    tol: float = 1e-3
+    deq_solver: str = "anderson"
+    device: str = "auto"
+    eval_every: int = 50
+    train_limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in IMAGE_DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(IMAGE_DATASETS)}, got {self.dataset!r}")
+        if self.family not in FAMILY_NAMES:
+            raise ValueError(f"model family must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
+        if self.preset != "auto" and self.preset not in core.PRESETS:
+            raise ValueError(f"preset must be 'auto' or one of {', '.join(sorted(core.PRESETS))}, got {self.preset!r}")
+        _num(self.steps, "steps", 1, 1_000_000, integer=True)
+        _num(self.batch_size, "batch size", 1, 4096, integer=True)
+        _num(self.lr, "learning rate", 1e-8, 10)
+        if self.lr <= 0:
+            raise ValueError("learning rate must be positive")
+        if self.ode_method not in FIXED_STEP_ODE + ADAPTIVE_ODE:
+            raise ValueError(f"ODE method must be one of {', '.join(FIXED_STEP_ODE + ADAPTIVE_ODE)}")
+        _num(self.n_steps, "ODE steps", 1, 64, integer=True)
+        _num(self.tol, "tolerance", 1e-10, 0.5)
+        if self.deq_solver not in core.METHODS:
+            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {self.deq_solver!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _num(self.eval_every, "validate every", 1, 1_000_000, integer=True)
+        if self.train_limit is not None:
+            _num(self.train_limit, "training subset", 1, 10_000_000, integer=True)
+        _num(self.seed, "seed", 0, 2**31 - 1, integer=True)
+
+    @classmethod
+    def from_form(cls, **values: Any) -> TrainSettings:
+        """From the page's widgets: floats that are whole numbers become ints, blanks become defaults."""
+        ints = {"steps", "batch_size", "n_steps", "eval_every", "train_limit", "seed"}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            if value is None or value == "":
+                if key == "train_limit":
+                    clean[key] = None
+                continue
+            if key in ints and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if key == "train_limit" and value == 0:
+                value = None
+            clean[key] = value
+        return cls(**clean)
+
+    def model_config(self) -> core.ModelConfig:
+        info = dataset_info(self.dataset)
+        name = self.preset if self.preset != "auto" else f"{info.input_kind}-{self.family}"
+        model = core.preset(name)
+        if model.input_kind != info.input_kind:
+            raise ValueError(
+                f"preset {name!r} is built for {model.input_kind} inputs but {self.dataset!r} gives "
+                f"{info.input_kind}; pick a {info.input_kind}-* preset or 'auto'"
+            )
+        ode = dataclasses.replace(model.ode, method=self.ode_method, n_steps=self.n_steps, rtol=self.tol, atol=self.tol)
+        deq = dataclasses.replace(
+            model.deq, solver=self.deq_solver, solver_options={"tol": max(self.tol, 1e-6), "max_iter": 30}
+        )
+        return model.replace(num_classes=info.num_classes, ode=ode, deq=deq, seed=self.seed)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            model=self.model_config(),
+            dataset=self.dataset,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            eval_every=self.eval_every,
+            eval_batches=8,  # validation stays a few seconds on a CPU; the test split is measured in full
+            train_limit=self.train_limit,
+            seed=self.seed,
+            device=self.device,
+        )
+
+    @property
+    def display_name(self) -> str:
+        return f"{FAMILY_NAMES[self.family]} on {self.dataset}"
+
+
+def new_run_dir(runs_dir: Path, settings: TrainSettings, session_key: str) -> Path:
+    """A fresh, unique, readable folder name: time, family, dataset, a piece of the session id."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    tag = re.sub(r"[^a-zA-Z0-9]", "", session_key)[:6] or "local"
+    base = runs_dir / f"{stamp}-{settings.family}-{settings.dataset}-{tag}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    path.mkdir(parents=True)
+    return path
+
+
+def list_runs(runs_dir: Path, limit: int = 50) -> list[list[Any]]:
+    """Rows of the runs table (newest first) from each run folder's config.json / summary.json."""
+    if not runs_dir.is_dir():
+        return []
+    rows = []
+    folders = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()), reverse=True)[:limit]
+    for folder in folders:
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        summary: dict[str, Any] = {}
+        if (folder / "summary.json").is_file():
+            try:
+                summary = json.loads((folder / "summary.json").read_text())
+            except (OSError, ValueError):
+                summary = {}
+        model = config.get("model", {}) if isinstance(config, dict) else {}
+
+        def pct(v: Any) -> Any:
+            return None if v is None else round(100 * float(v), 2)
+
+        state = "finished" if summary and not summary.get("stopped") else ("stopped" if summary else "in progress")
+        rows.append(
+            [
+                folder.name,
+                model.get("family"),
+                config.get("dataset"),
+                summary.get("steps"),
+                pct(summary.get("test_accuracy")),
+                pct(summary.get("best_val_accuracy")),
+                None if summary.get("mean_nfe_forward") is None else round(summary["mean_nfe_forward"], 1),
+                None if summary.get("mean_nfe_backward") is None else round(summary["mean_nfe_backward"], 1),
+                None if summary.get("peak_memory_bytes") is None else round(summary["peak_memory_bytes"] / 2**20),
+                None if summary.get("seconds") is None else round(summary["seconds"], 1),
+                state,
+            ]
+        )
+    return rows

@@ -1,0 +1,353 @@
+"""The Solver lab's logic: find a trained model, solve one input's equilibrium with every solver, and sweep
+solver settings on validation data (accuracy vs NFE) without retraining.
+
+Every function works on a private copy of a model, so a run that is still training is never disturbed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import core
+from core.data import DataBundle, DatasetUnavailable, load_dataset
+from core.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+
+from .plots import PCABasis, ResidualTrace, fit_pca
+
+#: Untrained presets offered when no run exists yet (labelled as such on the page).
+FRESH_PRESETS = ("image28-deq", "image28-homoode", "image28-node")
+#: Solvers compared on a DEQ, in display order.
+LAB_SOLVERS = ("fixed_point", "anderson", "broyden", "homotopy")
+PATH_STATES = 48
+
+
+@dataclass
+class LabModel:
+    """A model ready for analysis: its own copy, in eval mode, with the data it was trained on."""
+
+    key: str
+    label: str
+    model: nn.Module
+    data: DataBundle
+
+    @property
+    def family(self) -> str:
+        return self.model.config.family
+
+
+def runs_with_checkpoints(runs_dir: Path) -> list[Path]:
+    """Run folders under ``runs_dir`` holding a checkpoint, newest first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [p.parent for p in runs_dir.glob("*/checkpoint.pt")]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def resolve_checkpoint(path_text: str, runs_dir: Path) -> Path:
+    """A checkpoint path typed by the user, restricted to the runs directory (the page may be reachable
+    by others: it must not open arbitrary files)."""
+    text = (path_text or "").strip()
+    if not text:
+        raise ValueError("enter the path of a checkpoint file (a run folder or its checkpoint.pt)")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = runs_dir / path
+    path = path.resolve()
+    root = runs_dir.resolve()
+    if root not in (path, *path.parents):
+        raise ValueError(f"only checkpoints under the runs directory {root} can be opened here")
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise ValueError(f"no checkpoint file at {path}")
+    return path
+
+
+def load_run(path: Path, device: str = "cpu") -> tuple[nn.Module, DataBundle, TrainConfig]:
+    """Model (eval mode), data and config of a saved checkpoint; CheckpointError for a file that is not one.
+
+    The saved config is rebuilt on this machine's device and without its thread setting (a run recorded
+    with ``--threads`` must not change this server's torch threads).
+    """
+    import json
+
+    state = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(json.loads(state["config"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} holds no valid training config: {err}") from None
+    config = config.replace(threads=None, device=device, download=False)
+    trainer = Trainer(config, resume=state)
+    model = trainer.model.eval()
+    return model, trainer.data, config
+
+
+def fresh_model(preset_name: str) -> tuple[nn.Module, DataBundle]:
+    """An untrained preset on the bundled digits (so the lab works on a machine with no runs yet)."""
+    model = core.build_model(core.preset(preset_name)).eval()
+    return model, load_dataset("digits")
+
+
+def pick_input(lab: LabModel, index: int, split: str = "val") -> tuple[torch.Tensor, int, np.ndarray | None]:
+    """(1, *input_shape) input, its label and a displayable picture (uint8 HxW[x3], None for points)."""
+    ds = lab.data.val if split == "val" else lab.data.test
+    n = len(ds.targets)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
+        raise ValueError(f"input index must be a whole number from 0 to {n - 1} ({split} split), got {index!r}")
+    x = ds.inputs[index : index + 1]
+    return x, int(ds.targets[index]), to_picture(lab.data, x[0])
+
+
+def to_picture(data: DataBundle, x: torch.Tensor, zoom: int = 4) -> np.ndarray | None:
+    """A normalised (C, H, W) image back to uint8 pixels (zoom*H, zoom*W[, 3]), enlarged by pixel
+    repetition so that a 28x28 digit stays crisp on the page; None for points."""
+    if data.input_kind == "points":
+        return None
+    img = data.denormalize(x[None].float())[0].clamp(0, 1).mul(255).round().byte()
+    img = img.permute(1, 2, 0).numpy()
+    img = img.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    return img[..., 0] if img.shape[-1] == 1 else img
+
+
+# ----------------------------------------------------------------------------------------------
+# One input through every solver
+
+
+@dataclass
+class LabResult:
+    """What the lab draws for one input."""
+
+    traces: list[ResidualTrace]
+    paths: dict[str, np.ndarray]  # name -> (T, 2) in the frozen PCA basis
+    inner: dict[str, np.ndarray]  # name -> (T,) inner time: k, λ or t
+    basis: PCABasis
+    rows: list[dict[str, Any]]  # the table: solver, status, NFE, residual, seconds, prediction
+    tol: float | None
+
+
+def _validate_solver_settings(tol: Any, max_iter: Any, ode_steps: Any) -> None:
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or not 0 < tol < 1:
+        raise ValueError(f"tolerance must be a number in (0, 1), e.g. 1e-4; got {tol!r}")
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or not 1 <= max_iter <= 500:
+        raise ValueError(f"max iterations must be a whole number from 1 to 500, got {max_iter!r}")
+    if not isinstance(ode_steps, int) or isinstance(ode_steps, bool) or not 1 <= ode_steps <= 200:
+        raise ValueError(f"homotopy ODE steps must be a whole number from 1 to 200, got {ode_steps!r}")
+
+
+def solver_options(method: str, tol: float, max_iter: int, ode_method: str, ode_steps: int) -> dict[str, Any]:
+    """The keyword options of ``core.solve`` for one lab solver."""
+    opts: dict[str, Any] = {"tol": tol, "max_iter": max_iter}
+    if method == "homotopy":
+        # GMRES to 1e-3 (not 1e-6) is ~2.5x cheaper here and the Newton corrector still reaches tol.
+        opts.update(ode_method=ode_method, n_steps=ode_steps, krylov_tol=1e-3)
+    return opts
+
+
+@torch.no_grad()
+def compare_solvers(
+    lab: LabModel,
+    x: torch.Tensor,
+    tol: float = 1e-4,
+    max_iter: int = 40,
+    ode_method: str = "rk4",
+    ode_steps: int = 4,
+) -> LabResult:
+    """Solve z = cell(z, features(x)) from z = 0 with every solver (DEQ), or integrate the ODE (others).
+
+    Records the residual ||f(z) - z|| / ||f(z)|| against NFE for each solver and the states it visited,
+    and fits one PCA basis on all of them so every path is drawn in the same coordinates.
+    """
+    _validate_solver_settings(tol, max_iter, ode_steps)
+    model = lab.model
+    x = x.to(next(model.parameters()).device)
+    traces: list[ResidualTrace] = []
+    states: dict[str, np.ndarray] = {}
+    inner: dict[str, np.ndarray] = {}
+    rows: list[dict[str, Any]] = []
+    if lab.family == "deq":
+        feat = model.features(x)
+        block = model.block
+        z0 = torch.zeros((x.shape[0], *block.state_shape), device=x.device, dtype=feat.dtype)
+        for method in LAB_SOLVERS:
+            visited: list[torch.Tensor] = []
+
+            def f(z: torch.Tensor, visited: list[torch.Tensor] = visited) -> torch.Tensor:
+                visited.append(z.detach().reshape(z.shape[0], -1)[0].cpu())
+                return block.cell(z, feat)
+
+            t0 = time.perf_counter()
+            z, stats = core.solve(f, z0, method=method, **solver_options(method, tol, max_iter, ode_method, ode_steps))
+            seconds = time.perf_counter() - t0
+            trace = stats.trace_rel[:, 0].numpy() if stats.trace_rel.numel() else np.zeros(0)
+            traces.append(ResidualTrace(method, stats.trace_nfe.numpy().astype(np.float32), trace, stats.status.value))
+            if stats.path is not None:
+                states[method] = stats.path.states[:, 0].reshape(stats.path.states.shape[0], -1).cpu().numpy()
+                inner[method] = stats.path.lambdas.cpu().numpy()
+            else:
+                visited_arr = torch.stack(visited).numpy() if visited else np.zeros((0, z.numel()))
+                states[method] = visited_arr
+                inner[method] = np.arange(len(visited_arr), dtype=np.float32)
+            logits = model.head(z)
+            rows.append(
+                {
+                    "solver": method,
+                    "status": stats.status.value,
+                    "NFE": stats.nfe,
+                    "Jacobian products": stats.n_jac,
+                    "residual": float(f"{float(stats.rel_residual.max()):.3g}"),
+                    "seconds": round(seconds, 3),
+                    "prediction": lab.data.class_names[int(logits.argmax(1)[0])],
+                }
+            )
+        result_tol: float | None = tol
+    else:
+        t0 = time.perf_counter()
+        out = model(x, trajectory=PATH_STATES)
+        seconds = time.perf_counter() - t0
+        name = f"{lab.family} ODE ({model.config.ode.method})"
+        traj = out.stats.trajectory[:, 0]
+        states[name] = traj.reshape(traj.shape[0], -1).cpu().numpy()
+        inner[name] = out.stats.times.cpu().numpy()
+        rows.append(
+            {
+                "solver": name,
+                "status": "integrated",
+                "NFE": out.stats.nfe,
+                "Jacobian products": 0,
+                "residual": float("nan"),
+                "seconds": round(seconds, 3),
+                "prediction": lab.data.class_names[int(out.logits.argmax(1)[0])],
+            }
+        )
+        result_tol = None
+    nonempty = [s for s in states.values() if len(s)]
+    basis = fit_pca(np.concatenate(nonempty)) if nonempty else fit_pca(np.zeros((1, 2)))
+    paths = {k: basis.project(v) for k, v in states.items() if len(v)}
+    return LabResult(traces=traces, paths=paths, inner=inner, basis=basis, rows=rows, tol=result_tol)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps: accuracy vs NFE without retraining
+
+# Few points per curve: every point is a full pass over the sweep's batch.
+DEQ_TOLS = (3e-1, 1e-1, 1e-2, 1e-3)
+DEQ_ITERS = (1, 2, 4, 8, 16)
+ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4)
+ODE_STEPS = (1, 2, 4, 8)
+
+
+def sweep_plan(family: str, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(curve, point label, setting) triples: DEQ solvers over tolerances (or iteration caps); ODE models
+    over fixed-step counts (rk4, euler) or dopri5 tolerances."""
+    if kind not in ("tol", "steps"):
+        raise ValueError(f"sweep kind must be 'tol' or 'steps', got {kind!r}")
+    plan: list[tuple[str, str, dict[str, Any]]] = []
+    if family == "deq":
+        for solver in ("fixed_point", "anderson", "broyden"):
+            if kind == "tol":
+                plan += [(solver, f"{t:g}", {"solver": solver, "tol": t, "max_iter": 50}) for t in DEQ_TOLS]
+            else:
+                plan += [(solver, f"{k} it", {"solver": solver, "tol": 1e-8, "max_iter": k}) for k in DEQ_ITERS]
+    elif kind == "steps":
+        for method in ("euler", "rk4"):
+            plan += [(method, f"{n}", {"method": method, "n_steps": n}) for n in ODE_STEPS]
+    else:
+        plan += [("dopri5", f"{t:g}", {"method": "dopri5", "rtol": t, "atol": t}) for t in ODE_TOLS]
+    return plan
+
+
+@torch.no_grad()
+def sweep(
+    lab: LabModel, kind: str = "tol", n_samples: int = 64, batch_size: int = 64
+) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Accuracy and mean forward NFE on the first ``n_samples`` validation inputs for each setting of
+    ``sweep_plan``; the model's own settings are untouched (a copy is changed)."""
+    n_val = len(lab.data.val.targets)
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 1 <= n_samples <= n_val:
+        raise ValueError(f"sweep samples must be a whole number from 1 to {n_val}, got {n_samples!r}")
+    model = copy.deepcopy(lab.model).eval()
+    device = next(model.parameters()).device
+    x_all = lab.data.val.inputs[:n_samples]
+    y_all = lab.data.val.targets[:n_samples]
+    curves: dict[str, tuple[list[float], list[float], list[str]]] = {}
+    for curve, label, setting in sweep_plan(lab.family, kind):
+        if lab.family == "deq":
+            base = model.config.deq
+            solver = setting["solver"]
+            model.set_solver(
+                dataclasses.replace(
+                    base, solver=solver, solver_options={"tol": setting["tol"], "max_iter": setting["max_iter"]}
+                )
+            )
+        else:
+            ode = model.config.ode
+            model.set_ode(dataclasses.replace(ode, **setting, max_steps=max(ode.max_steps, 1000)))
+        correct = 0
+        nfe: list[int] = []
+        try:
+            for start in range(0, len(y_all), batch_size):
+                x = x_all[start : start + batch_size].to(device)
+                y = y_all[start : start + batch_size].to(device)
+                out = model(x)
+                correct += int((out.logits.argmax(1) == y).sum())
+                nfe.append(out.stats.nfe)
+        except core.models.ODEStepLimitError:
+            continue  # this setting cannot integrate the trained field: leave the point out
+        acc, mean_nfe = correct / len(y_all), float(np.mean(nfe))
+        xs, ys, labels = curves.setdefault(curve, ([], [], []))
+        xs.append(mean_nfe)
+        ys.append(acc)
+        labels.append(label)
+    return {k: (np.asarray(a), np.asarray(b), c) for k, (a, b, c) in curves.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Test-image gallery
+
+
+@torch.no_grad()
+def prediction_gallery(
+    model: nn.Module, data: DataBundle, n_candidates: int = 48, n_show: int = 24
+) -> list[dict[str, Any]]:
+    """Predictions on the first test images, misclassified first, then by NFE (each image solved alone,
+    so its NFE is its own). Returns dicts with index, picture, label, prediction, nfe, correct."""
+    model = model.eval()
+    device = next(model.parameters()).device
+    ds = data.test
+    items = []
+    for i in range(min(n_candidates, len(ds.targets))):
+        x = ds.inputs[i : i + 1].to(device)
+        out = model(x)
+        pred = int(out.logits.argmax(1)[0])
+        label = int(ds.targets[i])
+        items.append(
+            {
+                "index": i,
+                "picture": to_picture(data, ds.inputs[i]),
+                "label": data.class_names[label],
+                "prediction": data.class_names[pred],
+                "nfe": int(out.stats.nfe),
+                "correct": pred == label,
+            }
+        )
+    items.sort(key=lambda it: (it["correct"], -it["nfe"], it["index"]))
+    return items[:n_show]
+
+
+def describe_unavailable(err: Exception) -> str:
+    """A one-paragraph message for a dataset or checkpoint that cannot be used."""
+    if isinstance(err, DatasetUnavailable):
+        return f"dataset not available here: {err}"
+    if isinstance(err, CheckpointError):
+        return f"not a usable checkpoint: {err}"
+    return str(err)

@@ -1,0 +1,313 @@
+"""The Playground's logic: settings (validated, shareable as a query string), the models they build, and the
+picture the worker computes for the page (decision boundary, trajectories, vector field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+import torch
+
+import core
+from core.data import TOY_SETS
+from core.training import TrainConfig, Trainer
+
+from .plots import FlowView, fit_pca
+from .sessions import Lane, Snapshot
+
+FIXED_STEP_ODE = ("euler", "midpoint", "rk4")
+ADAPTIVE_ODE = ("dopri5", "bosh3", "adaptive_heun")
+ODE_METHODS = FIXED_STEP_ODE + ADAPTIVE_ODE
+FAMILY_NAMES = {"node": "NODE", "anode": "ANODE", "deq": "DEQ", "homoode": "HomoODE"}
+MAX_MODELS = 3  # side by side; more would not fit the page nor 2 CPU cores
+DEQ_MAX_ITER = 30
+
+#: query-string key -> settings field (short keys keep shared links readable)
+QUERY_KEYS = {
+    "dataset": "dataset",
+    "models": "models",
+    "ode": "ode_method",
+    "n": "n_steps",
+    "tol": "tol",
+    "solver": "deq_solver",
+    "lr": "lr",
+    "seed": "seed",
+    "steps": "steps",
+}
+
+
+def _positive(value: Any, name: str, high: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0 < value <= high:
+        raise ValueError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+
+
+def _int_in(value: Any, name: str, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PlaygroundSettings:
+    """Everything the Playground's controls set; validated on construction.
+
+    ``lr``, ``tol``, ``ode_method``, ``n_steps`` and ``deq_solver`` change a running model in place;
+    the others (dataset, models, seed, steps) need a reset.
+    """
+
+    dataset: str = "circles"
+    models: tuple[str, ...] = ("node", "homoode")
+    ode_method: str = "dopri5"
+    n_steps: int = 4
+    tol: float = 1e-3
+    deq_solver: str = "anderson"
+    lr: float = 0.01
+    seed: int = 0
+    steps: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.dataset not in TOY_SETS:
+            raise ValueError(f"dataset must be one of {', '.join(TOY_SETS)}, got {self.dataset!r}")
+        models = tuple(self.models)
+        object.__setattr__(self, "models", models)
+        if not 1 <= len(models) <= MAX_MODELS:
+            raise ValueError(f"pick 1 to {MAX_MODELS} models, got {len(models)}")
+        bad = [m for m in models if m not in FAMILY_NAMES]
+        if bad or len(set(models)) != len(models):
+            raise ValueError(f"models must be distinct names from {', '.join(FAMILY_NAMES)}, got {', '.join(models)}")
+        if self.ode_method not in ODE_METHODS:
+            raise ValueError(f"ODE method must be one of {', '.join(ODE_METHODS)}, got {self.ode_method!r}")
+        _int_in(self.n_steps, "ODE steps", 1, 64)
+        _positive(self.tol, "tolerance", 0.5)
+        if self.deq_solver not in core.METHODS:
+            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {self.deq_solver!r}")
+        _positive(self.lr, "learning rate", 10.0)
+        _int_in(self.seed, "seed", 0, 2**31 - 1)
+        _int_in(self.steps, "steps", 1, 100_000)
+
+    def replace(self, **changes: Any) -> PlaygroundSettings:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ query string
+
+    def to_query(self) -> str:
+        """``dataset=circles&models=node,homoode&...``: the whole configuration, seed included."""
+        values = {key: getattr(self, name) for key, name in QUERY_KEYS.items()}
+        values["models"] = ",".join(self.models)
+        values["tol"] = f"{self.tol:g}"
+        values["lr"] = f"{self.lr:g}"
+        return urlencode(values, safe=",")
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str]) -> tuple[PlaygroundSettings, list[str]]:
+        """Settings from a page's query parameters; each bad or unknown value is reported and replaced by
+        its default, so a mangled link still opens a working page."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for key, raw in params.items():
+            if key not in QUERY_KEYS:
+                if key not in ("__theme", "view"):  # gradio's own parameters
+                    problems.append(f"unknown link parameter {key!r} ignored")
+                continue
+            name = QUERY_KEYS[key]
+            try:
+                values[name] = _parse(name, raw)
+                cls(**{**dataclasses.asdict(defaults), name: values[name]})  # validate this one alone
+            except (ValueError, TypeError) as err:
+                values.pop(name, None)
+                problems.append(f"link parameter {key}={raw!r}: {err}; using the default")
+        try:
+            return cls(**values), problems
+        except ValueError as err:  # a combination that is invalid though each value is fine
+            return defaults, [*problems, f"{err}; using the defaults"]
+
+    # ------------------------------------------------------------------ models
+
+    def ode_config(self) -> core.ODEConfig:
+        return core.ODEConfig(method=self.ode_method, rtol=self.tol, atol=self.tol, n_steps=self.n_steps)
+
+    def deq_config(self) -> core.DEQConfig:
+        return core.DEQConfig(solver=self.deq_solver, solver_options={"tol": self.tol, "max_iter": DEQ_MAX_ITER})
+
+    def train_config(self, family: str) -> TrainConfig:
+        model = core.preset(f"points-{family}").replace(ode=self.ode_config(), deq=self.deq_config(), seed=self.seed)
+        # Toy models are tiny: the CPU beats a GPU's launch overhead, and the page stays device-independent.
+        return TrainConfig(
+            model=model,
+            dataset=self.dataset,
+            steps=self.steps,
+            batch_size=128,
+            lr=self.lr,
+            seed=self.seed,
+            eval_every=50,
+            device="cpu",
+        )
+
+    def lanes(self) -> list[Lane]:
+        return [Lane(FAMILY_NAMES[f], self.train_config(f)) for f in self.models]
+
+    def live_changes(self, new: PlaygroundSettings) -> dict[str, Any] | None:
+        """What ``Trainer.apply`` must change to go from self to ``new``; None when a reset is needed."""
+        if (new.dataset, new.models, new.seed, new.steps) != (self.dataset, self.models, self.seed, self.steps):
+            return None
+        changes: dict[str, Any] = {}
+        if new.lr != self.lr:
+            changes["lr"] = new.lr
+        if (new.ode_method, new.n_steps, new.tol) != (self.ode_method, self.n_steps, self.tol):
+            changes["ode"] = new.ode_config()
+        if (new.deq_solver, new.tol) != (self.deq_solver, self.tol):
+            changes["deq"] = new.deq_config()
+        return changes
+
+
+def _parse(name: str, raw: str) -> Any:
+    raw = str(raw).strip()
+    if name == "models":
+        return tuple(m.strip().lower() for m in raw.split(",") if m.strip())
+    if name in ("n_steps", "seed", "steps"):
+        value = float(raw)
+        if not value.is_integer():
+            raise ValueError(f"{raw!r} is not a whole number")
+        return int(value)
+    if name in ("tol", "lr"):
+        return float(raw)
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------
+# The picture (computed in the training worker, which owns the model)
+
+GRID = 41
+N_PATHS = 48
+PATH_STATES = 16
+FIELD_GRID = 13
+MAX_POINTS = 300
+
+
+@torch.no_grad()
+def flow_visual(trainer: Trainer) -> dict[str, Any]:
+    """Decision boundary on a grid, trajectories of a fixed set of inputs, and (NODE) the vector field.
+
+    Returns numpy arrays only, so the page can draw it without touching the model.
+    """
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    try:
+        x_train, y_train = trainer.train_x, trainer.train_y
+        lo, hi = x_train.min(0).values - 0.3, x_train.max(0).values + 0.3
+        gx = torch.linspace(float(lo[0]), float(hi[0]), GRID)
+        gy = torch.linspace(float(lo[1]), float(hi[1]), GRID)
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
+        prob = torch.softmax(model(grid.to(trainer.device)).logits, -1)[:, 1].reshape(GRID, GRID)
+        xs, ys = x_train[:N_PATHS], y_train[:N_PATHS]
+        out = model(xs.to(trainer.device), trajectory=PATH_STATES)
+        states = out.stats.trajectory.float().cpu().numpy()  # (T, M, D)
+        family = model.config.family
+        field = state_prob = None
+        if family in ("node", "anode"):
+            paths = states[..., :2]  # the input plane (ANODE: its first two of 2 + augment_dim coordinates)
+            axes = ("z₁", "z₂") if family == "node" else ("z₁", "z₂ (augmented z₃ hidden)")
+        else:
+            basis = fit_pca(states.reshape(-1, states.shape[-1]))
+            paths = basis.project(states)
+            axes = ("PC1", "PC2")
+        if family == "node":
+            # In a 2-D NODE the state plane is the input plane: draw F(z) and the head's decision over it.
+            plo = np.minimum(paths.reshape(-1, 2).min(0), [float(lo[0]), float(lo[1])])
+            phi = np.maximum(paths.reshape(-1, 2).max(0), [float(hi[0]), float(hi[1])])
+            fx = torch.linspace(float(plo[0]), float(phi[0]), FIELD_GRID)
+            fy = torch.linspace(float(plo[1]), float(phi[1]), FIELD_GRID)
+            fgrid = torch.stack(torch.meshgrid(fx, fy, indexing="xy"), -1).reshape(-1, 2).to(trainer.device)
+            uv = model.block.fn.field(fgrid).float().cpu().numpy()
+            g = fgrid.cpu().numpy()
+            field = (g[:, 0], g[:, 1], uv[:, 0], uv[:, 1])
+            hx = torch.linspace(float(plo[0]), float(phi[0]), GRID)
+            hy = torch.linspace(float(plo[1]), float(phi[1]), GRID)
+            hgrid = torch.stack(torch.meshgrid(hx, hy, indexing="xy"), -1).reshape(-1, 2).to(trainer.device)
+            hp = torch.softmax(model.head(hgrid), -1)[:, 1].reshape(GRID, GRID).cpu().numpy()
+            state_prob = (hx.numpy(), hy.numpy(), hp)
+        keep = slice(0, MAX_POINTS)
+        return {
+            "grid_x": gx.numpy(),
+            "grid_y": gy.numpy(),
+            "prob": prob.cpu().numpy(),
+            "points": x_train[keep].numpy(),
+            "labels": y_train[keep].numpy(),
+            "paths": paths,
+            "path_labels": ys.numpy(),
+            "axes": axes,
+            "field": field,
+            "state_prob": state_prob,
+            "nfe": out.stats.nfe,
+        }
+    finally:
+        model.train(was_training)
+
+
+def flow_views(snapshot: Snapshot) -> list[FlowView]:
+    """The Playground's panels from a trainer snapshot (no torch)."""
+    views = []
+    for name, pic in snapshot.visuals.items():
+        if not pic or "error" in pic:
+            continue
+        last = snapshot.last.get(name, {})
+        acc = last.get("val_acc")
+        title = f"<b>{name}</b> · step {int(last.get('step', 0))}"
+        if acc is not None:
+            title += f" · val acc {100 * acc:.0f} %"
+        if name in snapshot.errors:
+            title += " · <span style='color:#c00'>diverged</span>"
+        views.append(
+            FlowView(
+                title=title,
+                grid_x=pic["grid_x"],
+                grid_y=pic["grid_y"],
+                prob=pic["prob"],
+                points=pic["points"],
+                labels=pic["labels"],
+                paths=pic["paths"],
+                path_labels=pic["path_labels"],
+                state_axes=pic["axes"],
+                field=pic["field"],
+                state_prob=pic["state_prob"],
+            )
+        )
+    return views
+
+
+def status_markdown(snapshot: Snapshot) -> str:
+    """One line of state plus a table of live numbers per model (loss, accuracy, NFE, time)."""
+    state = snapshot.state
+    head = f"**{state}** · step **{snapshot.step}** / {snapshot.total_steps}"
+    if state == "running" and snapshot.steps_per_second:
+        head += f" · {snapshot.steps_per_second:.0f} steps/s"
+    lines = [
+        head,
+        "",
+        "| model | loss | train acc | val acc | NFE fwd | NFE bwd | step ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in snapshot.metrics:
+        last = snapshot.last.get(name)
+        if not last:
+            lines.append(f"| {name} | – | – | – | – | – | – |")
+            continue
+        val = last.get("val_acc")
+        lines.append(
+            f"| {name} | {last['loss']:.4f} | {100 * last['train_acc']:.0f} % | "
+            f"{'–' if val is None else f'{100 * val:.0f} %'} | {last['nfe_forward']:.0f} | "
+            f"{last['nfe_backward']:.0f} | {last['step_ms']:.1f} |"
+        )
+    for name, (message, advice) in snapshot.errors.items():
+        lines += ["", f"⚠️ **{name} diverged**: {message}. **Advice:** {advice}. ▶ retries from the last good step."]
+    if snapshot.message:
+        lines += ["", f"⚠️ {snapshot.message}"]
+    return "\n".join(lines)

@@ -1,0 +1,578 @@
+"""Figure builders: numpy arrays in, small plotly figures out.
+
+Nothing here trains or touches torch. Every builder keeps the JSON small (the browser redraws these
+2-5 times a second): float32 arrays (plotly serialises them as base64 typed arrays), many polylines
+folded into one NaN-separated trace, ``template="none"`` plus a few explicit layout settings, and WebGL
+(Scattergl) only where the point count makes it pay (``WEBGL_FROM``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+#: Class colours (points, trajectories) and one colour per model / solver, colour-blind safe (Okabe-Ito).
+CLASS_COLORS = ("#0072B2", "#D55E00")
+SERIES_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+# Heatmap of P(class 1): class-0 blue through white to class-1 orange, pale so points stay visible.
+PROB_SCALE = [[0.0, "#9ecae1"], [0.5, "#ffffff"], [1.0, "#fdae6b"]]
+STATUS_SYMBOLS = {"converged": "circle", "max_iter": "square", "diverged": "x", "non_finite": "x"}
+#: Point count from which trajectories and point clouds use WebGL (Scattergl). Below it SVG is faster:
+#: in headless Chromium with software GL the Playground redrew 1.4 times/s with Scattergl and 3.4 times/s
+#: with SVG scatter (same figure, ~1,000 points); WebGL pays off only for many more points.
+WEBGL_FROM = 5000
+#: Longest curve sent to the browser: longer series are decimated (the last point is always kept).
+MAX_CURVE_POINTS = 400
+
+_AXIS = dict(showgrid=True, gridcolor="#eeeeee", zeroline=False, linecolor="#bbbbbb", ticks="outside")
+
+
+def f32(x: np.ndarray | Sequence[float]) -> np.ndarray:
+    """float32 copy: half the JSON of float64, and plenty for a picture."""
+    return np.asarray(x, dtype=np.float32)
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = 360, legend_y: float = 1.02) -> go.Figure:
+    top = 40 if title else 20
+    if legend_y > 1.05:
+        top += 30
+    fig.update_layout(
+        template="none",
+        title=None if title is None else dict(text=title, x=0.01, font=dict(size=14)),
+        height=height,
+        margin=dict(l=50, r=15, t=top, b=40),
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        font=dict(family="system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif", size=12),
+        # Legend above the plot area, clear of subplot titles (which sit just above each panel).
+        legend=dict(orientation="h", yanchor="bottom", y=legend_y, x=0, bgcolor="rgba(255,255,255,0)"),
+        uirevision="keep",  # keep the user's zoom across live redraws
+    )
+    fig.update_xaxes(**_AXIS)
+    fig.update_yaxes(**_AXIS)
+    return fig
+
+
+def empty_figure(message: str, height: int = 300) -> go.Figure:
+    """A blank figure carrying a centred message (e.g. "press ▶ to start")."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
+    _layout(fig, height=height)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def join_polylines(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, M, 2) M polylines of T points -> x, y of one NaN-separated line of M*(T+1) points."""
+    paths = f32(paths)
+    if paths.ndim != 3 or paths.shape[-1] != 2:
+        raise ValueError(f"paths must have shape (T, M, 2), got {paths.shape}")
+    t, m, _ = paths.shape
+    out = np.full((m, t + 1, 2), np.nan, dtype=np.float32)
+    out[:, :t] = paths.transpose(1, 0, 2)
+    out = out.reshape(-1, 2)
+    return out[:, 0], out[:, 1]
+
+
+def arrow_segments(
+    x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quiver arrows (shaft + two barbs) as one NaN-separated polyline; arrows scaled by ``scale``."""
+    x, y, u, v = (f32(a).ravel() for a in (x, y, u, v))
+    dx, dy = u * scale, v * scale
+    tip_x, tip_y = x + dx, y + dy
+    # Barbs at ±25° back from the tip, a third of the shaft long.
+    length = np.hypot(dx, dy) + 1e-12
+    ang = np.arctan2(dy, dx)
+    barb = 0.35 * length
+    pts = []
+    for sign in (1.0, -1.0):
+        a = ang + np.pi - sign * np.deg2rad(25)
+        pts.append((tip_x + barb * np.cos(a), tip_y + barb * np.sin(a)))
+    nan = np.full_like(x, np.nan)
+    # Per arrow: base, tip, barb1, NaN, tip, barb2, NaN.
+    xs = np.stack([x, tip_x, pts[0][0], nan, tip_x, pts[1][0], nan], axis=1).ravel()
+    ys = np.stack([y, tip_y, pts[0][1], nan, tip_y, pts[1][1], nan], axis=1).ravel()
+    return f32(xs), f32(ys)
+
+
+# ----------------------------------------------------------------------------------------------
+# Playground
+
+
+@dataclass(frozen=True)
+class FlowView:
+    """What the Playground draws for one model.
+
+    Attributes:
+        title: panel title (model name, step, accuracy).
+        grid_x, grid_y: (W,), (H,) coordinates of the input-plane grid.
+        prob: (H, W) predicted P(class 1) on the grid.
+        points, labels: (N, 2) data points and their (N,) classes.
+        paths: (T, M, 2) trajectories of M points in the state view (None: not available).
+        path_labels: (M,) class of each trajectory's input.
+        state_axes: axis titles of the state view, e.g. ("z₁", "z₂") or ("PC1", "PC2").
+        field: (x, y, u, v) arrows of the vector field in the state view, or None.
+        state_prob: (grid_x, grid_y, prob) of the head's decision over the state view, or None.
+    """
+
+    title: str
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    prob: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray
+    paths: np.ndarray | None = None
+    path_labels: np.ndarray | None = None
+    state_axes: tuple[str, str] = ("z₁", "z₂")
+    field: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    state_prob: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _axes(row: int, col: int, cols: int) -> dict[str, str]:
+    """The axis references of subplot (row, col) in a make_subplots grid (1-based)."""
+    idx = (row - 1) * cols + col
+    suffix = "" if idx == 1 else str(idx)
+    return {"xaxis": f"x{suffix}", "yaxis": f"y{suffix}"}
+
+
+@functools.lru_cache(maxsize=16)
+def _skeleton(rows: int, cols: int, n_titles: int, height: int, spacing: tuple[float, float], row_heights=None):
+    """Layout of an empty subplot grid, built once per shape: plotly's incremental API costs ~40 ms per
+    figure, a figure built from plain dicts ~5 ms, and these figures are redrawn several times a second."""
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"t{i}" for i in range(n_titles)],
+        horizontal_spacing=spacing[0],
+        vertical_spacing=spacing[1],
+        row_heights=list(row_heights) if row_heights else None,
+    )
+    _layout(fig, height=height)
+    fig.update_annotations(font_size=12)
+    return json.dumps(fig.to_plotly_json()["layout"])
+
+
+def _grid_layout(rows: int, cols: int, titles: Sequence[str], height: int, spacing=(0.07, 0.11), row_heights=None):
+    layout = json.loads(_skeleton(rows, cols, len(titles), height, spacing, row_heights))
+    for ann, text in zip(layout["annotations"], titles):
+        ann["text"] = text
+    return layout
+
+
+def scatter_type(n_points: int) -> str:
+    """ "scattergl" for large point counts, "scatter" (SVG) otherwise (see ``WEBGL_FROM``)."""
+    return "scattergl" if n_points >= WEBGL_FROM else "scatter"
+
+
+def _class_points(points: np.ndarray, labels: np.ndarray, axes: dict[str, str], legend: bool) -> list[dict]:
+    # One trace per class: two traces whatever the number of points.
+    kind = scatter_type(len(points))
+    return [
+        dict(
+            type=kind,
+            x=f32(points[labels == k, 0]),
+            y=f32(points[labels == k, 1]),
+            mode="markers",
+            marker=dict(size=5, color=color, line=dict(width=0.5, color="white")),
+            name=f"class {k}",
+            legendgroup=f"class{k}",
+            showlegend=legend,
+            hovertemplate="(%{x:.2f}, %{y:.2f})<extra>class " + str(k) + "</extra>",
+            **axes,
+        )
+        for k, color in enumerate(CLASS_COLORS)
+    ]
+
+
+def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure:
+    """Top row: decision boundary over the input plane with the data. Bottom row: the trajectories of a
+    few inputs through the model's state space (and the vector field where the state is the input plane).
+
+    One column per model. Traces per column: 1 heatmap + 2 point sets, then up to 1 heatmap + 2
+    trajectory sets (one per class, NaN-separated) + 1 end-point set + 1 arrow set.
+    """
+    if not views:
+        return empty_figure("no model to draw yet", height)
+    cols = len(views)
+    titles = [v.title for v in views] + [f"state space ({v.state_axes[0]}, {v.state_axes[1]})" for v in views]
+    layout = _grid_layout(2, cols, titles, height, row_heights=(0.55, 0.45))
+    layout["legend"]["y"] = 1.06
+    layout["margin"]["t"] = 50
+    data: list[dict] = []
+    for c, view in enumerate(views, start=1):
+        top, bottom = _axes(1, c, cols), _axes(2, c, cols)
+        heat = dict(zmin=0, zmax=1, colorscale=PROB_SCALE, showscale=False)
+        data.append(
+            dict(
+                type="heatmap",
+                x=f32(view.grid_x),
+                y=f32(view.grid_y),
+                z=f32(view.prob),
+                **heat,
+                hovertemplate="(%{x:.2f}, %{y:.2f}) P(class 1)=%{z:.2f}<extra></extra>",
+                **top,
+            )
+        )
+        data += _class_points(view.points, view.labels, top, legend=c == 1)
+        if view.state_prob is not None:
+            sx, sy, sp = view.state_prob
+            data.append(dict(type="heatmap", x=f32(sx), y=f32(sy), z=f32(sp), **heat, hoverinfo="skip", **bottom))
+        if view.field is not None:
+            ax, ay = arrow_segments(*view.field[:2], *view.field[2:], scale=_arrow_scale(view.field))
+            data.append(
+                dict(
+                    type=scatter_type(len(ax)),
+                    x=ax,
+                    y=ay,
+                    mode="lines",
+                    line=dict(width=1, color="#888888"),
+                    name="vector field",
+                    showlegend=c == 1,
+                    hoverinfo="skip",
+                    **bottom,
+                )
+            )
+        if view.paths is not None and view.paths.shape[0] > 0:
+            labels = np.asarray(view.path_labels if view.path_labels is not None else np.zeros(view.paths.shape[1]))
+            for k, color in enumerate(CLASS_COLORS):
+                sel = labels == k
+                if not sel.any():
+                    continue
+                px, py = join_polylines(view.paths[:, sel])
+                data.append(
+                    dict(
+                        type=scatter_type(len(px)),
+                        x=px,
+                        y=py,
+                        mode="lines",
+                        line=dict(width=1.2, color=color),
+                        opacity=0.8,
+                        name=f"trajectory, class {k}",
+                        legendgroup=f"class{k}",
+                        showlegend=False,
+                        hoverinfo="skip",
+                        **bottom,
+                    )
+                )
+            end = f32(view.paths[-1])
+            data.append(
+                dict(
+                    type=scatter_type(len(end)),
+                    x=end[:, 0],
+                    y=end[:, 1],
+                    mode="markers",
+                    name="end state",
+                    showlegend=c == 1,
+                    marker=dict(size=6, color=[CLASS_COLORS[int(k) % 2] for k in labels], symbol="diamond"),
+                    hovertemplate="end (%{x:.2f}, %{y:.2f})<extra></extra>",
+                    **bottom,
+                )
+            )
+        for axis, title in (("xaxis", view.state_axes[0]), ("yaxis", view.state_axes[1])):
+            name = axis + bottom[axis][1:]
+            layout[name]["title"] = dict(text=title)
+    return go.Figure(dict(data=data, layout=layout))
+
+
+def _arrow_scale(field: tuple[np.ndarray, ...]) -> float:
+    # Longest arrow ≈ 0.9 grid cells, so arrows never overlap their neighbours.
+    x, y, u, v = (f32(a).ravel() for a in field)
+    ux, uy = np.unique(x), np.unique(y)
+    cell = min(np.diff(ux).min() if len(ux) > 1 else 1.0, np.diff(uy).min() if len(uy) > 1 else 1.0)
+    longest = float(np.nanmax(np.hypot(u, v))) if len(u) else 0.0
+    return 0.9 * cell / longest if longest > 0 and np.isfinite(longest) else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Live training curves
+
+
+def decimate(x: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` evenly spread samples of ``x``, always keeping the last."""
+    n = len(x)
+    if n <= max_points:
+        return np.arange(n)
+    idx = np.linspace(0, n - 1, max_points).round().astype(int)
+    return np.unique(idx)
+
+
+#: panel key -> (title, [(metric key, label suffix, dash)], y-axis type)
+CURVE_PANELS: dict[str, tuple[str, list[tuple[str, str, str]], str]] = {
+    "loss": ("loss", [("loss", "", "solid")], "log"),
+    "accuracy": (
+        "accuracy (dotted: train batch)",
+        [("train_acc", " train", "dot"), ("val_acc", " val", "solid")],
+        "linear",
+    ),
+    "nfe": (
+        "NFE per step (dotted: backward)",
+        [("nfe_forward", " fwd", "solid"), ("nfe_backward", " bwd", "dot")],
+        "linear",
+    ),
+    "memory": ("peak memory (MB)", [("memory_mb", "", "solid")], "linear"),
+    "time": ("step time (ms)", [("step_ms", "", "solid")], "linear"),
+}
+
+
+def curves_figure(
+    runs: Mapping[str, Mapping[str, np.ndarray]],
+    panels: Sequence[str] = ("loss", "accuracy", "nfe", "memory", "time"),
+    height: int | None = None,
+) -> go.Figure:
+    """Live training curves, one colour per run, one panel per metric group (three panels per row).
+
+    Args:
+        runs: run name -> metric arrays: ``step`` (S,), ``loss``, ``train_acc``, ``nfe_forward``,
+            ``nfe_backward``, ``memory_mb``, ``step_ms`` (each (S,)), and ``val_step``, ``val_acc`` (E,).
+            Missing metrics are skipped.
+        panels: which of ``CURVE_PANELS`` to draw, in order.
+    """
+    unknown = [p for p in panels if p not in CURVE_PANELS]
+    if unknown:
+        raise ValueError(f"unknown panel(s) {unknown}; expected some of {', '.join(CURVE_PANELS)}")
+    if not runs or all(len(r.get("step", ())) == 0 for r in runs.values()):
+        return empty_figure("no steps yet: press ▶", height or 260)
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    height = height or (230 * rows + 40)
+    layout = _grid_layout(rows, cols, [CURVE_PANELS[p][0] for p in panels], height, spacing=(0.08, 0.2))
+    # Runs are listed at the right, where they cannot collide with the subplot titles.
+    layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top")
+    layout["margin"]["r"] = 120
+    data: list[dict] = []
+    for r_i, (name, m) in enumerate(runs.items()):
+        color = SERIES_COLORS[r_i % len(SERIES_COLORS)]
+        for p_i, panel in enumerate(panels):
+            row, col = divmod(p_i, cols)
+            axes = _axes(row + 1, col + 1, cols)
+            for key, suffix, dash in CURVE_PANELS[panel][1]:
+                y = m.get(key)
+                x = m.get("val_step" if key.startswith("val_") else "step")
+                if y is None or x is None or len(y) == 0:
+                    continue
+                idx = decimate(np.asarray(x))
+                data.append(
+                    dict(
+                        type="scatter",
+                        x=f32(np.asarray(x)[idx]),
+                        y=f32(np.asarray(y, dtype=np.float64)[idx]),
+                        mode="lines+markers" if key.startswith("val_") else "lines",
+                        marker=dict(size=4),
+                        line=dict(color=color, width=1.5, dash=dash),
+                        name=name + suffix,
+                        legendgroup=name,
+                        showlegend=p_i == 0 and not suffix,
+                        **axes,  # one legend entry per run
+                    )
+                )
+    for p_i, panel in enumerate(panels):
+        row, col = divmod(p_i, cols)
+        axes = _axes(row + 1, col + 1, cols)
+        if CURVE_PANELS[panel][2] == "log":
+            # Label 1, 2, 5 per decade: plotly's default crowds a narrow log range with 2..9.
+            layout["yaxis" + axes["yaxis"][1:]].update(type="log", dtick="D2")
+        if row == rows - 1:
+            layout["xaxis" + axes["xaxis"][1:]]["title"] = dict(text="step")
+    return go.Figure(dict(data=data, layout=layout))
+
+
+# ----------------------------------------------------------------------------------------------
+# Solver lab
+
+
+@dataclass(frozen=True)
+class ResidualTrace:
+    """One solver's residual history: ``nfe`` (K,) x-values, ``residual`` (K,) and how it ended."""
+
+    name: str
+    nfe: np.ndarray
+    residual: np.ndarray
+    status: str
+
+
+def residual_figure(traces: Sequence[ResidualTrace], tol: float | None = None, height: int = 360) -> go.Figure:
+    """Residual ||f(z) - z|| / ||f(z)|| vs function evaluations, log y, one line per solver, a dashed
+    tolerance line, and a marker where each solver stopped (○ converged, □ budget spent, × diverged).
+
+    Traces: one line per solver plus one trace of stop markers.
+    """
+    if not traces:
+        return empty_figure("no solver has run yet", height)
+    fig = go.Figure()
+    stop_x, stop_y, stop_sym, stop_col, stop_txt = [], [], [], [], []
+    for i, tr in enumerate(traces):
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        res = np.asarray(tr.residual, dtype=np.float64)
+        # A log axis cannot show 0 (exact convergence) or inf: clip into the drawable range.
+        res = np.clip(np.nan_to_num(res, nan=1e30, posinf=1e30), 1e-16, 1e30)
+        fig.add_trace(
+            go.Scatter(
+                x=f32(tr.nfe),
+                y=f32(res),
+                mode="lines+markers",
+                marker=dict(size=4),
+                line=dict(color=color, width=2),
+                name=f"{tr.name} ({tr.status})",
+                hovertemplate=f"{tr.name}<br>NFE %{{x}}<br>residual %{{y:.3g}}<extra></extra>",
+            )
+        )
+        if len(res):
+            stop_x.append(float(tr.nfe[-1]))
+            stop_y.append(float(res[-1]))
+            stop_sym.append(STATUS_SYMBOLS.get(tr.status, "diamond"))
+            stop_col.append(color)
+            stop_txt.append(f"{tr.name}: {tr.status}")
+    fig.add_trace(
+        go.Scatter(
+            x=f32(stop_x),
+            y=f32(stop_y),
+            mode="markers",
+            marker=dict(size=13, symbol=stop_sym, color="rgba(0,0,0,0)", line=dict(width=2.5, color=stop_col)),
+            text=stop_txt,
+            name="where each stopped",
+            hovertemplate="%{text}<br>NFE %{x}, residual %{y:.3g}<extra></extra>",
+        )
+    )
+    if tol is not None and tol > 0:
+        fig.add_hline(y=tol, line=dict(dash="dash", color="#444444", width=1), annotation_text=f"tol {tol:g}")
+    _layout(fig, height=height)
+    fig.update_layout(margin_l=75)
+    fig.update_yaxes(type="log", title_text="relative residual", exponentformat="power", title_standoff=8)
+    fig.update_xaxes(title_text="function evaluations (NFE)")
+    return fig
+
+
+@dataclass(frozen=True)
+class PCABasis:
+    """A frozen 2-D PCA basis: ``mean`` (D,), ``components`` (2, D), ``explained`` (2,) variance shares."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    explained: np.ndarray
+
+    def project(self, states: np.ndarray) -> np.ndarray:
+        """(..., D) -> (..., 2)."""
+        states = np.asarray(states, dtype=np.float64)
+        return f32((states - self.mean) @ self.components.T)
+
+
+def fit_pca(states: np.ndarray, dims: int = 2) -> PCABasis:
+    """Fit the basis once on all states (N, D) of all solvers, by numpy SVD, so every path is drawn in the
+    same coordinates. Fewer than ``dims`` directions of variance are padded with zeros."""
+    x = np.asarray(states, dtype=np.float64).reshape(len(states), -1)
+    if x.shape[0] == 0:
+        raise ValueError("fit_pca needs at least one state")
+    mean = x.mean(axis=0)
+    xc = x - mean
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    comps = np.zeros((dims, x.shape[1]))
+    k = min(dims, vt.shape[0])
+    comps[:k] = vt[:k]
+    # Fix each axis's sign so the picture does not flip between redraws of the same data.
+    for i in range(k):
+        j = np.argmax(np.abs(comps[i]))
+        if comps[i, j] < 0:
+            comps[i] = -comps[i]
+    var = s**2
+    total = var.sum()
+    explained = np.zeros(dims)
+    explained[:k] = var[:k] / total if total > 0 else 0.0
+    return PCABasis(mean, comps, explained)
+
+
+def path_figure(
+    paths: Mapping[str, np.ndarray],
+    position: float = 1.0,
+    labels: Mapping[str, np.ndarray] | None = None,
+    explained: np.ndarray | None = None,
+    height: int = 360,
+) -> go.Figure:
+    """Paths of the state in a frozen 2-D PCA basis, with a cursor on each path at ``position``.
+
+    Args:
+        paths: name -> (T, 2) projected states (iterates, homotopy path, ODE solution).
+        position: in [0, 1]: fraction along every path (λ, t, or k / K), set by the page's slider.
+        labels: name -> (T,) value of the inner time axis (k, λ or t) shown on hover and at the cursor.
+        explained: (2,) variance share of each principal axis, for the axis titles.
+
+    Traces: one line per path plus one cursor trace.
+    """
+    if not paths:
+        return empty_figure("no path yet: run the solvers", height)
+    position = float(np.clip(position, 0.0, 1.0))
+    fig = go.Figure()
+    cx, cy, ccol, ctxt = [], [], [], []
+    for i, (name, p) in enumerate(paths.items()):
+        p = f32(p)
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        lab = None if labels is None else labels.get(name)
+        fig.add_trace(
+            go.Scatter(
+                x=p[:, 0],
+                y=p[:, 1],
+                mode="lines+markers",
+                marker=dict(size=4),
+                line=dict(color=color, width=1.5),
+                name=name,
+                customdata=None if lab is None else f32(lab),
+                hovertemplate=name + (" %{customdata:.3g}" if lab is not None else "") + "<extra></extra>",
+            )
+        )
+        if len(p):
+            j = round(position * (len(p) - 1))
+            cx.append(float(p[j, 0]))
+            cy.append(float(p[j, 1]))
+            ccol.append(color)
+            ctxt.append(f"{name}: {'k' if lab is None else ''}{j if lab is None else f'{float(lab[j]):.3g}'}")
+    fig.add_trace(
+        go.Scatter(
+            x=f32(cx),
+            y=f32(cy),
+            mode="markers",
+            marker=dict(size=14, color=ccol, line=dict(width=2, color="black")),
+            text=ctxt,
+            name="current position",
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+    _layout(fig, height=height)
+    ex = explained if explained is not None else (np.nan, np.nan)
+    fig.update_xaxes(title_text=f"PC1 ({100 * ex[0]:.0f} % of variance)" if np.isfinite(ex[0]) else "PC1")
+    fig.update_yaxes(title_text=f"PC2 ({100 * ex[1]:.0f} % of variance)" if np.isfinite(ex[1]) else "PC2")
+    return fig
+
+
+def sweep_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], height: int = 340) -> go.Figure:
+    """Accuracy vs mean forward NFE: name -> (mean_nfe (S,), accuracy (S,), setting labels (S,)).
+
+    Traces: one line per curve.
+    """
+    if not curves:
+        return empty_figure("run a sweep to see accuracy vs NFE", height)
+    fig = go.Figure()
+    for i, (name, (nfe, acc, text)) in enumerate(curves.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=f32(nfe),
+                y=f32(np.asarray(acc) * 100),
+                mode="lines+markers+text",
+                text=list(text),
+                textposition="top center",
+                textfont=dict(size=10),
+                line=dict(color=SERIES_COLORS[i % len(SERIES_COLORS)], width=2),
+                name=name,
+                hovertemplate="%{text}<br>mean NFE %{x:.1f}<br>accuracy %{y:.1f} %<extra></extra>",
+            )
+        )
+    _layout(fig, height=height)
+    fig.update_xaxes(title_text="mean forward NFE per batch")
+    fig.update_yaxes(title_text="accuracy (%)")
+    return fig

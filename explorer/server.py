@@ -1,0 +1,58 @@
+"""Serving helpers shared by launch.py, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until_ready(url: str, timeout: float = 60.0) -> float:
+    """Poll ``/gradio_api/info`` until it answers 200 (gradio prints its URL before it answers);
+    returns the seconds waited. Raises TimeoutError."""
+    started = time.perf_counter()
+    info = url.rstrip("/") + "/gradio_api/info"
+    while True:
+        try:
+            with urllib.request.urlopen(info, timeout=5) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{info} did not answer within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def serve(demo, host: str = "127.0.0.1", port: int | None = None, **launch: object) -> str:
+    """Launch ``demo`` without blocking (never shared, no analytics) and return its URL once it answers."""
+    from .app import CSS, app_theme
+
+    port = port or free_port(host)
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=True,
+        theme=app_theme(),
+        css=CSS,
+        footer_links=["api", "settings"],
+        **launch,
+    )
+    url = f"http://{host}:{port}/"
+    wait_until_ready(url)
+    return url

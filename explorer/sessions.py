@@ -1,0 +1,683 @@
+"""Per-browser-session state and the training worker the page only reads.
+
+Gradio's ``gr.State`` deep-copies its values, and a Cancel button only stops a generator between yields;
+neither fits a model that trains while the page redraws. So each browser session (``session_hash``) owns
+a :class:`Session` in a server-side :class:`SessionRegistry`, and each training runs in a
+:class:`SessionTrainer`: one worker thread that checks its commands between optimisation steps (play,
+pause, step one, reset, stop, live setting changes) and appends to a lock-protected metrics buffer. The
+page's timer copies that buffer and redraws; a slow redraw never slows training, and training never waits
+for the page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.training import Divergence, EvalEvent, FinishedEvent, StepEvent, TrainConfig, Trainer, atomic_write_json
+
+#: Worker states, as shown on the page.
+READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
+    "ready",
+    "running",
+    "paused",
+    "finished",
+    "diverged",
+    "stopped",
+    "failed",
+)
+
+
+class CapacityError(RuntimeError):
+    """The server already runs its maximum number of trainings."""
+
+
+class TrainingGate:
+    """Server-wide cap on concurrently *running* trainings (paused ones hold no slot)."""
+
+    def __init__(self, limit: int):
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"the training cap must be an integer >= 1, got {limit!r}")
+        self.limit = limit
+        self._holders: set[int] = set()
+        self._lock = threading.Lock()
+
+    def acquire(self, owner: object) -> None:
+        with self._lock:
+            if id(owner) in self._holders:
+                return
+            if len(self._holders) >= self.limit:
+                raise CapacityError(
+                    f"this server already runs {self.limit} training{'s' if self.limit > 1 else ''} at once "
+                    "(the cap protects the CPU); pause a run in another tab, or try again when one finishes"
+                )
+            self._holders.add(id(owner))
+
+    def release(self, owner: object) -> None:
+        with self._lock:
+            self._holders.discard(id(owner))
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._holders)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One model trained by a :class:`SessionTrainer`: a display name, its config, and where its files go
+    (None: in memory only)."""
+
+    name: str
+    config: TrainConfig
+    out_dir: Path | None = None
+
+
+@dataclass
+class LaneMetrics:
+    """The buffer of one lane; only the worker appends, under the trainer's buffer lock."""
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    nfe_forward: list[float] = field(default_factory=list)
+    nfe_backward: list[float] = field(default_factory=list)
+    memory_mb: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    error: tuple[str, str] | None = None  # (message, advice) of the last divergence
+    finished: dict[str, Any] | None = None
+    visual: Any = None  # whatever the visual callback computed last (read-only for the page)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        keys = ("step", "loss", "train_acc", "nfe_forward", "nfe_backward", "memory_mb", "step_ms", "lr")
+        out = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in keys}
+        out["val_step"] = np.asarray(self.val_step, dtype=np.float64)
+        out["val_acc"] = np.asarray(self.val_acc, dtype=np.float64)
+        return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of a trainer's buffer for one redraw."""
+
+    state: str
+    step: int
+    total_steps: int
+    metrics: dict[str, dict[str, np.ndarray]]
+    last: dict[str, dict[str, float]]
+    errors: dict[str, tuple[str, str]]
+    finished: dict[str, dict[str, Any]]
+    visuals: dict[str, Any]
+    steps_per_second: float
+    message: str
+    version: int = 0  # bumps with every new picture
+
+
+class SessionTrainer:
+    """Trains one or more models side by side in one worker thread; the page only reads its buffer.
+
+    Every model ("lane") takes one step per tick, so their step counters stay equal and their curves
+    comparable. Commands (play, pause, step one, reset, stop, apply) are queued under a condition
+    variable and honoured between steps: a pause never interrupts a step, and ``step_once`` advances
+    exactly one.
+
+    Args:
+        lanes: the models to train.
+        gate: server-wide cap on running trainings (None: no cap).
+        visual: ``visual(trainer) -> object`` computed in the worker (it owns the model) every
+            ``visual_every`` seconds while running and after each manual step, reset or change;
+            the page reads the last result.
+        steps_per_second: throttle (None: as fast as possible). The toy Playground uses it so that
+            the animation is watchable and the CPU stays free for the page.
+        eval_every: validate every this many steps (None: the config's ``eval_every`` or each epoch).
+        max_points: keep at most this many step rows per lane (older rows are thinned by half).
+    """
+
+    def __init__(
+        self,
+        lanes: list[Lane],
+        gate: TrainingGate | None = None,
+        visual: Callable[[Trainer], Any] | None = None,
+        visual_every: float = 0.3,
+        steps_per_second: float | None = None,
+        eval_every: int | None = None,
+        max_points: int = 20_000,
+    ):
+        if not lanes:
+            raise ValueError("a SessionTrainer needs at least one model")
+        self.lanes = lanes
+        self.gate = gate
+        self.visual = visual
+        self.visual_every = visual_every
+        self.steps_per_second = steps_per_second
+        self.eval_every = eval_every
+        self.max_points = max_points
+        self._cond = threading.Condition()
+        self._buffer_lock = threading.Lock()
+        self.model_lock = threading.RLock()  # held by the worker during each step; taken to copy a model
+        self._playing = False
+        self._pending_steps = 0
+        self._steps_done = 0  # manual steps completed (for step_once's wait)
+        self._busy = False  # the worker is inside a tick
+        self._halt = False  # the worker should exit after its step
+        self._finish_on_halt = True  # ... and finish the run (not when reset throws it away)
+        self._stopped = False  # stop() was called: the run is over
+        self._changes: list[dict[str, Any]] = []
+        self._state = READY
+        self._message = ""
+        self._thread: threading.Thread | None = None
+        self._rate = 0.0
+        self._visual_version = 0
+        self.trainers: list[Trainer] = []
+        self.metrics: list[LaneMetrics] = []
+        self._metric_files: list[Any] = []
+        self._build()
+
+    # ------------------------------------------------------------------ building
+
+    def _build(self) -> None:
+        """(Re)build every lane's Trainer (model, optimizer, data) from its config; errors propagate."""
+        self._close_files()
+        trainers = [Trainer(lane.config, out_dir=lane.out_dir) for lane in self.lanes]
+        with self.model_lock:
+            self.trainers = trainers
+        with self._buffer_lock:
+            self.metrics = [LaneMetrics() for _ in self.lanes]
+        for lane in self.lanes:
+            if lane.out_dir is not None:
+                atomic_write_json(lane.out_dir / "config.json", lane.config.to_dict())
+        self._metric_files = [
+            open(lane.out_dir / "metrics.jsonl", "a") if lane.out_dir is not None else None for lane in self.lanes
+        ]
+        self._refresh_visual()
+
+    def _close_files(self) -> None:
+        for fh in self._metric_files:
+            if fh is not None:
+                fh.close()
+        self._metric_files = []
+
+    # ------------------------------------------------------------------ commands (any thread)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._worker, name="session-trainer", daemon=True)
+            self._thread.start()
+
+    def play(self) -> None:
+        """Start or resume; raises :class:`CapacityError` when the server's cap is reached."""
+        with self._cond:
+            if self._stopped:
+                raise ValueError("this run was stopped; start a new one")
+            if self.done:
+                return
+            if self.gate is not None:
+                self.gate.acquire(self)
+            self._playing = True
+            self._state = RUNNING
+            self._message = ""
+            self._clear_errors()  # a diverged lane (rolled back) gets another try, e.g. after a lower lr
+            self._cond.notify_all()
+        self._ensure_thread()
+
+    def pause(self, timeout: float = 60.0) -> None:
+        """Pause after the step in progress (waits for it); the step counter then stays put."""
+        with self._cond:
+            self._playing = False
+            if self._state == RUNNING:
+                self._state = PAUSED
+            self._cond.notify_all()
+            if threading.current_thread() is not self._thread:
+                self._cond.wait_for(lambda: not self._busy, timeout=timeout)
+        if self.gate is not None:
+            self.gate.release(self)
+
+    def step_once(self, timeout: float = 60.0) -> int:
+        """Pause, then advance exactly one step (every lane); returns the step count after it."""
+        self.pause()
+        with self._cond:
+            if self.done or self._stopped:
+                return self.step_count
+            self._clear_errors()
+            target = self._steps_done + 1
+            self._pending_steps += 1
+            self._cond.notify_all()
+        self._ensure_thread()
+        with self._cond:
+            self._cond.wait_for(lambda: self._steps_done >= target or self._halt, timeout=timeout)
+        return self.step_count
+
+    def reset(self, lanes: list[Lane] | None = None, timeout: float = 60.0) -> None:
+        """Rebuild every model from its config (or from new ``lanes``): step 0, fresh weights, paused."""
+        self.pause()
+        self._halt_worker(finish=False, timeout=timeout)
+        old_lanes = self.lanes
+        if lanes is not None:
+            self.lanes = lanes
+        with self._cond:
+            self._halt = self._stopped = False
+            self._pending_steps = 0
+            self._changes.clear()
+            self._state = READY
+            self._message = ""
+        try:
+            self._build()
+        except Exception:
+            self.lanes = old_lanes  # a bad new config leaves the old run in place
+            self._build()
+            raise
+
+    def apply(self, **changes: Any) -> None:
+        """Change lr / grad_clip / ode / deq without a reset; validated now, applied between steps."""
+        allowed = {"lr", "grad_clip", "ode", "deq"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise ValueError(
+                f"cannot change {', '.join(unknown)} while training; changeable: {', '.join(sorted(allowed))}"
+            )
+        for trainer in self.trainers:
+            # Validate on a throwaway config (as Trainer.apply will), so a bad value raises in the caller.
+            cfg = trainer.config
+            changes_here = _relevant(trainer, changes)
+            model = cfg.model.replace(**{k: changes_here[k] for k in ("ode", "deq") if k in changes_here})
+            rest = {k: changes_here[k] for k in ("lr", "grad_clip") if k in changes_here}
+            if "lr" in rest and isinstance(rest["lr"], (int, float)):
+                rest["lr_min"] = min(cfg.lr_min, rest["lr"])
+            cfg.replace(model=model, **rest)
+        with self._cond:
+            self._changes.append(dict(changes))
+            self._cond.notify_all()
+        if self._thread is None or not self._thread.is_alive():
+            self._drain_changes()  # no worker: apply now, so a paused run shows the change
+            self._refresh_visual()
+
+    def stop(self, wait: bool = True, timeout: float = 120.0) -> None:
+        """End the run: the worker finishes (test accuracy, final checkpoint for saved runs) and exits."""
+        with self._cond:
+            already = self._stopped
+            self._stopped = True
+            self._playing = False
+        if self.gate is not None:
+            self.gate.release(self)
+        if already:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._finish_all(stopped=True)
+        else:
+            self._halt_worker(finish=True, timeout=timeout if wait else 0.0)
+
+    def close(self) -> None:
+        """Stop without waiting (the tab closed); the worker ends after its current step."""
+        self.stop(wait=False)
+
+    def _halt_worker(self, finish: bool, timeout: float) -> None:
+        thread = self._thread
+        with self._cond:
+            self._halt = True
+            self._finish_on_halt = finish
+            self._cond.notify_all()
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread() and timeout > 0:
+            thread.join(timeout)
+        if thread is None or not thread.is_alive():
+            self._thread = None
+
+    def _clear_errors(self) -> None:
+        with self._buffer_lock:
+            for m in self.metrics:
+                m.error = None
+
+    # ------------------------------------------------------------------ reading (any thread)
+
+    @property
+    def step_count(self) -> int:
+        return min((t.step_count for t in self.trainers), default=0)
+
+    @property
+    def total_steps(self) -> int:
+        return max((t.total_steps for t in self.trainers), default=0)
+
+    @property
+    def done(self) -> bool:
+        return all(t.done for t in self.trainers)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def running(self) -> bool:
+        return self._state == RUNNING
+
+    def read(self) -> Snapshot:
+        """Copy the buffer (cheap: lists to arrays) for one redraw."""
+        with self._buffer_lock:
+            metrics = {lane.name: m.arrays() for lane, m in zip(self.lanes, self.metrics)}
+            errors = {lane.name: m.error for lane, m in zip(self.lanes, self.metrics) if m.error}
+            finished = {lane.name: dict(m.finished) for lane, m in zip(self.lanes, self.metrics) if m.finished}
+            visuals = {lane.name: m.visual for lane, m in zip(self.lanes, self.metrics)}
+        last = {}
+        for name, m in metrics.items():
+            if len(m["step"]):
+                last[name] = {k: float(v[-1]) for k, v in m.items() if len(v) and not k.startswith("val_")}
+                if len(m["val_acc"]):
+                    last[name]["val_acc"] = float(m["val_acc"][-1])
+        return Snapshot(
+            state=self._state,
+            step=self.step_count,
+            total_steps=self.total_steps,
+            metrics=metrics,
+            last=last,
+            errors=errors,
+            finished=finished,
+            visuals=visuals,
+            steps_per_second=self._rate,
+            message=self._message,
+            version=self._visual_version,
+        )
+
+    def clone_model(self, lane: int = 0):
+        """A deep copy of a lane's model, taken between steps, for analysis that must not race training."""
+        with self.model_lock:
+            return copy.deepcopy(self.trainers[lane].model)
+
+    # ------------------------------------------------------------------ the worker
+
+    def _worker(self) -> None:
+        last_visual = 0.0
+        tick_started = time.perf_counter()
+        rate_window: list[float] = []
+        while True:
+            with self._cond:
+                while not (self._halt or self._playing or self._pending_steps or self._changes):
+                    self._cond.wait(timeout=1.0)
+                if self._halt:
+                    break
+                manual = not self._playing and self._pending_steps > 0
+                if manual:
+                    self._pending_steps -= 1
+                work = self._playing or manual
+                self._busy = work
+            changed = self._drain_changes()
+            if not work:
+                if changed:
+                    self._refresh_visual()
+                continue
+            tick_started = time.perf_counter()
+            try:
+                self._tick()
+            except Exception as err:  # not a divergence (those are handled per lane): a bug or a bad file
+                with self._cond:
+                    self._playing = self._busy = False
+                    self._state = FAILED
+                    self._message = f"training stopped by an unexpected error: {type(err).__name__}: {err}"
+                    self._steps_done += manual
+                    self._cond.notify_all()
+                if self.gate is not None:
+                    self.gate.release(self)
+                continue
+            now = time.perf_counter()
+            rate_window = [t for t in rate_window if now - t < 2.0] + [now]
+            self._rate = (len(rate_window) - 1) / max(now - rate_window[0], 1e-9) if len(rate_window) > 1 else 0.0
+            if manual or changed or now - last_visual >= self.visual_every or self.done:
+                self._refresh_visual()
+                last_visual = time.perf_counter()
+            with self._cond:
+                if manual:
+                    self._steps_done += 1
+                if self.done:
+                    self._playing = False
+                    self._state = FINISHED if all(m.error is None for m in self.metrics) else DIVERGED
+                elif any(m.error for m in self.metrics) and self._playing:
+                    # Stop for the user to read the advice; ▶ retries the rolled-back lane.
+                    self._playing = False
+                    self._state = DIVERGED
+                elif manual and self._state != DIVERGED:
+                    self._state = PAUSED
+                self._busy = False
+                self._cond.notify_all()
+                playing = self._playing
+            if not playing and self.gate is not None:
+                self.gate.release(self)
+            if self.done:
+                self._finish_all(stopped=False)
+            if playing and self.steps_per_second:
+                delay = 1.0 / self.steps_per_second - (time.perf_counter() - tick_started)
+                if delay > 0:
+                    time.sleep(delay)
+        if self._finish_on_halt:
+            self._finish_all(stopped=True)
+
+    def _drain_changes(self) -> bool:
+        with self._cond:
+            changes, self._changes = self._changes, []
+        for change in changes:
+            with self.model_lock:
+                for trainer in self.trainers:
+                    trainer.apply(**_relevant(trainer, change))
+            for lane, trainer in zip(self.lanes, self.trainers):
+                if lane.out_dir is not None:
+                    atomic_write_json(lane.out_dir / "config.json", trainer.config.to_dict())
+        return bool(changes)
+
+    def _tick(self) -> None:
+        for i, trainer in enumerate(self.trainers):
+            metrics = self.metrics[i]
+            if trainer.done or metrics.error is not None:
+                continue
+            try:
+                with self.model_lock:
+                    event = trainer.step()
+            except Divergence as err:
+                # Trainer.step rolled the model back: the run stays usable after a settings change.
+                with self._buffer_lock:
+                    metrics.error = (str(err), err.advice)
+                self._record(
+                    i, {"kind": "error", "step": trainer.step_count, "message": str(err), "advice": err.advice}
+                )
+                continue
+            self._append_step(metrics, event)
+            self._record(i, event.to_dict())
+            every = self.eval_every or trainer.config.eval_every or trainer.batches_per_epoch
+            if trainer.step_count % every == 0 or trainer.done:
+                with self.model_lock:
+                    ev = trainer.validate()
+                    path = trainer.save()
+                self._append_eval(metrics, ev)
+                self._record(i, ev.to_dict())
+                if path is not None:
+                    self._record(i, {"kind": "checkpoint", "step": trainer.step_count, "path": path})
+
+    def _append_step(self, m: LaneMetrics, e: StepEvent) -> None:
+        with self._buffer_lock:
+            m.step.append(e.step)
+            m.loss.append(e.loss)
+            m.train_acc.append(e.train_acc)
+            m.nfe_forward.append(e.nfe_forward)
+            m.nfe_backward.append(e.nfe_backward)
+            m.memory_mb.append(e.peak_memory_bytes / 2**20)
+            m.step_ms.append(1000 * e.step_seconds)
+            m.lr.append(e.lr)
+            if len(m.step) > self.max_points:
+                # Thin the older half: long runs keep their shape at a bounded cost.
+                for key in ("step", "loss", "train_acc", "nfe_forward", "nfe_backward", "memory_mb", "step_ms", "lr"):
+                    values = getattr(m, key)
+                    half = len(values) // 2
+                    setattr(m, key, values[:half:2] + values[half:])
+
+    def _append_eval(self, m: LaneMetrics, e: EvalEvent) -> None:
+        with self._buffer_lock:
+            m.val_step.append(e.step)
+            m.val_acc.append(e.accuracy)
+
+    def _record(self, lane: int, row: dict[str, Any]) -> None:
+        fh = self._metric_files[lane] if lane < len(self._metric_files) else None
+        if fh is not None:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+
+    def _refresh_visual(self) -> None:
+        if self.visual is None:
+            return
+        for i, trainer in enumerate(self.trainers):
+            with self.model_lock:
+                try:
+                    picture = self.visual(trainer)
+                except Exception as err:  # a picture must never kill training: show why instead
+                    picture = {"error": f"{type(err).__name__}: {err}"}
+            with self._buffer_lock:
+                self.metrics[i].visual = picture
+        self._visual_version += 1
+
+    def _finish_all(self, stopped: bool) -> None:
+        """Test accuracy, final checkpoint and summary for each lane not yet finished."""
+        pending = [i for i, m in enumerate(self.metrics) if m.finished is None]
+        if not pending:
+            return
+        for i in pending:
+            lane, trainer = self.lanes[i], self.trainers[i]
+            with self.model_lock:
+                if lane.out_dir is not None and trainer.step_count:
+                    trainer.save()
+                event = trainer.finish(stopped=stopped or not trainer.done)
+            summary = summary_of(event, trainer.config, lane.name)
+            self._record(i, event.to_dict())
+            if lane.out_dir is not None:
+                atomic_write_json(lane.out_dir / "summary.json", summary)
+            with self._buffer_lock:  # published last: "finished" on the page means the files are there
+                self.metrics[i].finished = summary
+        with self._cond:
+            if stopped:
+                self._state = STOPPED
+            elif self._state != DIVERGED:
+                self._state = FINISHED
+        self._close_files()
+
+
+def _relevant(trainer: Trainer, changes: dict[str, Any]) -> dict[str, Any]:
+    """The changes that apply to this lane's family: one control panel drives models of several families,
+    and a DEQ has no ODE settings while the ODE families have no root solver."""
+    is_deq = trainer.config.model.family == "deq"
+    return {k: v for k, v in changes.items() if not (k == "ode" and is_deq) and not (k == "deq" and not is_deq)}
+
+
+def summary_of(event: FinishedEvent, config: TrainConfig, name: str = "") -> dict[str, Any]:
+    """The run's summary.json: the fields ``python -m core.train`` writes, plus the display name."""
+
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return {
+        "name": name,
+        "model": config.model.family,
+        "dataset": config.dataset,
+        "params": event.params,
+        "steps": event.step,
+        "test_accuracy": clean(event.test_accuracy),
+        "best_val_accuracy": clean(event.best_val_accuracy),
+        "best_step": event.best_step,
+        "mean_nfe_forward": clean(event.mean_nfe_forward),
+        "mean_nfe_backward": clean(event.mean_nfe_backward),
+        "peak_memory_bytes": event.peak_memory_bytes,
+        "memory_measure": event.memory_measure,
+        "seconds": event.seconds,
+        "stopped": event.stopped,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Sessions
+
+
+@dataclass
+class Session:
+    """Everything one browser tab owns: its trainers and the Solver lab's last results."""
+
+    key: str
+    created: float = field(default_factory=time.time)
+    playground: SessionTrainer | None = None
+    playground_settings: Any = None
+    train: SessionTrainer | None = None
+    train_runs: list[SessionTrainer] = field(default_factory=list)  # this session's image runs, newest last
+    lab: dict[str, Any] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def trainers(self) -> list[SessionTrainer]:
+        found = [self.playground, self.train, *self.train_runs]
+        unique: list[SessionTrainer] = []
+        for t in found:
+            if t is not None and all(t is not u for u in unique):
+                unique.append(t)
+        return unique
+
+    def close(self) -> None:
+        for trainer in self.trainers():
+            with contextlib.suppress(Exception):  # closing must not fail half-way
+                trainer.close()
+
+
+class SessionRegistry:
+    """Server-side dict of sessions keyed by ``gr.Request.session_hash``, created lazily.
+
+    Args:
+        max_trainings: server-wide cap on trainings running at once.
+        max_sessions: oldest sessions are closed beyond this many (tabs that vanished without unload).
+    """
+
+    def __init__(self, max_trainings: int = 4, max_sessions: int = 64):
+        self.gate = TrainingGate(max_trainings)
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str | None) -> Session:
+        if not key:
+            raise ValueError("no session: reload the page")
+        evicted: list[Session] = []
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                session = self._sessions[key] = Session(key)
+                while len(self._sessions) > self.max_sessions:
+                    oldest = min(self._sessions.values(), key=lambda s: s.created)
+                    evicted.append(self._sessions.pop(oldest.key))
+        for s in evicted:
+            s.close()
+        return session
+
+    def peek(self, key: str | None) -> Session | None:
+        with self._lock:
+            return self._sessions.get(key or "")
+
+    def close(self, key: str | None) -> None:
+        """Stop the session's trainings and forget it (``demo.unload``)."""
+        with self._lock:
+            session = self._sessions.pop(key or "", None)
+        if session is not None:
+            session.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for s in sessions:
+            s.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._sessions

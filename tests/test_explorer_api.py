@@ -1,0 +1,131 @@
+"""The app served in-process on a free port and driven through its named endpoints with gradio_client."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest
+import torch
+from gradio_client import Client
+
+from explorer.app import build_app
+from explorer.server import serve
+
+ENDPOINTS = {
+    "/playground_load",
+    "/playground_tick",
+    "/playground_play",
+    "/playground_pause",
+    "/playground_step",
+    "/playground_reset",
+    "/playground_apply",
+    "/train_start",
+    "/train_pause",
+    "/train_resume",
+    "/train_stop",
+    "/train_apply",
+    "/train_tick",
+    "/train_gallery",
+    "/runs_list",
+    "/lab_run",
+    "/lab_scrub",
+    "/lab_sweep",
+    "/lab_models",
+}
+PG_FORM = ["circles", ["node", "homoode"], "dopri5", 4, 1e-3, "anderson", 0.01, 0, 2000]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    demo = build_app(tmp_path_factory.mktemp("runs"), device="cpu", max_trainings=4)
+    url = serve(demo)
+    yield demo, url
+    demo.explorer.registry.close_all()
+    demo.close()
+    torch.set_num_threads(old)
+
+
+def client(url: str) -> Client:
+    return Client(url, verbose=False)
+
+
+def step_of(status: str) -> int:
+    return int(re.search(r"step \*\*(\d+)\*\*", status).group(1))
+
+
+def test_named_endpoints(app):
+    _, url = app
+    names = set(client(url).view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert ENDPOINTS <= names
+
+
+def test_two_clients_stay_isolated(app):
+    demo, url = app
+    a, b = client(url), client(url)
+    assert a.session_hash != b.session_hash
+    out_a = a.predict(api_name="/playground_load")
+    out_b = b.predict(api_name="/playground_load")
+    assert out_a[-1].startswith("?dataset=circles") and out_b[-1].startswith("?dataset=circles")
+    # Both autoplay; A pauses and steps by hand, B keeps running.
+    a.predict(api_name="/playground_pause")
+    n = step_of(a.predict(api_name="/playground_step")[0])
+    time.sleep(0.6)
+    assert step_of(a.predict(api_name="/playground_step")[0]) == n + 1
+    b_status = b.predict(api_name="/playground_tick")[0]
+    assert "running" in b_status
+    # A switches to moons with three models; B's run is untouched.
+    out = a.predict("moons", ["node", "anode", "homoode"], *PG_FORM[2:], api_name="/playground_apply")
+    assert "dataset=moons" in out[-1] and "ANODE" in out[0]
+    b.predict(api_name="/playground_pause")
+    b_out = b.predict(api_name="/playground_step")
+    assert "ANODE" not in b_out[0]
+    sessions = demo.explorer.registry
+    sa, sb = sessions.peek(a.session_hash), sessions.peek(b.session_hash)
+    assert sa.playground_settings.dataset == "moons" and sb.playground_settings.dataset == "circles"
+    assert sa.playground is not sb.playground
+
+
+def test_bad_values_leave_the_session_usable(app):
+    _, url = app
+    c = client(url)
+    c.predict(api_name="/playground_load")
+    c.predict(api_name="/playground_pause")
+    out = c.predict(*PG_FORM[:4], -0.5, *PG_FORM[5:], api_name="/playground_apply")
+    assert "tolerance must be" in out[3]
+    out = c.predict(*PG_FORM[:1], [], *PG_FORM[2:], api_name="/playground_apply")
+    assert "pick 1 to 3 models" in out[3]
+    n = step_of(c.predict(api_name="/playground_step")[0])
+    assert step_of(c.predict(api_name="/playground_step")[0]) == n + 1
+    out = c.predict(
+        "digits", "homoode", "auto", 10, 0, 1e-3, "rk4", 2, 1e-3, "anderson", "cpu", 64, api_name="/train_start"
+    )
+    assert "batch size must be" in out[2]
+
+
+def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
+    demo, url = app
+    c = client(url)
+    out = c.predict(
+        "digits", "deq", "auto", 4, 16, 2e-3, "rk4", 2, 1e-3, "anderson", "cpu", 64, api_name="/train_start"
+    )
+    assert "Started" in out[2]
+    for _ in range(300):
+        status = c.predict(api_name="/train_tick")[0]
+        if isinstance(status, str) and "test accuracy" in status:
+            break
+        time.sleep(0.2)
+    assert "finished" in status and "step **4**" in status
+    rows = c.predict(api_name="/runs_list")["data"]
+    assert rows and rows[0][1] == "deq" and rows[0][-1] == "finished"
+    gallery = c.predict(api_name="/train_gallery")[0]
+    assert len(gallery) == 24
+    out = c.predict(f"run:{rows[0][0]}", "", "test", 3, 1e-4, 30, "rk4", 4, api_name="/lab_run")
+    assert [r[0] for r in out[2]["data"]] == ["fixed_point", "anderson", "broyden", "homotopy"]
+    choices = c.predict(api_name="/lab_models")
+    assert choices is not None

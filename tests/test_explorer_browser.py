@@ -1,0 +1,183 @@
+"""The page in a real browser: Playwright (PyPI) driving Debian's Chromium (never ``playwright install``).
+
+Screenshots go to ``test-artifacts/explorer/`` (or ``$EXPLORER_ARTIFACTS``) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest
+import torch
+
+CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="PyPI package 'playwright' is not installed")
+if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
+
+from explorer.app import build_app  # noqa: E402
+from explorer.server import serve  # noqa: E402
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("EXPLORER_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts/explorer"))
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    demo = build_app(tmp_path_factory.mktemp("runs"), device="cpu")
+    url = serve(demo)
+    yield url
+    demo.explorer.registry.close_all()
+    demo.close()
+    torch.set_num_threads(old)
+
+
+class PageLog:
+    """Console errors, failed requests and every host the page talked to."""
+
+    def __init__(self, page):
+        self.errors: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+        self.hosts: set[str] = set()
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: self.failed.append((r.url, r.failure or "")))
+        page.on("request", self._request)
+
+    def _request(self, request) -> None:
+        url = urlparse(request.url)
+        if url.scheme in ("http", "https", "ws", "wss"):
+            self.hosts.add(url.hostname or "")
+
+    def real_failures(self) -> list[tuple[str, str]]:
+        # Gradio's client aborts its own server-sent-event stream when no event is pending: not a failure.
+        return [(u, f) for u, f in self.failed if not ("/gradio_api/queue/data" in u and "ERR_ABORTED" in f)]
+
+
+@pytest.fixture
+def page(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        log = PageLog(pg)
+        yield pg, log
+        browser.close()
+
+
+def status_step(pg) -> int:
+    text = pg.locator("#pg-status").inner_text()
+    return int(re.search(r"step (\d+)", text).group(1))
+
+
+def flow_title(pg) -> str:
+    # The first subplot title carries the step the picture was computed at.
+    return pg.evaluate("() => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text")
+
+
+def trace_count(pg, elem: str) -> int:
+    return pg.evaluate(f"() => document.querySelector('#{elem} .js-plotly-plot').data.length")
+
+
+def test_playground_plays_pauses_and_stays_local(server, page):
+    pg, log = page
+    started = time.perf_counter()
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    # The first screen animates with no clicks: the picture's step moves on its own.
+    first = flow_title(pg)
+    pg.wait_for_function(
+        "t => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text !== t",
+        arg=first,
+        timeout=15_000,
+    )
+    animated_after = time.perf_counter() - started
+    assert trace_count(pg, "pg-flow") >= 10 and trace_count(pg, "pg-curves") >= 4
+    assert "dataset=circles" in pg.url  # the configuration is in the address bar
+    pg.screenshot(path=ARTIFACTS / "playground-running.png", full_page=True)
+
+    pg.click("#pg-pause")
+    pg.wait_for_function("() => document.querySelector('#pg-status').innerText.includes('paused')")
+    paused_at, picture = status_step(pg), flow_title(pg)
+    time.sleep(1.5)
+    assert status_step(pg) == paused_at and flow_title(pg) == picture  # ⏸ stops the counter and the plots
+
+    pg.click("#pg-step")
+    pg.wait_for_function(f"() => /step {paused_at + 1}\\b/.test(document.querySelector('#pg-status').innerText)")
+
+    pg.click("#pg-play")
+    pg.wait_for_function(
+        f"() => {{ const m = document.querySelector('#pg-status').innerText.match(/step (\\d+)/);"
+        f" return m && +m[1] > {paused_at + 3}; }}",
+        timeout=15_000,
+    )
+    pg.wait_for_function(
+        "t => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text !== t", arg=picture
+    )
+    pg.click("#pg-pause")
+
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
+    assert log.hosts <= LOOPBACK, f"requests left the machine: {log.hosts - LOOPBACK}"
+    print(f"first animation after {animated_after:.1f} s")
+
+
+def test_bad_value_shows_a_message(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    box = pg.locator("#pg-lr input")
+    box.fill("-1")
+    box.press("Enter")
+    pg.wait_for_function("() => document.querySelector('#pg-message').innerText.includes('learning rate must be')")
+    pg.screenshot(path=ARTIFACTS / "playground-bad-value.png", full_page=True)
+    # The session still works: one step still advances the counter.
+    before = status_step(pg)
+    pg.click("#pg-step")
+    pg.wait_for_function(f"() => /step {before + 1}\\b/.test(document.querySelector('#pg-status').innerText)")
+    assert log.errors == [], log.errors
+
+
+def test_solver_lab_draws_every_solver(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Solver lab").click()
+    pg.click("#lab-run")
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#lab-residual .js-plotly-plot');"
+        " return d && d.data && d.data.length >= 5; }",
+        timeout=60_000,
+    )
+    names = pg.evaluate("() => document.querySelector('#lab-residual .js-plotly-plot').data.map(t => t.name)")
+    for solver in ("fixed_point", "anderson", "broyden", "homotopy"):
+        assert any(n.startswith(solver) for n in names), names
+    yaxis = pg.evaluate("() => document.querySelector('#lab-residual .js-plotly-plot')._fullLayout.yaxis.type")
+    assert yaxis == "log"
+    # Each solver's line was drawn (SVG paths exist), not only declared.
+    assert pg.locator("#lab-residual .scatterlayer .trace").count() >= 5
+    assert trace_count(pg, "lab-path") == 5
+    pg.screenshot(path=ARTIFACTS / "solver-lab.png", full_page=True)
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()

@@ -1,0 +1,419 @@
+"""Explorer logic without a browser: figure builders, the session trainer, settings and the query string,
+and the page's event logic (``explorer.controller``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from core.training import Divergence, TrainConfig
+from explorer import lab as lab_lib
+from explorer import plots
+from explorer.controller import Explorer
+from explorer.imagetrain import TrainSettings, list_runs
+from explorer.playground import PlaygroundSettings, flow_views, flow_visual
+from explorer.sessions import CapacityError, Lane, SessionRegistry, SessionTrainer, TrainingGate
+
+# A redraw happens several times a second: keep every figure's JSON small.
+FIGURE_BUDGET = 150_000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Several workers share 2 cores; intra-op threads would oversubscribe them (as launch.py does).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def toy_config(family: str = "homoode", **kw) -> TrainConfig:
+    return PlaygroundSettings(models=(family,), **kw).train_config(family)
+
+
+def size(fig) -> int:
+    return len(fig.to_json())
+
+
+# ----------------------------------------------------------------------------------------------- plots
+
+
+def test_join_polylines_separates_paths_with_nan():
+    paths = np.arange(3 * 2 * 2, dtype=np.float64).reshape(3, 2, 2)  # T=3 states, M=2 paths
+    x, y = plots.join_polylines(paths)
+    assert x.dtype == np.float32 and len(x) == 2 * 4
+    assert np.isnan(x[3]) and np.isnan(x[7]) and not np.isnan(x[:3]).any()
+    np.testing.assert_array_equal(x[:3], paths[:, 0, 0])
+
+
+def test_arrow_segments_shape():
+    x, y = plots.arrow_segments(np.zeros(5), np.zeros(5), np.ones(5), np.zeros(5), scale=0.5)
+    assert len(x) == 5 * 7 and np.isnan(x[3::7]).all()
+    assert x[1] == pytest.approx(0.5)  # the tip
+
+
+def test_playground_figure_traces_and_size():
+    trainer = SessionTrainer(
+        [Lane("NODE", toy_config("node")), Lane("HomoODE", toy_config("homoode"))], visual=flow_visual
+    )
+    views = flow_views(trainer.read())
+    assert [v.title.split("</b>")[0] for v in views] == ["<b>NODE", "<b>HomoODE"]
+    fig = plots.playground_figure(views)
+    types = [t.type for t in fig.data]
+    # NODE: heatmap + 2 point sets, state heatmap, arrows, 2 trajectory sets, end points = 8;
+    # HomoODE: heatmap + 2 point sets, 2 trajectory sets, end points = 6.
+    assert len(fig.data) == 14
+    assert types.count("heatmap") == 3
+    assert size(fig) < FIGURE_BUDGET
+    # Trajectories are one NaN-separated trace per class, not one trace per path (SVG at this size).
+    traj = [t for t in fig.data if (t.name or "").startswith("trajectory")]
+    assert all(t.type == "scatter" for t in traj) and len(traj) == 4
+    assert np.isnan(np.asarray(traj[0].x, dtype=float)).sum() >= 10
+    # Many trajectories switch to WebGL, still one trace per class.
+    many = plots.FlowView(
+        "m",
+        views[1].grid_x,
+        views[1].grid_y,
+        views[1].prob,
+        views[1].points,
+        views[1].labels,
+        paths=np.zeros((16, 800, 2)),
+        path_labels=np.arange(800) % 2,
+    )
+    traj = [t for t in plots.playground_figure([many]).data if (t.name or "").startswith("trajectory")]
+    assert [t.type for t in traj] == ["scattergl", "scattergl"]
+    assert fig.layout.template.layout.to_plotly_json() == {}  # template "none": no 10 kB default template
+
+
+def test_curves_figure_log_loss_and_decimation():
+    n = 5000
+    runs = {
+        "A": {
+            "step": np.arange(n),
+            "loss": np.linspace(2, 0.01, n),
+            "train_acc": np.linspace(0, 1, n),
+            "val_step": np.array([100, 200]),
+            "val_acc": np.array([0.5, 0.7]),
+            "nfe_forward": np.full(n, 20),
+            "nfe_backward": np.zeros(n),
+            "memory_mb": np.full(n, 500),
+            "step_ms": np.full(n, 9),
+        },
+    }
+    fig = plots.curves_figure(runs)
+    assert fig.layout.yaxis.type == "log"  # loss panel
+    assert max(len(t.x) for t in fig.data) <= plots.MAX_CURVE_POINTS
+    assert fig.data[0].x[-1] == n - 1  # the newest step is always drawn
+    assert size(fig) < 60_000
+    assert "no steps yet" in plots.curves_figure({}).layout.annotations[0].text
+    with pytest.raises(ValueError, match="unknown panel"):
+        plots.curves_figure(runs, panels=("losss",))
+
+
+def test_residual_figure_log_axis_tolerance_and_stops():
+    traces = [
+        plots.ResidualTrace("fixed_point", np.arange(1, 11), np.logspace(0, -3, 10), "max_iter"),
+        plots.ResidualTrace("anderson", np.arange(1, 6), np.logspace(0, -6, 5), "converged"),
+        plots.ResidualTrace("broyden", np.arange(1, 4), np.array([1.0, 10.0, np.inf]), "diverged"),
+    ]
+    fig = plots.residual_figure(traces, tol=1e-4)
+    assert fig.layout.yaxis.type == "log"
+    assert len(fig.data) == 4  # one line per solver + the stop markers
+    stops = fig.data[-1]
+    assert list(stops.marker.symbol) == ["square", "circle", "x"]
+    assert any(s.y0 == 1e-4 for s in fig.layout.shapes)  # the tolerance line
+    assert np.isfinite(np.asarray(fig.data[2].y, dtype=float)).all()  # inf clipped into the log range
+    assert size(fig) < 20_000
+
+
+def test_pca_is_frozen_and_paths_share_it():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 50))
+    b = a[:10] * 2
+    basis = plots.fit_pca(np.concatenate([a, b]))
+    assert basis.components.shape == (2, 50) and 0 < basis.explained.sum() <= 1 + 1e-9
+    pa, pb = basis.project(a), basis.project(b)
+    assert pa.shape == (30, 2) and pa.dtype == np.float32
+    # Same basis for both: projecting the same state gives the same point.
+    np.testing.assert_allclose(basis.project(a[:1]), pa[:1])
+    fig = plots.path_figure({"a": pa, "b": pb}, position=0.5, labels={"a": np.arange(30)})
+    assert len(fig.data) == 3
+    cursor = fig.data[-1]
+    assert cursor.x[0] == pytest.approx(pa[round(0.5 * 29), 0])
+    assert plots.fit_pca(np.ones((4, 3))).explained.tolist() == [0.0, 0.0]  # no variance: no crash
+
+
+def test_sweep_figure():
+    fig = plots.sweep_figure({"anderson": (np.array([3, 8, 20]), np.array([0.5, 0.8, 0.9]), ["0.1", "0.01", "1e-3"])})
+    assert len(fig.data) == 1 and list(fig.data[0].y) == pytest.approx([50, 80, 90])
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+
+
+def test_pause_freezes_and_step_advances_exactly_one():
+    st = SessionTrainer([Lane("HomoODE", toy_config())], steps_per_second=200)
+    assert st.step_once() == 1 and st.state == "paused"
+    assert st.step_once() == 2
+    st.play()
+    time.sleep(0.4)
+    st.pause()
+    frozen = st.step_count
+    assert frozen > 2
+    rows = len(st.read().metrics["HomoODE"]["step"])
+    time.sleep(0.4)
+    assert st.step_count == frozen and len(st.read().metrics["HomoODE"]["step"]) == rows
+    assert st.step_once() == frozen + 1
+    st.close()
+
+
+def test_reset_rebuilds_fresh_weights():
+    st = SessionTrainer([Lane("NODE", toy_config("node"))])
+    first = [p.detach().clone() for p in st.trainers[0].model.parameters()]
+    for _ in range(3):
+        st.step_once()
+    assert any(not torch.equal(a, b) for a, b in zip(first, st.trainers[0].model.parameters()))
+    st.reset()
+    assert st.step_count == 0 and st.state == "ready" and len(st.read().metrics["NODE"]["step"]) == 0
+    assert all(torch.equal(a, b) for a, b in zip(first, st.trainers[0].model.parameters()))
+
+
+def test_live_lr_and_tolerance_change_without_reset():
+    st = SessionTrainer([Lane("DEQ", toy_config("deq")), Lane("HomoODE", toy_config("homoode"))])
+    st.step_once()
+    new = PlaygroundSettings(models=("deq", "homoode"), lr=0.05, tol=1e-2)
+    changes = PlaygroundSettings(models=("deq", "homoode")).live_changes(new)
+    assert set(changes) == {"lr", "ode", "deq"}
+    st.apply(**changes)
+    st.step_once()
+    assert st.step_count == 2  # no reset
+    lrs = st.read().metrics["HomoODE"]["lr"]
+    assert lrs[-1] == pytest.approx(0.05, rel=1e-3) and lrs[0] == pytest.approx(0.01, rel=1e-3)
+    deq, homo = st.trainers
+    assert deq.model.block.config.solver_options["tol"] == 1e-2  # DEQ got the solver change, not the ODE one
+    assert homo.model.block.config.rtol == 1e-2
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        st.apply(lr=-1.0)
+    with pytest.raises(ValueError, match="cannot change"):
+        st.apply(batch_size=3)
+
+
+def test_divergence_pauses_with_advice_and_play_retries():
+    st = SessionTrainer([Lane("HomoODE", toy_config())])
+    real_step = st.trainers[0].step
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Divergence("the loss became nan at step 1", "lower the learning rate (lr)")
+        return real_step()
+
+    st.trainers[0].step = flaky
+    st.play()
+    for _ in range(100):
+        if st.state == "diverged":
+            break
+        time.sleep(0.02)
+    snap = st.read()
+    assert snap.state == "diverged" and snap.step == 1
+    assert snap.errors["HomoODE"] == ("the loss became nan at step 1", "lower the learning rate (lr)")
+    st.step_once()  # the rolled-back lane gets another try
+    assert st.step_count == 2 and not st.read().errors
+    st.close()
+
+
+def test_capacity_gate_refuses_with_a_clear_message():
+    gate = TrainingGate(1)
+    a = SessionTrainer([Lane("A", toy_config())], gate=gate, steps_per_second=20)
+    b = SessionTrainer([Lane("B", toy_config())], gate=gate)
+    a.play()
+    with pytest.raises(CapacityError, match="already runs 1 training"):
+        b.play()
+    a.pause()  # a paused run holds no slot
+    b.play()
+    b.close()
+    a.close()
+    assert gate.running == 0
+
+
+def test_saved_run_writes_config_metrics_checkpoint_summary(tmp_path):
+    settings = TrainSettings(steps=3, batch_size=16, train_limit=64, eval_every=2, device="cpu", family="deq")
+    out = tmp_path / "run1"
+    out.mkdir()
+    st = SessionTrainer([Lane("DEQ", settings.train_config(), out)])
+    for _ in range(3):
+        st.step_once()
+    assert st.done
+    for _ in range(200):  # finishing (test accuracy) happens in the worker after the last step
+        if st.read().finished:
+            break
+        time.sleep(0.05)
+    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("step") == 3 and "eval" in kinds and kinds[-1] == "finished"
+    rows = list_runs(tmp_path)
+    assert rows[0][0] == "run1" and rows[0][1] == "deq" and rows[0][-1] == "finished"
+    model, data, config = lab_lib.load_run(out / "checkpoint.pt")
+    assert config.model.family == "deq" and data.name == "digits"
+
+
+def test_registry_is_lazy_and_unload_stops_training():
+    reg = SessionRegistry(max_trainings=2)
+    s = reg.get("abc")
+    assert "abc" in reg and reg.get("abc") is s
+    s.playground = SessionTrainer([Lane("A", toy_config())], gate=reg.gate, steps_per_second=50)
+    s.playground.play()
+    reg.close("abc")
+    assert "abc" not in reg and reg.gate.running == 0
+    time.sleep(0.2)
+    n = s.playground.step_count
+    time.sleep(0.3)
+    assert s.playground.step_count == n  # a closed tab stops its work
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+def test_query_string_round_trip():
+    s = PlaygroundSettings(
+        dataset="spirals",
+        models=("anode", "deq"),
+        ode_method="rk4",
+        n_steps=6,
+        tol=3e-4,
+        deq_solver="broyden",
+        lr=0.02,
+        seed=7,
+        steps=900,
+    )
+    query = s.to_query()
+    params = dict(pair.split("=") for pair in query.split("&"))
+    back, problems = PlaygroundSettings.from_query(params)
+    assert back == s and problems == []
+    assert "seed=7" in query and "models=anode,deq" in query
+
+
+def test_bad_link_values_fall_back_to_defaults_with_a_message():
+    s, problems = PlaygroundSettings.from_query({"lr": "-1", "models": "node,foo", "dataset": "moons", "x": "1"})
+    assert s.dataset == "moons" and s.lr == PlaygroundSettings().lr and s.models == PlaygroundSettings().models
+    assert len(problems) == 3
+    assert any("learning rate" in p for p in problems) and any("'x'" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"batch_size": 0}, "batch size must be a whole number from 1"),
+        ({"tol": -1e-3}, "tolerance must be a number"),
+        ({"lr": float("nan")}, "learning rate must be a number"),
+        ({"dataset": "circles"}, "dataset must be one of"),
+        ({"preset": "image32-deq"}, "preset 'image32-deq' is built for image32 inputs"),
+    ],
+)
+def test_train_settings_validation(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(**changes).train_config()
+
+
+def test_train_settings_build_the_cli_config():
+    config = TrainSettings(family="anode", n_steps=3, tol=1e-2).train_config()
+    assert config.model == core.preset("image28-anode").replace(
+        ode=core.ODEConfig(method="rk4", rtol=1e-2, atol=1e-2, n_steps=3), deq=config.model.deq
+    )
+    assert TrainSettings.from_form(steps=10.0, train_limit=0, batch_size=8.0).train_limit is None
+
+
+# ----------------------------------------------------------------------------------------------- controller
+
+
+@pytest.fixture
+def explorer(tmp_path):
+    ex = Explorer(tmp_path / "runs", device="cpu", autoplay=False)
+    yield ex
+    ex.registry.close_all()
+
+
+def test_controller_playground_load_apply_and_bad_value(explorer):
+    out = explorer.playground_load("s1", {"dataset": "moons", "seed": "3"})
+    assert out["pg_dataset"] == "moons" and out["pg_seed"] == 3 and out["pg_link"].startswith("?dataset=moons")
+    assert "ready" in out["pg_status"] and len(out["pg_flow"].data) > 0
+    assert explorer.playground_tick("s1") == {}  # nothing changed: no redraw
+    form = dict(
+        dataset="moons",
+        models=["node", "homoode"],
+        ode_method="rk4",
+        n_steps=4,
+        tol=1e-3,
+        deq_solver="anderson",
+        lr=0.05,
+        seed=3,
+        steps=2000,
+    )
+    out = explorer.playground_apply("s1", **form)
+    assert "lr=0.05" in out["pg_link"] and not out.get("warning")
+    bad = explorer.playground_apply("s1", **{**form, "lr": -1})
+    assert "learning rate must be" in bad["warning"] and "pg_link" not in bad
+    assert explorer.session("s1").playground_settings.lr == 0.05  # the session keeps its working settings
+    step = explorer.playground_control("s1", "step")
+    assert "step **1**" in step["pg_status"]
+
+
+def test_controller_lab_compares_every_solver(explorer):
+    out = explorer.lab_run("s1", "fresh:image28-deq", "", "val", 0, 1e-4, 30, "rk4", 4)
+    assert not out.get("warning")
+    names = [t.name for t in out["lab_residual"].data[:-1]]
+    assert [n.split(" ")[0] for n in names] == list(lab_lib.LAB_SOLVERS)
+    assert [r[0] for r in out["lab_table"]] == list(lab_lib.LAB_SOLVERS)
+    assert len(out["lab_path"].data) == 5
+    scrub = explorer.lab_scrub("s1", 0.0)
+    assert len(scrub["lab_path"].data) == 5
+    sweep = explorer.lab_sweep("s1", "fresh:image28-deq", "", "tol", 8)
+    assert len(sweep["lab_sweep"].data) == 3  # fixed_point, anderson, broyden
+
+
+def test_controller_lab_ode_model_and_bad_inputs(explorer, tmp_path):
+    out = explorer.lab_run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4)
+    assert out["lab_table"][0][1] == "integrated" and len(out["lab_path"].data) == 2
+    assert "no fixed-point map" in out["lab_residual"].layout.annotations[0].text
+    bad = explorer.lab_run("s1", "fresh:image28-deq", "", "val", 10**6, 1e-4, 30, "rk4", 4)
+    assert "input index must be" in bad["warning"]
+    bad = explorer.lab_run("s1", "fresh:image28-deq", "", "val", 0, -1.0, 30, "rk4", 4)
+    assert "tolerance must be" in bad["warning"]
+    bad = explorer.lab_run("s1", "fresh:image28-deq", str(tmp_path / "elsewhere.pt"), "val", 0, 1e-4, 30, "rk4", 4)
+    assert "only checkpoints under the runs directory" in bad["warning"]
+    junk = explorer.runs_dir / "junk"
+    junk.mkdir()
+    (junk / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    bad = explorer.lab_run("s1", "run:junk", "", "val", 0, 1e-4, 30, "rk4", 4)
+    assert "not a usable checkpoint" in bad["lab_message"]
+
+
+def test_controller_train_rejects_bad_values(explorer):
+    form = dict(
+        dataset="digits",
+        family="homoode",
+        preset="auto",
+        steps=10,
+        batch_size=0,
+        lr=1e-3,
+        ode_method="rk4",
+        n_steps=2,
+        tol=1e-3,
+        deq_solver="anderson",
+        device="cpu",
+        train_limit=64,
+    )
+    out = explorer.train_start("s1", **form)
+    assert "batch size must be" in out["warning"] and explorer.session("s1").train is None
+    out = explorer.train_start("s1", **{**form, "batch_size": 8, "dataset": "cifar10", "preset": "image28-deq"})
+    assert "preset 'image28-deq' is built for image28" in out["warning"]
+    assert "no image run" in explorer.train_control("s1", "pause")["warning"]
