@@ -66,7 +66,7 @@ class HomotopyOptions(SolverOptions):
     max_iter: int = 10
     homotopy: str = "fixed_point"
     ode_method: str = "rk4"
-    n_steps: int = 8
+    n_steps: int = 4
     step_size: float | None = None
     rtol: float = 1e-3
     atol: float = 1e-4
@@ -76,7 +76,7 @@ class HomotopyOptions(SolverOptions):
     jacobian: str = "vjp"
     krylov_dim: int = 30
     krylov_restarts: int = 5
-    krylov_tol: float = 1e-6
+    krylov_tol: float = 1e-3
     dense_max: int = 64
     record_path: bool = True
     path_max_points: int = 65
