@@ -35,7 +35,7 @@ def _log(msg: str) -> None:
 
 
 def _write_json(path: str, payload: Any) -> None:
-    from .training import atomic_write_json
+    from ..training import atomic_write_json
 
     atomic_write_json(path, payload)
 
@@ -196,8 +196,8 @@ def memory_probe(family: str, gradient: str, batch: int, n_steps: int, kind: str
     import torch
     from torch import nn
 
-    from .models import build_model, preset
-    from .training import peak_memory, resolve_device
+    from ..models import build_model, preset
+    from ..training import peak_memory, resolve_device
 
     dev = resolve_device(device)
     cfg = preset(f"{kind}-{family}")
@@ -257,8 +257,9 @@ def run_memory(args: argparse.Namespace) -> int:
     records = []
     start = time.perf_counter()
     for family, gradient, batch, n in grid:
-        cmd = [sys.executable, "-m", "core.bench_models", "_probe", family, gradient, str(batch), str(n),
-               args.kind, args.device, str(args.threads)]  # fmt: skip
+        probe = "import sys; from core.bench.models import probe_main; probe_main(sys.argv[1:])"
+        settings = [family, gradient, str(batch), str(n), args.kind, args.device, str(args.threads)]
+        cmd = [sys.executable, "-c", probe, *settings]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             _log(proc.stderr[-1500:])
@@ -336,10 +337,10 @@ def _check_memory(args: argparse.Namespace) -> str | None:
 SUBCOMMANDS = (_add_models_parser, _add_memory_parser)
 
 
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_probe":
-    # Internal: one memory measurement in this fresh process; prints one JSON line.
-    _family, _gradient, _batch, _n, _kind, _device, _threads = sys.argv[2:9]
-    import torch as _torch
+def probe_main(argv: list[str]) -> None:
+    """Entry of the fresh measuring process: one memory measurement, printed as one JSON line."""
+    import torch
 
-    _torch.set_num_threads(int(_threads))
-    print(json.dumps(memory_probe(_family, _gradient, int(_batch), int(_n), _kind, _device)))
+    family, gradient, batch, n_steps, kind, device, threads = argv
+    torch.set_num_threads(int(threads))
+    print(json.dumps(memory_probe(family, gradient, int(batch), int(n_steps), kind, device)))

@@ -1,4 +1,4 @@
-"""Side-by-side benchmarks that write a JSON file and print a markdown table.
+"""The solver benchmark: every root solver on closed-form, contractive-conv and non-contractive problems.
 
     python -m core.bench solvers --json runs/bench_solvers.json [--quick] [--problems PATTERN ...]
         [--methods NAME ...] [--option METHOD.KEY=VALUE ...] [--tol 1e-4] [--max-iter 200]
@@ -22,8 +22,7 @@ and, where the root is known, the worst sample's error ||z_b - z*_b|| / ||z*_b||
 
 Conv problems plant their root: z* is drawn first and x chosen so that f(z*) = z*, so the root is exact
 and the Jacobian at the root, J = diag(φ'(·)) W, is known; its spectral radius and norm are measured by
-power iteration and recorded. Further subcommands (``models``, ``memory``) plug into :func:`main` the
-same way ``solvers`` does: a ``_add_*_parser`` that sets ``func``.
+power iteration and recorded.
 """
 
 from __future__ import annotations
@@ -47,9 +46,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .solvers import METHODS, make_options, solve
-from .solvers.base import CountedMap, Map, batch_norm
-from .solvers.linear import JacobianAt
+from ..solvers import METHODS, make_options, solve
+from ..solvers.base import CountedMap, Map, batch_norm
+from ..solvers.linear import JacobianAt
 
 FAMILIES = ("closed_form", "contractive_conv", "non_contractive")
 #: Methods whose ``max_iter`` is an iteration budget (for homotopy it caps the final Newton corrector).
@@ -816,28 +815,4 @@ def _check_solvers_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # One _add_*_parser per subcommand; each sets func (and optionally check).
-    from .bench_models import SUBCOMMANDS
-
-    for add in (_add_solvers_parser, *SUBCOMMANDS):
-        add(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args.command_line = " ".join(["python -m core.bench", *argv])
-    check = getattr(args, "check", None)
-    message = check(args) if check is not None else None
-    if message:
-        args.parser.error(message)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+SUBCOMMANDS = (_add_solvers_parser,)

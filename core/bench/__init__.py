@@ -1,0 +1,37 @@
+"""Side-by-side benchmarks that write a JSON file and print a markdown table.
+
+    python -m core.bench solvers --json solvers.json     # every root solver on a seeded problem set
+    python -m core.bench models --dataset digits --budget-seconds 180 --json models.json
+    python -m core.bench memory --json memory.json       # training memory vs batch size and NFE
+
+Each subcommand module offers ``SUBCOMMANDS``: functions that add an argparse subparser setting
+``func`` (run, returns the exit status), ``check`` (validate, returns an error message or None) and
+``parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import models, solvers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (*solvers.SUBCOMMANDS, *models.SUBCOMMANDS):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.command_line = " ".join(["python -m core.bench", *argv])
+    message = args.check(args) if getattr(args, "check", None) is not None else None
+    if message:
+        args.parser.error(message)
+    return args.func(args)
