@@ -1,1 +1,1 @@
-"""explorer: the Gradio web app over ``core`` (see issue 4; not built yet)."""
+"""explorer: the Gradio web app over ``core`` (``build_app`` in :mod:`explorer.app`, started by launch.py)."""

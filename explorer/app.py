@@ -175,7 +175,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 with gr.Row():
                     c["tr_dataset"] = gr.Dropdown(dataset_choices(), value=tr0.dataset, label="dataset")
                     c["tr_family"] = gr.Dropdown(
-                        [(v, k) for k, v in FAMILY_NAMES.items()], value=tr0.family, label="model"
+                        [(v, k) for k, v in FAMILY_NAMES.items()], value=tr0.family, label="model", elem_id="tr-family"
                     )
                     c["tr_preset"] = gr.Dropdown(["auto", *sorted(core.PRESETS)], value="auto", label="preset")
                     c["tr_device"] = gr.Dropdown(list(DEVICES), value=tr0.device, label="device")
@@ -183,7 +183,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     c["tr_steps"] = gr.Number(tr0.steps, label="steps", precision=0, elem_id="tr-steps")
                     c["tr_batch"] = gr.Number(tr0.batch_size, label="batch size", precision=0, elem_id="tr-batch")
                     c["tr_lr"] = gr.Number(tr0.lr, label="learning rate")
-                    c["tr_limit"] = gr.Number(None, label="training subset (blank: all)", precision=0)
+                    c["tr_limit"] = gr.Number(
+                        None, label="training subset (blank: all)", precision=0, elem_id="tr-limit"
+                    )
                 with gr.Row():
                     c["tr_ode"] = gr.Dropdown(list(ODE_METHODS), value=tr0.ode_method, label="ODE method")
                     c["tr_n_steps"] = gr.Number(tr0.n_steps, label="fixed ODE steps", precision=0)

@@ -270,6 +270,8 @@ class Explorer:
             return {"warning": str(err), "train_message": _msg(str(err))}
         out = self._train_outputs(key, force=True)
         out["train_message"] = ""
+        if action == "resume" or action == "stop":
+            out["train_timer"] = True  # poll until the run's summary is written
         return out
 
     def train_apply(self, key: str, lr: Any, tol: Any) -> dict[str, Any]:
@@ -304,8 +306,8 @@ class Explorer:
         if not self._changed(key, "train", snap, force):
             return {}
         out = {"train_status": _train_status(snap, trainer), "train_curves": curves_figure(snap.metrics, TRAIN_PANELS)}
-        if snap.state in ("finished", "stopped", "diverged", "failed"):
-            out["train_timer"] = False  # nothing more will change: stop polling
+        if (snap.finished and len(snap.finished) == len(snap.metrics)) or snap.state == "failed":
+            out["train_timer"] = False  # summary written, nothing more will change: stop polling
             out["runs_table"] = self.runs_table()
         return out
 

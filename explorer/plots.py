@@ -377,11 +377,21 @@ def curves_figure(
         row, col = divmod(p_i, cols)
         axes = _axes(row + 1, col + 1, cols)
         if CURVE_PANELS[panel][2] == "log":
-            # Label 1, 2, 5 per decade: plotly's default crowds a narrow log range with 2..9.
-            layout["yaxis" + axes["yaxis"][1:]].update(type="log", dtick="D2")
+            layout["yaxis" + axes["yaxis"][1:]]["type"] = "log"
+            if _decades(runs, CURVE_PANELS[panel][1]) > 1:
+                # Over more than a decade label 1, 2, 5 only: plotly's 2..9 labels crowd a small panel.
+                layout["yaxis" + axes["yaxis"][1:]]["dtick"] = "D2"
         if row == rows - 1:
             layout["xaxis" + axes["xaxis"][1:]]["title"] = dict(text="step")
     return go.Figure(dict(data=data, layout=layout))
+
+
+def _decades(runs: Mapping[str, Mapping[str, np.ndarray]], series: list[tuple[str, str, str]]) -> float:
+    """log10(max / min) of the positive values of a panel's series."""
+    values = [np.asarray(m[k], dtype=np.float64) for m in runs.values() for k, _, _ in series if k in m]
+    values = [v[np.isfinite(v) & (v > 0)] for v in values]
+    values = np.concatenate(values) if values else np.zeros(0)
+    return float(np.log10(values.max() / values.min())) if len(values) else 0.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,3 +181,33 @@ def test_solver_lab_draws_every_solver(server, page):
     pg.screenshot(path=ARTIFACTS / "solver-lab.png", full_page=True)
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
+
+
+def test_train_tab_gallery_opens_the_solver_lab(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Train").click()
+    # A tiny DEQ run on the bundled digits: model menu, steps, batch size and subset set through the page.
+    pg.locator("#tr-family input").click()
+    pg.get_by_role("option", name="DEQ").click()
+    for elem, value in (("#tr-steps", "6"), ("#tr-batch", "16"), ("#tr-limit", "64")):
+        pg.locator(f"{elem} input").fill(value)
+    pg.click("#tr-start")
+    pg.wait_for_function("() => document.querySelector('#train-status').innerText.includes('test accuracy')",
+                         timeout=90_000)  # fmt: skip
+    assert trace_count(pg, "train-curves") >= 5
+    pg.get_by_role("button", name="Show test predictions").click()
+    pg.wait_for_selector("#train-gallery img", timeout=60_000)
+    pg.screenshot(path=ARTIFACTS / "train.png", full_page=True)
+    pg.locator("#train-gallery img").first.click()
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#lab-residual .js-plotly-plot');"
+        " return d && d.data && d.data.length >= 5; }",
+        timeout=60_000,
+    )
+    assert "true class" in pg.locator("#lab-message").inner_text()
+    pg.screenshot(path=ARTIFACTS / "gallery-to-lab.png", full_page=True)
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
