@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --threads and --max-trainings must be >= 1", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    # Same reason for numpy's BLAS (PCA in the Solver lab): set before numpy is first imported.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
     torch.set_num_threads(args.threads)

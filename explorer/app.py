@@ -326,6 +326,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             "playground_tick",
             show_progress="hidden",
             concurrency_limit=8,
+            # A tick that arrives while the last redraw is still in flight runs right after it ("once" would
+            # drop it and wait a whole extra period: 2 redraws/s instead of ~3 when a redraw takes 0.3 s).
+            trigger_mode="always_last",
         )
         for button, action in ((play, "play"), (pause, "pause"), (step, "step"), (reset, "reset")):
             wire(
@@ -386,7 +389,14 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             tr_apply.click, ex.train_apply, [("lr", c["tr_lr"]), ("tol", c["tr_tol"])], ["train_message"], "train_apply"
         )
         wire(
-            c["train_timer"].tick, ex.train_tick, [], tr_out, "train_tick", show_progress="hidden", concurrency_limit=8
+            c["train_timer"].tick,
+            ex.train_tick,
+            [],
+            tr_out,
+            "train_tick",
+            show_progress="hidden",
+            concurrency_limit=8,
+            trigger_mode="always_last",
         )
         wire(show_gallery.click, ex.train_gallery, [], ["train_gallery", "train_message"], "train_gallery")
         refresh_runs.click(ex.runs_table, outputs=c["runs_table"], api_name="runs_list")

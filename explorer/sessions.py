@@ -674,6 +674,10 @@ class SessionRegistry:
         for s in sessions:
             s.close()
 
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)

@@ -40,15 +40,19 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def demo(tmp_path_factory):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    demo = build_app(tmp_path_factory.mktemp("runs"), device="cpu")
-    url = serve(demo)
-    yield url
-    demo.explorer.registry.close_all()
-    demo.close()
+    app = build_app(tmp_path_factory.mktemp("runs"), device="cpu")
+    yield app
+    app.explorer.registry.close_all()
+    app.close()
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    return serve(demo)
 
 
 class PageLog:
@@ -195,8 +199,9 @@ def test_train_tab_gallery_opens_the_solver_lab(server, page):
     for elem, value in (("#tr-steps", "6"), ("#tr-batch", "16"), ("#tr-limit", "64")):
         pg.locator(f"{elem} input").fill(value)
     pg.click("#tr-start")
-    pg.wait_for_function("() => document.querySelector('#train-status').innerText.includes('test accuracy')",
-                         timeout=90_000)  # fmt: skip
+    pg.wait_for_function(
+        "() => document.querySelector('#train-status').innerText.includes('test accuracy')", timeout=90_000
+    )
     assert trace_count(pg, "train-curves") >= 5
     pg.get_by_role("button", name="Show test predictions").click()
     pg.wait_for_selector("#train-gallery img", timeout=60_000)
@@ -211,3 +216,25 @@ def test_train_tab_gallery_opens_the_solver_lab(server, page):
     pg.screenshot(path=ARTIFACTS / "gallery-to-lab.png", full_page=True)
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
+
+
+def test_closing_the_tab_stops_its_training(server, demo, page):
+    pg, log = page
+    registry = demo.explorer.registry
+    before = len(registry)
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.wait_for_function("() => document.querySelector('#pg-status').innerText.includes('running')")
+    key = next(
+        k for k in registry.keys() if registry.peek(k).playground is not None and registry.peek(k).playground.running
+    )
+    trainer = registry.peek(key).playground
+    pg.close()  # the unload event closes the session on the server
+    for _ in range(100):
+        if key not in registry:
+            break
+        time.sleep(0.05)
+    assert key not in registry and len(registry) <= before
+    n = trainer.step_count
+    time.sleep(0.5)
+    assert trainer.step_count == n and not trainer.running

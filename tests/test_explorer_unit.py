@@ -417,3 +417,13 @@ def test_controller_train_rejects_bad_values(explorer):
     out = explorer.train_start("s1", **{**form, "batch_size": 8, "dataset": "cifar10", "preset": "image28-deq"})
     assert "preset 'image28-deq' is built for image28" in out["warning"]
     assert "no image run" in explorer.train_control("s1", "pause")["warning"]
+
+
+def test_pca_gram_path_matches_svd():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 300)) @ np.diag(np.linspace(3, 0.1, 300))  # N < D: the Gram route
+    basis = plots.fit_pca(x)
+    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    for i in range(2):
+        assert abs(abs(basis.components[i] @ vt[i]) - 1) < 1e-8  # same axes (up to sign)
+    np.testing.assert_allclose(basis.explained, (s[:2] ** 2) / (s**2).sum(), rtol=1e-8)
