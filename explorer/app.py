@@ -108,7 +108,9 @@ def _value(name: str, result: dict[str, Any]) -> Any:
     if name == "tabs":
         return gr.Tabs(selected=value)
     if name == "lab_model_choices":
-        return gr.Dropdown(choices=value)
+        # (choices) refreshes the menu; (choices, value) also selects one, in a single update.
+        choices, *selected = value if isinstance(value, tuple) else (value,)
+        return gr.Dropdown(choices=choices, value=selected[0]) if selected else gr.Dropdown(choices=choices)
     return value
 
 
@@ -456,7 +458,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             c["train_gallery"].select,
             ex.gallery_pick,
             [],
-            ["tabs", "lab_model_choices", "lab_model", "lab_split", "lab_index"],
+            ["tabs", "lab_model_choices", "lab_split", "lab_index"],
             None,
             fixed={"select": True},
             api_visibility="private",

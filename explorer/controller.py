@@ -169,6 +169,8 @@ class Explorer:
         try:
             with session.lock:
                 if action == "play":
+                    if trainer.done:
+                        raise ValueError("this run has reached its steps: press ⟲ Reset, or raise steps")
                     trainer.play()
                 elif action == "pause":
                     trainer.pause()
@@ -344,9 +346,12 @@ class Explorer:
         if session.train is None or not 0 <= position < len(indices):
             return {}
         model_key = f"session:train:{len(session.train_runs) - 1}"
-        out = {"lab_model": model_key, "lab_split": "test", "lab_index": indices[position], "tabs": "lab"}
-        out["lab_model_choices"] = self.lab_choices(key)
-        return out
+        return {
+            "lab_model_choices": (self.lab_choices(key), model_key),
+            "lab_split": "test",
+            "lab_index": indices[position],
+            "tabs": "lab",
+        }
 
     # ------------------------------------------------------------------ Solver lab
 

@@ -145,11 +145,15 @@ def test_playground_plays_pauses_and_stays_local(server, page):
     print(f"first animation after {animated_after:.1f} s")
 
 
-def test_bad_value_shows_a_message(server, page):
+def test_link_sets_the_configuration_and_a_bad_value_shows_a_message(server, page):
     pg, log = page
-    pg.goto(server)
+    pg.goto(server + "?dataset=moons&models=deq,homoode&lr=0.02&seed=3")
     pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
     pg.click("#pg-pause")
+    status = pg.locator("#pg-status").inner_text()
+    assert "DEQ" in status and "HomoODE" in status and "NODE\t" not in status
+    link = pg.locator("#pg-link textarea").input_value()
+    assert "dataset=moons" in link and "seed=3" in link and "lr=0.02" in link
     box = pg.locator("#pg-lr input")
     box.fill("-1")
     box.press("Enter")

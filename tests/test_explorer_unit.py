@@ -19,7 +19,7 @@ from explorer import lab as lab_lib
 from explorer import plots
 from explorer.controller import Explorer
 from explorer.imagetrain import TrainSettings, list_runs
-from explorer.playground import PlaygroundSettings, flow_views, flow_visual
+from explorer.playground import PlaygroundSettings, flow_views, flow_visual, status_markdown
 from explorer.sessions import CapacityError, Lane, SessionRegistry, SessionTrainer, TrainingGate
 
 # A redraw happens several times a second: keep every figure's JSON small.
@@ -226,6 +226,7 @@ def test_divergence_pauses_with_advice_and_play_retries():
     snap = st.read()
     assert snap.state == "diverged" and snap.step == 1
     assert snap.errors["HomoODE"] == ("the loss became nan at step 1", "lower the learning rate (lr)")
+    assert "**Advice:** lower the learning rate (lr)" in status_markdown(snap)  # the page shows the advice
     st.step_once()  # the rolled-back lane gets another try
     assert st.step_count == 2 and not st.read().errors
     st.close()
@@ -365,6 +366,18 @@ def test_controller_playground_load_apply_and_bad_value(explorer):
     assert explorer.session("s1").playground_settings.lr == 0.05  # the session keeps its working settings
     step = explorer.playground_control("s1", "step")
     assert "step **1**" in step["pg_status"]
+
+
+def test_controller_gallery_pick_selects_the_run_in_the_lab(explorer):
+    session = explorer.session("s1")
+    session.train_runs.append(SessionTrainer([Lane("DEQ", toy_config("deq"))]))
+    session.train = session.train_runs[-1]
+    session.lab["gallery"] = [7, 3]
+    out = explorer.gallery_pick("s1", 1)
+    choices, selected = out["lab_model_choices"]
+    assert selected == "session:train:0" and selected in [k for _, k in choices]
+    assert (out["lab_split"], out["lab_index"], out["tabs"]) == ("test", 3, "lab")
+    assert explorer.gallery_pick("s1", 5) == {}
 
 
 def test_controller_lab_compares_every_solver(explorer):
