@@ -440,3 +440,17 @@ def test_pca_gram_path_matches_svd():
     for i in range(2):
         assert abs(abs(basis.components[i] @ vt[i]) - 1) < 1e-8  # same axes (up to sign)
     np.testing.assert_allclose(basis.explained, (s[:2] ** 2) / (s**2).sum(), rtol=1e-8)
+
+
+def test_launch_flags_and_loopback_warning():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("launch", Path(__file__).resolve().parents[1] / "launch.py")
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    args = launch.build_parser().parse_args([])
+    assert (args.host, args.port, args.device, args.runs_dir) == ("127.0.0.1", 7860, "auto", "runs")
+    assert launch.is_loopback("127.0.0.1") and launch.is_loopback("localhost") and launch.is_loopback("::1")
+    assert not launch.is_loopback("0.0.0.0") and not launch.is_loopback("192.168.1.5")
+    assert launch.main(["--port", "0"]) == 2  # refused before anything starts
