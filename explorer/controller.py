@@ -245,7 +245,7 @@ class Explorer:
             if previous is not None:
                 threading.Thread(target=previous.stop, daemon=True).start()  # finishing takes a while
             session.train = trainer
-            session.train_runs.append(trainer)
+            session.add_run(trainer)
         out = self._train_outputs(key, force=True)
         out.update(train_message=f"Started **{settings.display_name}**; saving to `{out_dir}`.", train_timer=True)
         return out
@@ -345,7 +345,7 @@ class Explorer:
         indices = session.lab.get("gallery") or []
         if session.train is None or not 0 <= position < len(indices):
             return {}
-        model_key = f"session:train:{len(session.train_runs) - 1}"
+        model_key = f"session:train:{next(reversed(session.train_runs))}"
         return {
             "lab_model_choices": (self.lab_choices(key), model_key),
             "lab_split": "test",
@@ -359,7 +359,7 @@ class Explorer:
         """(label, key) of every model the lab can open: this session's runs, saved runs, fresh presets."""
         session = self.session(key)
         choices: list[tuple[str, str]] = []
-        for i, run in reversed(list(enumerate(session.train_runs))):
+        for i, run in reversed(list(session.train_runs.items())):
             choices.append((f"this session: {run.lanes[0].name} (step {run.step_count})", f"session:train:{i}"))
         if session.playground is not None:
             for j, lane in enumerate(session.playground.lanes):
@@ -380,12 +380,12 @@ class Explorer:
             which, _, idx = rest.partition(":")
             try:
                 i = int(idx)
-                trainer = session.train_runs[i] if which == "train" else session.playground
+                trainer = session.train_runs[i] if which == "train" else session.playground  # KeyError if gone
                 lane = 0 if which == "train" else i
                 if trainer is None or lane >= len(trainer.trainers):
                     raise IndexError
-            except (ValueError, IndexError):
-                raise ValueError("that model is no longer in this session; pick another") from None
+            except (ValueError, IndexError, KeyError):
+                raise ValueError("that model is no longer in this session; pick another (or its saved run)") from None
             return lab_lib.LabModel(
                 model_key, trainer.lanes[lane].name, trainer.clone_model(lane).eval(), trainer.trainers[lane].data
             )

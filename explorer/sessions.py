@@ -610,17 +610,30 @@ class Session:
     playground: SessionTrainer | None = None
     playground_settings: Any = None
     train: SessionTrainer | None = None
-    train_runs: list[SessionTrainer] = field(default_factory=list)  # this session's image runs, newest last
+    train_runs: dict[int, SessionTrainer] = field(default_factory=dict)  # image runs by id, newest last
+    next_run_id: int = 0
     lab: dict[str, Any] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def trainers(self) -> list[SessionTrainer]:
-        found = [self.playground, self.train, *self.train_runs]
+        found = [self.playground, self.train, *self.train_runs.values()]
         unique: list[SessionTrainer] = []
         for t in found:
             if t is not None and all(t is not u for u in unique):
                 unique.append(t)
         return unique
+
+    def add_run(self, trainer: SessionTrainer, keep: int = 3) -> int:
+        """Remember an image run under a new id; older ones beyond ``keep`` leave memory (their data and
+        model) but stay on disk, where the Solver lab finds them as saved runs."""
+        run_id = self.next_run_id
+        self.next_run_id += 1
+        self.train_runs[run_id] = trainer
+        for old in list(self.train_runs)[:-keep]:
+            finished = self.train_runs.pop(old)
+            if finished is not self.train:
+                finished.close()
+        return run_id
 
     def close(self) -> None:
         for trainer in self.trainers():

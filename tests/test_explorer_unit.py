@@ -370,12 +370,19 @@ def test_controller_playground_load_apply_and_bad_value(explorer):
 
 def test_controller_gallery_pick_selects_the_run_in_the_lab(explorer):
     session = explorer.session("s1")
-    session.train_runs.append(SessionTrainer([Lane("DEQ", toy_config("deq"))]))
-    session.train = session.train_runs[-1]
+    for _ in range(5):  # only the newest 3 stay in memory; ids keep counting
+        session.train = SessionTrainer([Lane("DEQ", toy_config("deq"))])
+        session.add_run(session.train)
+    assert list(session.train_runs) == [2, 3, 4]
     session.lab["gallery"] = [7, 3]
     out = explorer.gallery_pick("s1", 1)
     choices, selected = out["lab_model_choices"]
-    assert selected == "session:train:0" and selected in [k for _, k in choices]
+    assert selected == "session:train:4" and selected in [k for _, k in choices]
+    assert "session:train:0" not in [k for _, k in choices]
+    assert (
+        "no longer in this session"
+        in explorer.lab_run("s1", "session:train:0", "", "val", 0, 1e-4, 9, "rk4", 4)["warning"]
+    )
     assert (out["lab_split"], out["lab_index"], out["tabs"]) == ("test", 3, "lab")
     assert explorer.gallery_pick("s1", 5) == {}
 
