@@ -205,31 +205,6 @@ class _Recorder:
             self.metrics.close()
 
 
-def summary_of(event: FinishedEvent, trainer: Trainer) -> dict[str, Any]:
-    config = trainer.config
-    epochs = trainer.step_count / trainer.batches_per_epoch
-    return {
-        "model": config.model.family,
-        "dataset": config.dataset,
-        "params": event.params,
-        "steps": event.step,
-        "test_accuracy": event.test_accuracy,
-        "best_val_accuracy": event.best_val_accuracy,
-        "best_step": event.best_step,
-        "mean_nfe_forward": event.mean_nfe_forward,
-        "mean_nfe_backward": event.mean_nfe_backward,
-        "peak_memory_bytes": event.peak_memory_bytes,
-        "memory_measure": event.memory_measure,
-        "baseline_memory_bytes": trainer.baseline_memory_bytes,
-        "seconds": event.seconds,
-        "train_seconds": trainer.train_seconds,
-        "epochs": epochs,
-        "seconds_per_epoch": trainer.train_seconds / epochs if epochs else None,
-        "device": str(trainer.device),
-        "stopped": event.stopped,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -256,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     recorder.close()
     if isinstance(final, FinishedEvent):
-        summary = summary_of(final, trainer)
+        summary = trainer.summary(final)
         if out is not None:
             atomic_write_json(out / "summary.json", summary)
         acc = "n/a" if final.test_accuracy is None else f"{100 * final.test_accuracy:.2f} %"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from core.training import Divergence, EvalEvent, FinishedEvent, StepEvent, TrainConfig, Trainer, atomic_write_json
+from core.training import Divergence, EvalEvent, StepEvent, TrainConfig, Trainer, atomic_write_json
 
 #: Worker states, as shown on the page.
 READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
@@ -552,7 +551,7 @@ class SessionTrainer:
                 if lane.out_dir is not None and trainer.step_count:
                     trainer.save()
                 event = trainer.finish(stopped=stopped or not trainer.done)
-            summary = summary_of(event, trainer.config, lane.name)
+            summary = {"name": lane.name, **trainer.summary(event)}
             self._record(i, event.to_dict())
             if lane.out_dir is not None:
                 atomic_write_json(lane.out_dir / "summary.json", summary)
@@ -571,30 +570,6 @@ def _relevant(trainer: Trainer, changes: dict[str, Any]) -> dict[str, Any]:
     and a DEQ has no ODE settings while the ODE families have no root solver."""
     is_deq = trainer.config.model.family == "deq"
     return {k: v for k, v in changes.items() if not (k == "ode" and is_deq) and not (k == "deq" and not is_deq)}
-
-
-def summary_of(event: FinishedEvent, config: TrainConfig, name: str = "") -> dict[str, Any]:
-    """The run's summary.json: the fields ``python -m core.train`` writes, plus the display name."""
-
-    def clean(v: Any) -> Any:
-        return None if isinstance(v, float) and not math.isfinite(v) else v
-
-    return {
-        "name": name,
-        "model": config.model.family,
-        "dataset": config.dataset,
-        "params": event.params,
-        "steps": event.step,
-        "test_accuracy": clean(event.test_accuracy),
-        "best_val_accuracy": clean(event.best_val_accuracy),
-        "best_step": event.best_step,
-        "mean_nfe_forward": clean(event.mean_nfe_forward),
-        "mean_nfe_backward": clean(event.mean_nfe_backward),
-        "peak_memory_bytes": event.peak_memory_bytes,
-        "memory_measure": event.memory_measure,
-        "seconds": event.seconds,
-        "stopped": event.stopped,
-    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -318,6 +318,33 @@ class Trainer:
                 group["lr"] = group["lr"] * ratio
         self.config = config
 
+    def summary(self, event: FinishedEvent) -> dict[str, Any]:
+        """The run's ``summary.json``: what the CLI and the app write when a run ends."""
+        config = self.config
+        epochs = self.step_count / self.batches_per_epoch
+        fields = {
+            "model": config.model.family,
+            "dataset": config.dataset,
+            "params": event.params,
+            "steps": event.step,
+            "test_accuracy": event.test_accuracy,
+            "best_val_accuracy": event.best_val_accuracy,
+            "best_step": event.best_step,
+            "mean_nfe_forward": event.mean_nfe_forward,
+            "mean_nfe_backward": event.mean_nfe_backward,
+            "peak_memory_bytes": event.peak_memory_bytes,
+            "memory_measure": event.memory_measure,
+            "baseline_memory_bytes": self.baseline_memory_bytes,
+            "seconds": event.seconds,
+            "train_seconds": self.train_seconds,
+            "epochs": epochs,
+            "seconds_per_epoch": self.train_seconds / epochs if epochs else None,
+            "device": str(self.device),
+            "stopped": event.stopped,
+        }
+        # JSON has no NaN/inf.
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
+
     # ------------------------------------------------------------------ state
 
     def _snapshot(self) -> dict[str, Any]:
