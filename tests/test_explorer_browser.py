@@ -239,6 +239,12 @@ def test_closing_the_tab_stops_its_training(server, demo, page):
             break
         time.sleep(0.05)
     assert key not in registry and len(registry) <= before
+    # close() stops between steps: a step already in flight may still finish. Wait for the worker to exit.
+    for _ in range(200):
+        thread = trainer._thread
+        if thread is None or not thread.is_alive():
+            break
+        time.sleep(0.05)
     n = trainer.step_count
     time.sleep(0.5)
     assert trainer.step_count == n and not trainer.running
