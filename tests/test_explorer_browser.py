@@ -23,18 +23,9 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 
 from explorer.app import build_app  # noqa: E402
+from explorer.bench import CHROMIUM_ARGS as ARGS  # noqa: E402  (one list of offline-safe flags)
 from explorer.server import serve  # noqa: E402
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(os.environ.get("EXPLORER_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts/explorer"))
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

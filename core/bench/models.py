@@ -55,6 +55,19 @@ def _machine(threads: int) -> dict[str, Any]:
     }
 
 
+def _payload(name: str, args: argparse.Namespace, records: list, start: float, **extra: Any) -> dict[str, Any]:
+    """The JSON written by every subcommand here: what ran, when, where, and its records."""
+    return {
+        "benchmark": name,
+        "command": args.command_line,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(args.threads),
+        **extra,
+        "records": records,
+        "seconds_total": time.perf_counter() - start,
+    }
+
+
 # ----------------------------------------------------------------------------------------------- models
 
 
@@ -100,15 +113,8 @@ def run_models(args: argparse.Namespace) -> int:
         }
         _log(f"  -> test {record['test_accuracy']:.4f}, nfe {record['nfe_forward']:.1f}/{record['nfe_backward']:.1f}")
         records.append(record)
-    payload = {
-        "benchmark": "models",
-        "command": args.command_line,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(args.threads),
-        "settings": {k: getattr(args, k) for k in ("dataset", "budget_seconds", "batch_size", "lr", "seed", "threads")},
-        "records": records,
-        "seconds_total": time.perf_counter() - start,
-    }
+    settings = {k: getattr(args, k) for k in ("dataset", "budget_seconds", "batch_size", "lr", "seed", "threads")}
+    payload = _payload("models", args, records, start, settings=settings)
     if args.json:
         _write_json(args.json, payload)
     print(models_table(records))
@@ -281,14 +287,7 @@ def run_memory(args: argparse.Namespace) -> int:
             f"{record['training_bytes'] / 2**20:8.1f} MB (nfe {record['nfe_forward']})"
         )
         records.append(record)
-    payload = {
-        "benchmark": "memory",
-        "command": args.command_line,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(args.threads),
-        "records": records,
-        "seconds_total": time.perf_counter() - start,
-    }
+    payload = _payload("memory", args, records, start)
     if args.json:
         _write_json(args.json, payload)
     print(memory_table(records, args.base_batch, args.base_steps))
