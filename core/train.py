@@ -19,7 +19,6 @@ from .models.config import ADAPTIVE_ODE, FIXED_STEP_ODE
 from .solvers import METHODS
 from .training import (
     CheckpointError,
-    CheckpointEvent,
     ErrorEvent,
     EvalEvent,
     Event,
@@ -189,8 +188,6 @@ class _Recorder:
             self._print(f"error at step {event.step}: {event.message}\n  advice: {event.advice}")
             if event.checkpoint:
                 self._print(f"  last good checkpoint kept: {event.checkpoint}")
-        elif isinstance(event, CheckpointEvent):
-            pass
 
     def _print(self, text: str) -> None:
         if self.bar is not None:

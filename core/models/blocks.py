@@ -17,6 +17,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from ..solvers import SolverStats, make_options, solve
+from ..solvers.base import evenly_spaced
 from .config import DEQConfig, ODEConfig
 from .layers import LearnableStart, alternating_start
 
@@ -134,7 +135,7 @@ class ODEBlock(nn.Module):
         self._nfe_forward = self.fn.calls
         traj = None
         if trajectory:
-            idx = torch.linspace(0, len(times) - 1, min(trajectory, len(times))).round().long().unique()
+            idx = evenly_spaced(len(times), trajectory)
             traj = (times[idx].detach().cpu(), states[idx.to(states.device)].detach())
         stats = BlockStats(
             family=self.family,
@@ -277,7 +278,7 @@ class DEQBlock(nn.Module):
             else:
                 states = torch.stack(iterates)
                 times = torch.arange(len(iterates), dtype=torch.float32)
-            idx = torch.linspace(0, len(times) - 1, min(trajectory, len(times))).round().long().unique()
+            idx = evenly_spaced(len(times), trajectory)
             traj, times = states[idx.to(states.device)], times[idx]
         return z, BlockStats(
             family="deq",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..solvers import METHODS, make_options
+from ..solvers.base import check_choice, check_positive_int
 
 FAMILIES = ("node", "anode", "deq", "homoode")
 
@@ -29,16 +30,6 @@ START_POINTS = ("fixed", "learnable")
 
 def _fail(message: str) -> None:
     raise ValueError(message)
-
-
-def _choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        _fail(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
-def _positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _positive_float(value: Any, name: str) -> None:
@@ -67,11 +58,11 @@ class ODEConfig:
     adjoint: bool = False
 
     def __post_init__(self) -> None:
-        _choice(self.method, "ode method", FIXED_STEP_ODE + ADAPTIVE_ODE)
+        check_choice(self.method, "ode method", FIXED_STEP_ODE + ADAPTIVE_ODE)
         _positive_float(self.rtol, "rtol")
         _positive_float(self.atol, "atol")
-        _positive_int(self.n_steps, "n_steps")
-        _positive_int(self.max_steps, "max_steps")
+        check_positive_int(self.n_steps, "n_steps")
+        check_positive_int(self.max_steps, "max_steps")
 
     @property
     def adaptive(self) -> bool:
@@ -99,14 +90,14 @@ class DEQConfig:
     phantom_steps: int = 1
 
     def __post_init__(self) -> None:
-        _choice(self.backward, "backward", DEQ_BACKWARDS)
+        check_choice(self.backward, "backward", DEQ_BACKWARDS)
         if self.solver not in METHODS:
             _fail(f"unknown solver {self.solver!r}; expected one of {', '.join(METHODS)}")
         make_options(self.solver, **self.solver_options)  # validates, raises ValueError
         if self.backward_solver not in METHODS:
             _fail(f"unknown backward solver {self.backward_solver!r}; expected one of {', '.join(METHODS)}")
         make_options(self.backward_solver, **self.backward_options)
-        _positive_int(self.phantom_steps, "phantom_steps")
+        check_positive_int(self.phantom_steps, "phantom_steps")
 
 
 @dataclass(frozen=True)
@@ -145,17 +136,17 @@ class ModelConfig:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        _choice(self.family, "family", FAMILIES)
-        _choice(self.input_kind, "input_kind", tuple(INPUT_KINDS))
-        _positive_int(self.num_classes, "num_classes", minimum=2)
-        _positive_int(self.width, "width")
-        _positive_int(self.hidden, "hidden")
-        _positive_int(self.augment_dim, "augment_dim", minimum=0)
-        _positive_int(self.head_dim, "head_dim")
-        _positive_int(self.head_pool, "head_pool")
+        check_choice(self.family, "family", FAMILIES)
+        check_choice(self.input_kind, "input_kind", tuple(INPUT_KINDS))
+        check_positive_int(self.num_classes, "num_classes", minimum=2)
+        check_positive_int(self.width, "width")
+        check_positive_int(self.hidden, "hidden")
+        check_positive_int(self.augment_dim, "augment_dim", minimum=0)
+        check_positive_int(self.head_dim, "head_dim")
+        check_positive_int(self.head_pool, "head_pool")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             _fail(f"dropout must be in [0, 1), got {self.dropout!r}")
-        _choice(self.start, "start", START_POINTS)
+        check_choice(self.start, "start", START_POINTS)
         if not isinstance(self.ode, ODEConfig):
             _fail("ode must be an ODEConfig")
         if not isinstance(self.deq, DEQConfig):

@@ -231,6 +231,11 @@ def wide_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def evenly_spaced(n: int, k: int) -> torch.Tensor:
+    """Indices of at most k evenly spaced items out of n, first and last included (for subsampling paths)."""
+    return torch.linspace(0, n - 1, min(k, n)).round().long().unique()
+
+
 def batch_norm(x: torch.Tensor) -> torch.Tensor:
     """(B, ...) -> (B,) Euclidean norm of each sample."""
     return x.reshape(x.shape[0], -1).norm(dim=1)

@@ -35,6 +35,7 @@ from .base import (
     check_choice,
     check_in_range,
     check_positive_int,
+    evenly_spaced,
 )
 from .linear import JACOBIAN_MODES, LINEAR_SOLVERS, JacobianAt, solve_shifted
 
@@ -246,6 +247,6 @@ def _newton_corrector(
 def _subsample(lambdas: torch.Tensor, states: torch.Tensor, max_points: int) -> SolverPath:
     n = lambdas.shape[0]
     if n > max_points:
-        idx = torch.linspace(0, n - 1, max_points).round().long().unique()
+        idx = evenly_spaced(n, max_points)
         lambdas, states = lambdas[idx], states[idx.to(states.device)]
     return SolverPath(lambdas=lambdas.detach().cpu(), states=states.detach())
