@@ -14,12 +14,13 @@ import gradio as gr
 
 import core
 from core.data import TOY_SETS
+from core.models import INPUT_KINDS
 
-from .controller import LAB_COLUMNS, RUN_COLUMNS, Explorer
+from .controller import COMPARE_SCOPES, LAB_COLUMNS, PATH_VIEWS, RUN_COLUMNS, Explorer
 from .imagetrain import DEVICES, TrainSettings, dataset_choices
 from .lab import FRESH_PRESETS
 from .playground import FAMILY_NAMES, ODE_METHODS, PlaygroundSettings
-from .plots import empty_figure
+from .plots import GRADIENT_DASH, empty_figure
 
 #: System fonts only: the page must not fetch fonts (or anything) from the internet.
 THEME_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
@@ -48,7 +49,10 @@ ABOUT = """
 **Playground**: watch the three side by side on 2-D data (boundary, trajectories, vector field, NFE).
 **Train**: train on images (bundled MNIST digits offline) with live loss, accuracy, NFE, memory and time.
 **Solver lab**: take one input of a trained model and solve it with every solver; residual vs NFE on a log
-axis, the path of the state in one frozen PCA basis, and accuracy vs NFE when solver settings change.
+axis, the path of the state in one frozen PCA basis (2-D or 3-D), and accuracy vs NFE when solver settings
+change.
+**Compare**: every saved run in one table (export it as CSV or JSON), their curves overlaid, accuracy vs NFE,
+and training memory vs batch size measured per family and gradient method.
 
 Everything runs on this machine; nothing is sent anywhere.
 """
@@ -107,6 +111,9 @@ def _value(name: str, result: dict[str, Any]) -> Any:
         return gr.Timer(active=bool(value))
     if name == "tabs":
         return gr.Tabs(selected=value)
+    if name == "compare_runs":
+        choices, selected = value
+        return gr.CheckboxGroup(choices=choices, value=selected)
     if name == "lab_model_choices":
         # (choices) refreshes the menu; (choices, value) also selects one, in a single update.
         choices, *selected = value if isinstance(value, tuple) else (value,)
@@ -262,6 +269,12 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                                 elem_id="lab-path",
                                 show_label=False,
                             )
+                        c["lab_view"] = gr.Radio(
+                            list(PATH_VIEWS),
+                            value="2-D",
+                            label="path view (drag the 3-D view to turn it)",
+                            elem_id="lab-view",
+                        )
                         c["lab_position"] = gr.Slider(
                             0,
                             1,
@@ -283,6 +296,61 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                             elem_id="lab-sweep-plot",
                             show_label=False,
                         )
+            # ---------------------------------------------------------------- Compare
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                with gr.Row():
+                    c["compare_scope"] = gr.Radio(list(COMPARE_SCOPES), value=COMPARE_SCOPES[0], label="show")
+                    compare_refresh = gr.Button("Refresh", elem_id="compare-refresh")
+                    compare_csv = gr.Button("Export table as CSV", elem_id="compare-csv")
+                    compare_json = gr.Button("Export as JSON (with configs)", elem_id="compare-json")
+                c["compare_message"] = gr.Markdown("", elem_id="compare-message")
+                c["compare_file"] = gr.File(label="exported table", interactive=False, elem_id="compare-file")
+                c["compare_table"] = gr.Dataframe(
+                    headers=RUN_COLUMNS,
+                    label="runs (peak MB: CUDA allocator on a GPU, process RSS on the CPU)",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="compare-table",
+                )
+                c["compare_runs"] = gr.CheckboxGroup(
+                    [], label="overlay the curves of these runs", elem_id="compare-runs"
+                )
+                c["compare_curves"] = gr.Plot(
+                    empty_figure("open this tab or press Refresh to list the saved runs", 300),
+                    label="training curves",
+                    elem_id="compare-curves",
+                    show_label=False,
+                )
+                c["compare_accuracy"] = gr.Plot(
+                    empty_figure("accuracy vs NFE of every run appears here", 300),
+                    label="accuracy vs NFE",
+                    elem_id="compare-accuracy",
+                    show_label=False,
+                )
+                gr.Markdown(
+                    "#### Memory vs batch size, measured\n"
+                    "One training step per family, gradient method and batch size on random inputs, here and "
+                    "now. The figure is the memory the forward pass keeps for backward: it grows with the batch "
+                    "(and, for direct backprop, with the ODE steps), while adjoint and implicit gradients keep "
+                    "only states. Whole-process peaks per run: `python -m core.bench memory`."
+                )
+                with gr.Row():
+                    c["memory_families"] = gr.CheckboxGroup(
+                        [(v, k) for k, v in FAMILY_NAMES.items()], value=list(FAMILY_NAMES), label="families"
+                    )
+                    c["memory_gradients"] = gr.CheckboxGroup(
+                        list(GRADIENT_DASH), value=list(GRADIENT_DASH), label="gradient methods"
+                    )
+                    c["memory_batches"] = gr.Textbox("8, 32, 128", label="batch sizes", elem_id="memory-batches")
+                    c["memory_kind"] = gr.Dropdown(list(INPUT_KINDS), value="image28", label="inputs")
+                    c["memory_steps"] = gr.Number(2, label="rk4 steps (ODE)", precision=0)
+                    memory_go = gr.Button("Measure", elem_id="memory-run")
+                c["compare_memory"] = gr.Plot(
+                    empty_figure("press “Measure” (a few seconds on a CPU)", 320),
+                    label="memory vs batch size",
+                    elem_id="compare-memory",
+                    show_label=False,
+                )
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
         pg_timer = gr.Timer(REDRAW_SECONDS)
@@ -417,18 +485,22 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 ("max_iter", c["lab_max_iter"]),
                 ("ode_method", c["lab_ode"]),
                 ("ode_steps", c["lab_ode_steps"]),
+                ("view", c["lab_view"]),
             ],
         )
         wire(lab_go.click, ex.lab_run, run_lab["inputs"], lab_out, "lab_run")
-        wire(
-            c["lab_position"].input,
-            ex.lab_scrub,
-            [("position", c["lab_position"])],
-            ["lab_path"],
-            "lab_scrub",
-            show_progress="hidden",
-            trigger_mode="always_last",
-        )
+        # The slider is the public endpoint; the 2-D / 3-D switch redraws through the same logic.
+        for i, trigger in enumerate((c["lab_position"].input, c["lab_view"].input)):
+            wire(
+                trigger,
+                ex.lab_scrub,
+                [("position", c["lab_position"]), ("view", c["lab_view"])],
+                ["lab_path", "lab_message"],
+                "lab_scrub" if i == 0 else None,
+                show_progress="hidden",
+                trigger_mode="always_last",
+                **({} if i == 0 else {"api_visibility": "private"}),
+            )
         wire(
             lab_sweep.click,
             ex.lab_sweep,
@@ -467,6 +539,42 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             inputs=[comp for _, comp in run_lab["inputs"]],
             outputs=[c[n] for n in lab_out],
             api_visibility="private",
+        )
+
+        compare_in = [("scope", c["compare_scope"]), ("selected", c["compare_runs"])]
+        compare_out = ["compare_table", "compare_runs", "compare_curves", "compare_accuracy", "compare_message"]
+        wire(compare_refresh.click, ex.compare_refresh, compare_in, compare_out, "compare_refresh")
+        for trigger in (compare_tab.select, c["compare_scope"].input):
+            wire(trigger, ex.compare_refresh, compare_in, compare_out, None, api_visibility="private")
+        wire(
+            c["compare_runs"].input,
+            ex.compare_select,
+            compare_in,
+            ["compare_curves", "compare_message"],
+            "compare_select",
+            trigger_mode="always_last",
+        )
+        for button, fmt in ((compare_csv, "csv"), (compare_json, "json")):
+            wire(
+                button.click,
+                ex.compare_export,
+                [("scope", c["compare_scope"])],
+                ["compare_file", "compare_message"],
+                f"compare_export_{fmt}",
+                fixed={"fmt": fmt},
+            )
+        wire(
+            memory_go.click,
+            ex.compare_memory,
+            [
+                ("families", c["memory_families"]),
+                ("gradients", c["memory_gradients"]),
+                ("batch_sizes", c["memory_batches"]),
+                ("kind", c["memory_kind"]),
+                ("n_steps", c["memory_steps"]),
+            ],
+            ["compare_memory", "compare_message"],
+            "compare_memory",
         )
         demo.unload(_unload(ex))
     return demo

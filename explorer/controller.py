@@ -10,18 +10,40 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from core.data import DatasetUnavailable
 from core.training import CheckpointError
 
 from . import lab as lab_lib
-from .imagetrain import RUN_COLUMNS, TrainSettings, list_runs, new_run_dir
+from .imagetrain import TrainSettings, new_run_dir
 from .playground import FAMILY_NAMES, PlaygroundSettings, flow_views, flow_visual, status_markdown
-from .plots import curves_figure, empty_figure, path_figure, playground_figure, residual_figure, sweep_figure
+from .plots import (
+    RunPoint,
+    curves_figure,
+    empty_figure,
+    memory_figure,
+    path_figure,
+    playground_figure,
+    residual_figure,
+    runs_accuracy_figure,
+    sweep_figure,
+)
+from .runs import RUN_COLUMNS, RunRecord, export_runs, read_metrics, read_runs, run_rows
 from .sessions import CapacityError, Lane, Session, SessionRegistry, SessionTrainer, Snapshot
+
+PATH_VIEWS = {"2-D": 2, "3-D": 3}
+COMPARE_SCOPES = ("all saved runs", "this tab's runs")
+COMPARE_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
+MAX_OVERLAID = 8  # curves of more runs than colours are unreadable
+MAX_MEMORY_BATCH = 512
+_NO_RUNS = "No saved runs yet: start one in the **Train** tab (or with `python -m core.train --out runs/NAME`)."
 
 #: Exceptions that mean "the user asked for something that cannot be done", shown as a message.
 USER_ERRORS = (ValueError, DatasetUnavailable, CheckpointError, CapacityError)
@@ -61,6 +83,7 @@ class Explorer:
         self.autoplay = autoplay
         self._drawn: dict[tuple[str, str], tuple] = {}  # (session, view) -> signature last drawn
         self._drawn_lock = threading.Lock()
+        self._exports = Path(tempfile.mkdtemp(prefix="explorer-exports-"))  # served for download, per session
 
     def warm_up(self) -> None:
         """Build and draw the first screen once, off the request path: the first load in a fresh process
@@ -246,6 +269,7 @@ class Explorer:
                 threading.Thread(target=previous.stop, daemon=True).start()  # finishing takes a while
             session.train = trainer
             session.add_run(trainer)
+            session.run_dirs.append(out_dir)
         out = self._train_outputs(key, force=True)
         out.update(train_message=f"Started **{settings.display_name}**; saving to `{out_dir}`.", train_timer=True)
         return out
@@ -317,7 +341,7 @@ class Explorer:
         return self._train_outputs(key)
 
     def runs_table(self) -> list[list[Any]]:
-        return list_runs(self.runs_dir)
+        return run_rows(read_runs(self.runs_dir))
 
     def train_gallery(self, key: str) -> dict[str, Any]:
         """Test images of the current run with predictions, misclassified and high-NFE first."""
@@ -434,10 +458,12 @@ class Explorer:
         max_iter: Any,
         ode_method: str,
         ode_steps: Any,
+        view: str = "2-D",
     ) -> dict[str, Any]:
         """Solve the chosen input with every solver (DEQ) or integrate its ODE (NODE, ANODE, HomoODE)."""
         session = self.session(key)
         try:
+            dims = _dims(view)
             lab = self._lab_model(key, model_key, checkpoint)
             x, label, picture = lab_lib.pick_input(lab, _as_int(index, "input index"), _split(split))
             result = lab_lib.compare_solvers(
@@ -464,20 +490,25 @@ class Explorer:
         note = f"**{lab.label}** · true class **{lab.data.class_names[label]}**"
         return {
             "lab_residual": residual,
-            "lab_path": path_figure(result.paths, 1.0, result.inner, result.basis.explained),
+            "lab_path": path_figure(result.paths, 1.0, result.inner, result.basis.explained, dims=dims),
             "lab_table": rows,
             "lab_position": 1.0,
             "lab_picture": picture,
             "lab_message": note,
         }
 
-    def lab_scrub(self, key: str, position: Any) -> dict[str, Any]:
-        """Move the cursor along every path (the inner time axis: k, λ or t), in the frozen basis."""
+    def lab_scrub(self, key: str, position: Any, view: str = "2-D") -> dict[str, Any]:
+        """Move the cursor along every path (the inner time axis: k, λ or t), or switch between the 2-D
+        and 3-D view, in the same frozen basis."""
         result = self.session(key).lab.get("result")
         if result is None:
             return {}
+        try:
+            dims = _dims(view)
+        except ValueError as err:
+            return {"warning": str(err), "lab_message": _msg(str(err))}
         pos = float(position) if isinstance(position, (int, float)) and math.isfinite(position) else 1.0
-        return {"lab_path": path_figure(result.paths, pos, result.inner, result.basis.explained)}
+        return {"lab_path": path_figure(result.paths, pos, result.inner, result.basis.explained, dims=dims)}
 
     def lab_sweep(self, key: str, model_key: str, checkpoint: str, kind: str, samples: Any) -> dict[str, Any]:
         """Accuracy vs mean NFE over solver settings on validation data, without retraining."""
@@ -490,6 +521,87 @@ class Explorer:
         n = _as_int(samples, "sweep samples")
         return {"lab_sweep": sweep_figure(curves), "lab_message": f"sweep of **{lab.label}** on {n} validation inputs"}
 
+    # ------------------------------------------------------------------ Compare
+
+    def _compare_records(self, key: str, scope: str) -> list[RunRecord]:
+        if scope not in COMPARE_SCOPES:
+            raise ValueError(f"show must be one of {', '.join(COMPARE_SCOPES)}, got {scope!r}")
+        records = read_runs(self.runs_dir)
+        if scope == "this tab's runs":
+            mine = {p.resolve() for p in self.session(key).run_dirs}
+            records = [r for r in records if r.folder.resolve() in mine]
+        return records
+
+    def compare_refresh(self, key: str, scope: str, selected: list[str] | None = None) -> dict[str, Any]:
+        """Re-read the runs directory: the table, the run picker (keeping what is still there, else the
+        three newest), the overlaid curves of the picked runs and every run's accuracy vs NFE."""
+        try:
+            records = self._compare_records(key, scope)
+        except ValueError as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        names = [r.name for r in records]
+        keep = [n for n in (selected or []) if n in names] or names[:3]
+        points = [p for p in (_run_point(r) for r in records) if p is not None]
+        return {
+            "compare_table": run_rows(records),
+            "compare_runs": (names, keep),
+            "compare_curves": self._compare_curves(records, keep),
+            "compare_accuracy": runs_accuracy_figure(points),
+            "compare_message": f"{len(records)} run(s) in `{self.runs_dir}`" if records else _NO_RUNS,
+        }
+
+    def compare_select(self, key: str, scope: str, selected: list[str] | None) -> dict[str, Any]:
+        """The run picker changed: redraw the overlaid curves only."""
+        try:
+            records = self._compare_records(key, scope)
+        except ValueError as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        return {"compare_curves": self._compare_curves(records, list(selected or []))}
+
+    @staticmethod
+    def _compare_curves(records: list[RunRecord], selected: list[str]) -> Any:
+        chosen = [r for r in records if r.name in set(selected)]
+        if not chosen:
+            return empty_figure("pick runs above to overlay their training curves", 300)
+        if len(chosen) > MAX_OVERLAID:
+            chosen = chosen[:MAX_OVERLAID]
+        return curves_figure({r.name: read_metrics(r.folder) for r in chosen}, COMPARE_PANELS)
+
+    def compare_export(self, key: str, scope: str, fmt: str) -> dict[str, Any]:
+        """Write the runs table as CSV or JSON for download."""
+        try:
+            folder = self._exports / (re.sub(r"[^A-Za-z0-9]", "", key or "") or "local")
+            path = export_runs(self._compare_records(key, scope), fmt, folder)
+        except (ValueError, OSError) as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        return {"compare_file": str(path), "compare_message": f"exported {path.name}: download it below the buttons"}
+
+    def compare_memory(
+        self,
+        key: str,
+        families: list[str] | None,
+        gradients: list[str] | None,
+        batch_sizes: str,
+        kind: str,
+        n_steps: Any,
+    ) -> dict[str, Any]:
+        """One training step per (family, gradient method, batch size) on random inputs of ``kind``,
+        measuring the bytes the forward graph keeps for backward (deterministic, unlike RSS, and the part
+        that grows with the batch). Runs on the CPU so it never disturbs a GPU run's peak counter."""
+        from core.bench.models import MEMORY_VARIANTS, memory_probe
+
+        try:
+            plan = _memory_plan(MEMORY_VARIANTS, families, gradients, batch_sizes, kind, n_steps)
+        except ValueError as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        records = [memory_probe(f, g, b, n, kind, "cpu") for f, g, b, n in plan]
+        self.session(key).lab["memory"] = records
+        return {
+            "compare_memory": memory_figure(records),
+            "compare_message": f"measured {len(records)} training steps on the CPU ({kind} inputs, ODE: rk4 × "
+            f"{plan[0][3]} steps)",
+        }
+
 
 LAB_COLUMNS = ["solver", "status", "NFE", "Jacobian products", "residual", "seconds", "prediction"]
 
@@ -500,6 +612,67 @@ def _as_int(value: Any, name: str) -> int:
     if not float(value).is_integer():
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     return int(value)
+
+
+def _dims(view: str) -> int:
+    if view not in PATH_VIEWS:
+        raise ValueError(f"path view must be one of {', '.join(PATH_VIEWS)}, got {view!r}")
+    return PATH_VIEWS[view]
+
+
+def _run_point(record: RunRecord) -> RunPoint | None:
+    """A run on the accuracy-vs-NFE chart: test accuracy when it has ended, else its best validation
+    accuracy so far; mean NFE from its summary, else from its steps so far. None when it has neither."""
+    s = record.summary
+    acc, on = s.get("test_accuracy"), "test"
+    fwd, bwd = s.get("mean_nfe_forward"), s.get("mean_nfe_backward")
+    if acc is None or fwd is None:
+        m = read_metrics(record.folder)
+        if acc is None and len(m["val_acc"]) and np.isfinite(m["val_acc"]).any():
+            acc, on = float(np.nanmax(m["val_acc"])), "val"
+        if fwd is None and len(m["nfe_forward"]):
+            fwd, bwd = float(np.nanmean(m["nfe_forward"])), float(np.nanmean(m["nfe_backward"]))
+    if acc is None or fwd is None:
+        return None
+    return RunPoint(record.name, record.family or "?", float(fwd), float(bwd or 0.0), float(acc), on)
+
+
+def _memory_plan(
+    variants: tuple[tuple[str, str], ...],
+    families: list[str] | None,
+    gradients: list[str] | None,
+    batch_sizes: str,
+    kind: str,
+    n_steps: Any,
+) -> list[tuple[str, str, int, int]]:
+    """(family, gradient, batch, rk4 steps) of each measurement; a clear error for any bad field."""
+    from core.models import INPUT_KINDS
+
+    families, gradients = list(families or []), list(gradients or [])
+    if not families:
+        raise ValueError("pick at least one model family to measure")
+    if not gradients:
+        raise ValueError("pick at least one gradient method to measure")
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"input kind must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
+    steps = _as_int(n_steps, "rk4 steps")
+    if not 1 <= steps <= 32:
+        raise ValueError(f"rk4 steps must be from 1 to 32, got {steps}")
+    try:
+        batches = sorted({int(b) for b in str(batch_sizes).replace(",", " ").split()})
+    except ValueError:
+        raise ValueError(
+            f"batch sizes must be whole numbers separated by commas, e.g. 8, 32, 128; got {batch_sizes!r}"
+        ) from None
+    if not batches or not all(1 <= b <= MAX_MEMORY_BATCH for b in batches) or len(batches) > 8:
+        raise ValueError(f"give 1 to 8 batch sizes from 1 to {MAX_MEMORY_BATCH}, e.g. 8, 32, 128; got {batch_sizes!r}")
+    plan = [(f, g, b, steps) for f, g in variants if f in families and g in gradients for b in batches]
+    if not plan:
+        raise ValueError(
+            "no family uses the chosen gradient methods: NODE, ANODE and HomoODE take direct or adjoint, DEQ "
+            "implicit or phantom"
+        )
+    return plan
 
 
 def _split(split: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
@@ -19,19 +18,6 @@ from .playground import ADAPTIVE_ODE, FAMILY_NAMES, FIXED_STEP_ODE
 
 IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.input_kind != "points")
 DEVICES = ("auto", "cpu", "cuda")
-RUN_COLUMNS = [
-    "run",
-    "model",
-    "dataset",
-    "steps",
-    "test acc %",
-    "best val %",
-    "NFE fwd",
-    "NFE bwd",
-    "peak MB",
-    "s",
-    "state",
-]
 
 
 def dataset_choices() -> list[tuple[str, str]]:
@@ -159,44 +145,3 @@ def new_run_dir(runs_dir: Path, settings: TrainSettings, session_key: str) -> Pa
         path = base.with_name(f"{base.name}-{k}")
     path.mkdir(parents=True)
     return path
-
-
-def list_runs(runs_dir: Path, limit: int = 50) -> list[list[Any]]:
-    """Rows of the runs table (newest first) from each run folder's config.json / summary.json."""
-    if not runs_dir.is_dir():
-        return []
-    rows = []
-    folders = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()), reverse=True)[:limit]
-    for folder in folders:
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            continue
-        summary: dict[str, Any] = {}
-        if (folder / "summary.json").is_file():
-            try:
-                summary = json.loads((folder / "summary.json").read_text())
-            except (OSError, ValueError):
-                summary = {}
-        model = config.get("model", {}) if isinstance(config, dict) else {}
-
-        def pct(v: Any) -> Any:
-            return None if v is None else round(100 * float(v), 2)
-
-        state = "finished" if summary and not summary.get("stopped") else ("stopped" if summary else "in progress")
-        rows.append(
-            [
-                folder.name,
-                model.get("family"),
-                config.get("dataset"),
-                summary.get("steps"),
-                pct(summary.get("test_accuracy")),
-                pct(summary.get("best_val_accuracy")),
-                None if summary.get("mean_nfe_forward") is None else round(summary["mean_nfe_forward"], 1),
-                None if summary.get("mean_nfe_backward") is None else round(summary["mean_nfe_backward"], 1),
-                None if summary.get("peak_memory_bytes") is None else round(summary["peak_memory_bytes"] / 2**20),
-                None if summary.get("seconds") is None else round(summary["seconds"], 1),
-                state,
-            ]
-        )
-    return rows

@@ -128,7 +128,7 @@ class LabResult:
     """What the lab draws for one input."""
 
     traces: list[ResidualTrace]
-    paths: dict[str, np.ndarray]  # name -> (T, 2) in the frozen PCA basis
+    paths: dict[str, np.ndarray]  # name -> (T, 3) in the frozen PCA basis (first 3 principal axes)
     inner: dict[str, np.ndarray]  # name -> (T,) inner time: k, λ or t
     basis: PCABasis
     rows: list[dict[str, Any]]  # the table: solver, status, NFE, residual, seconds, prediction
@@ -231,7 +231,7 @@ def compare_solvers(
         )
         result_tol = None
     nonempty = [s for s in states.values() if len(s)]
-    basis = fit_pca(np.concatenate(nonempty)) if nonempty else fit_pca(np.zeros((1, 2)))
+    basis = fit_pca(np.concatenate(nonempty), dims=3) if nonempty else fit_pca(np.zeros((1, 3)), dims=3)
     paths = {k: basis.project(v) for k, v in states.items() if len(v)}
     return LabResult(traces=traces, paths=paths, inner=inner, basis=basis, rows=rows, tol=result_tol)
 

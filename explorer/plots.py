@@ -462,14 +462,14 @@ def residual_figure(traces: Sequence[ResidualTrace], tol: float | None = None, h
 
 @dataclass(frozen=True)
 class PCABasis:
-    """A frozen 2-D PCA basis: ``mean`` (D,), ``components`` (2, D), ``explained`` (2,) variance shares."""
+    """A frozen PCA basis of P axes: ``mean`` (D,), ``components`` (P, D), ``explained`` (P,) variance shares."""
 
     mean: np.ndarray
     components: np.ndarray
     explained: np.ndarray
 
     def project(self, states: np.ndarray) -> np.ndarray:
-        """(..., D) -> (..., 2)."""
+        """(..., D) -> (..., P)."""
         states = np.asarray(states, dtype=np.float64)
         return f32((states - self.mean) @ self.components.T)
 
@@ -516,33 +516,43 @@ def path_figure(
     labels: Mapping[str, np.ndarray] | None = None,
     explained: np.ndarray | None = None,
     height: int = 360,
+    dims: int = 2,
 ) -> go.Figure:
-    """Paths of the state in a frozen 2-D PCA basis, with a cursor on each path at ``position``.
+    """Paths of the state in a frozen PCA basis (2-D, or 3-D with a rotatable camera), with a cursor on
+    each path at ``position``.
 
     Args:
-        paths: name -> (T, 2) projected states (iterates, homotopy path, ODE solution).
+        paths: name -> (T, P) projected states (iterates, homotopy path, ODE solution), P >= ``dims``.
         position: in [0, 1]: fraction along every path (λ, t, or k / K), set by the page's slider.
         labels: name -> (T,) value of the inner time axis (k, λ or t) shown on hover and at the cursor.
-        explained: (2,) variance share of each principal axis, for the axis titles.
+        explained: (P,) variance share of each principal axis, for the axis titles.
+        dims: 2 (the first two principal axes) or 3.
 
     Traces: one line per path plus one cursor trace.
     """
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims!r}")
     if not paths:
         return empty_figure("no path yet: run the solvers", height)
     position = float(np.clip(position, 0.0, 1.0))
-    fig = go.Figure()
-    cx, cy, ccol, ctxt = [], [], [], []
+    kind = "scatter3d" if dims == 3 else "scatter"
+    coords = "xyz"[:dims]
+    data: list[dict] = []
+    cursor: dict[str, list] = {c: [] for c in coords}
+    ccol, ctxt = [], []
     for i, (name, p) in enumerate(paths.items()):
         p = f32(p)
+        if p.ndim != 2 or p.shape[1] < dims:
+            raise ValueError(f"path {name!r} must have shape (T, >={dims}), got {p.shape}")
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
         lab = None if labels is None else labels.get(name)
-        fig.add_trace(
-            go.Scatter(
-                x=p[:, 0],
-                y=p[:, 1],
+        data.append(
+            dict(
+                type=kind,
+                **{c: p[:, k] for k, c in enumerate(coords)},
                 mode="lines+markers",
-                marker=dict(size=4),
-                line=dict(color=color, width=1.5),
+                marker=dict(size=3 if dims == 3 else 4, color=color),
+                line=dict(color=color, width=3 if dims == 3 else 1.5),
                 name=name,
                 customdata=None if lab is None else f32(lab),
                 hovertemplate=name + (" %{customdata:.3g}" if lab is not None else "") + "<extra></extra>",
@@ -550,25 +560,41 @@ def path_figure(
         )
         if len(p):
             j = round(position * (len(p) - 1))
-            cx.append(float(p[j, 0]))
-            cy.append(float(p[j, 1]))
+            for k, c in enumerate(coords):
+                cursor[c].append(float(p[j, k]))
             ccol.append(color)
             ctxt.append(f"{name}: {'k' if lab is None else ''}{j if lab is None else f'{float(lab[j]):.3g}'}")
-    fig.add_trace(
-        go.Scatter(
-            x=f32(cx),
-            y=f32(cy),
+    data.append(
+        dict(
+            type=kind,
+            **{c: f32(v) for c, v in cursor.items()},
             mode="markers",
-            marker=dict(size=14, color=ccol, line=dict(width=2, color="black")),
+            marker=dict(size=8 if dims == 3 else 14, color=ccol, line=dict(width=2, color="black")),
             text=ctxt,
             name="current position",
             hovertemplate="%{text}<extra></extra>",
         )
     )
-    _layout(fig, height=height)
-    ex = explained if explained is not None else (np.nan, np.nan)
-    fig.update_xaxes(title_text=f"PC1 ({100 * ex[0]:.0f} % of variance)" if np.isfinite(ex[0]) else "PC1")
-    fig.update_yaxes(title_text=f"PC2 ({100 * ex[1]:.0f} % of variance)" if np.isfinite(ex[1]) else "PC2")
+    fig = _layout(go.Figure(dict(data=data)), height=height)
+    ex = np.asarray(explained if explained is not None else [np.nan] * dims, dtype=np.float64)
+    titles = [
+        f"PC{k + 1} ({100 * ex[k]:.0f} % of variance)" if k < len(ex) and np.isfinite(ex[k]) else f"PC{k + 1}"
+        for k in range(dims)
+    ]
+    if dims == 3:
+        axis = dict(backgroundcolor="white", gridcolor="#dddddd", showspikes=False)
+        fig.update_layout(
+            scene=dict(
+                xaxis=dict(title=dict(text=titles[0]), **axis),
+                yaxis=dict(title=dict(text=titles[1]), **axis),
+                zaxis=dict(title=dict(text=titles[2]), **axis),
+                aspectmode="cube",
+            ),
+            margin=dict(l=0, r=0, t=30, b=0),
+        )
+    else:
+        fig.update_xaxes(title_text=titles[0])
+        fig.update_yaxes(title_text=titles[1])
     return fig
 
 
@@ -597,4 +623,106 @@ def sweep_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str
     _layout(fig, height=height)
     fig.update_xaxes(title_text="mean forward NFE per batch")
     fig.update_yaxes(title_text="accuracy (%)")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Compare
+
+
+#: One colour per model family, the same in every Compare figure.
+FAMILY_COLORS = {"node": "#0072B2", "anode": "#56B4E9", "deq": "#D55E00", "homoode": "#009E73"}
+#: Line style per gradient method of the memory chart: stored graph (solid) vs O(1)-memory methods.
+GRADIENT_DASH = {"direct": "solid", "adjoint": "dash", "implicit": "dot", "phantom": "dashdot"}
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One run on the accuracy-vs-NFE chart: ``accuracy`` in [0, 1], ``measured_on`` "test" or "val"."""
+
+    name: str
+    family: str
+    nfe_forward: float
+    nfe_backward: float
+    accuracy: float
+    measured_on: str
+
+
+def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Figure:
+    """Each run as a point: accuracy vs mean forward NFE (left) and vs mean backward NFE (right).
+
+    Filled markers are test accuracy (finished runs), open ones validation accuracy (runs in progress).
+    Traces: one per family present (both panels share it, one legend entry).
+    """
+    points = [p for p in points if np.isfinite(p.accuracy) and np.isfinite(p.nfe_forward)]
+    if not points:
+        return empty_figure("no run has an accuracy and NFE yet: finish (or stop) a run in the Train tab", height)
+    layout = _grid_layout(1, 2, ["accuracy vs forward NFE", "accuracy vs backward NFE"], height, spacing=(0.1, 0.1))
+    data: list[dict] = []
+    for family in sorted({p.family for p in points}):
+        mine = [p for p in points if p.family == family]
+        for col, key in ((1, "nfe_forward"), (2, "nfe_backward")):
+            data.append(
+                dict(
+                    type="scatter",
+                    x=f32([getattr(p, key) for p in mine]),
+                    y=f32([100 * p.accuracy for p in mine]),
+                    mode="markers",
+                    marker=dict(
+                        size=11,
+                        color=FAMILY_COLORS.get(family, "#777777"),
+                        symbol=["circle" if p.measured_on == "test" else "circle-open" for p in mine],
+                        line=dict(width=2, color=FAMILY_COLORS.get(family, "#777777")),
+                    ),
+                    text=[f"{p.name}<br>{p.measured_on} accuracy" for p in mine],
+                    hovertemplate="%{text}<br>NFE %{x:.1f}<br>%{y:.2f} %<extra></extra>",
+                    name=family,
+                    legendgroup=family,
+                    showlegend=col == 1,
+                    **_axes(1, col, 2),
+                )
+            )
+    layout["xaxis"]["title"] = dict(text="mean forward NFE per step")
+    layout["xaxis2"]["title"] = dict(text="mean backward NFE per step")
+    layout["yaxis"]["title"] = dict(text="accuracy (%)  ● test  ○ validation")
+    return go.Figure(dict(data=data, layout=layout))
+
+
+def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
+    """Measured training memory vs batch size, one line per (family, gradient method).
+
+    Args:
+        records: dicts with ``family``, ``gradient``, ``batch_size`` and ``graph_bytes`` (bytes the forward
+            graph keeps for backward) and, when ``memory_measure`` is the CUDA allocator, ``training_bytes``
+            (peak above the step's start), drawn instead.
+    Traces: one line per (family, gradient).
+    """
+    if not records:
+        return empty_figure("press “Measure” to run one training step per family and batch size", height)
+    fig = go.Figure()
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for r in records:
+        groups.setdefault((r["family"], r["gradient"]), []).append(r)
+    cuda = any(r.get("memory_measure") == "cuda_max_memory_allocated" for r in records)
+    for (family, gradient), rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["batch_size"])
+        y = [(r["training_bytes"] if cuda else r["graph_bytes"]) / 2**20 for r in rows]
+        fig.add_trace(
+            go.Scatter(
+                x=f32([r["batch_size"] for r in rows]),
+                y=f32(y),
+                mode="lines+markers",
+                line=dict(color=FAMILY_COLORS.get(family, "#777777"), dash=GRADIENT_DASH.get(gradient, "solid")),
+                name=f"{family} · {gradient}",
+                customdata=f32([r.get("nfe_forward") or 0 for r in rows]),
+                hovertemplate=f"{family} · {gradient}<br>batch %{{x}}<br>%{{y:.1f}} MB<br>forward NFE "
+                "%{customdata}<extra></extra>",
+            )
+        )
+    _layout(fig, height=height)
+    fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"), margin_r=150)
+    batches = sorted({r["batch_size"] for r in records})
+    fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title_text="batch size")
+    what = "peak CUDA memory of one training step" if cuda else "memory saved for backward by one training step"
+    fig.update_yaxes(title_text=f"MB ({what})", rangemode="tozero")
     return fig

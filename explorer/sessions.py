@@ -587,6 +587,7 @@ class Session:
     train: SessionTrainer | None = None
     train_runs: dict[int, SessionTrainer] = field(default_factory=dict)  # image runs by id, newest last
     next_run_id: int = 0
+    run_dirs: list[Path] = field(default_factory=list)  # folders of every image run this tab started
     lab: dict[str, Any] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 

@@ -35,6 +35,11 @@ ENDPOINTS = {
     "/lab_scrub",
     "/lab_sweep",
     "/lab_models",
+    "/compare_refresh",
+    "/compare_select",
+    "/compare_export_csv",
+    "/compare_export_json",
+    "/compare_memory",
 }
 PG_FORM = ["circles", ["node", "homoode"], "dopri5", 4, 1e-3, "anderson", 0.01, 0, 2000]
 
@@ -125,7 +130,16 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     assert rows and rows[0][1] == "deq" and rows[0][-1] == "finished"
     gallery = c.predict(api_name="/train_gallery")[0]
     assert len(gallery) == 24
-    out = c.predict(f"run:{rows[0][0]}", "", "test", 3, 1e-4, 30, "rk4", 4, api_name="/lab_run")
+    out = c.predict(f"run:{rows[0][0]}", "", "test", 3, 1e-4, 30, "rk4", 4, "3-D", api_name="/lab_run")
     assert [r[0] for r in out[2]["data"]] == ["fixed_point", "anderson", "broyden", "homotopy"]
+    assert '"scatter3d"' in out[1]["plot"]
     choices = c.predict(api_name="/lab_models")
     assert choices is not None
+    # Compare: the run is in the table (this tab started it), its curves are drawn, the table exports.
+    table, picked, curves, _, message = c.predict("this tab's runs", [], api_name="/compare_refresh")
+    assert [r[0] for r in table["data"]] == [rows[0][0]] and picked["value"] == [rows[0][0]] and "1 run" in message
+    assert rows[0][0] in curves["plot"]
+    other = client(url).predict("this tab's runs", [], api_name="/compare_refresh")
+    assert other[0]["data"] in ([], [[None] * len(other[0]["headers"])], [[""] * len(other[0]["headers"])])
+    path, _ = c.predict("this tab's runs", api_name="/compare_export_csv")
+    assert open(path).read().splitlines()[1].startswith(f"{rows[0][0]},deq,digits,")

@@ -18,8 +18,9 @@ from core.training import Divergence, TrainConfig
 from explorer import lab as lab_lib
 from explorer import plots
 from explorer.controller import Explorer
-from explorer.imagetrain import TrainSettings, list_runs
+from explorer.imagetrain import TrainSettings
 from explorer.playground import PlaygroundSettings, flow_views, flow_visual, status_markdown
+from explorer.runs import RUN_COLUMNS, read_metrics, read_runs, run_rows
 from explorer.sessions import CapacityError, Lane, SessionRegistry, SessionTrainer, TrainingGate
 
 # A redraw happens several times a second: keep every figure's JSON small.
@@ -261,8 +262,12 @@ def test_saved_run_writes_config_metrics_checkpoint_summary(tmp_path):
     assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"}
     kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("step") == 3 and "eval" in kinds and kinds[-1] == "finished"
-    rows = list_runs(tmp_path)
-    assert rows[0][0] == "run1" and rows[0][1] == "deq" and rows[0][-1] == "finished"
+    row = dict(zip(RUN_COLUMNS, run_rows(read_runs(tmp_path))[0]))
+    assert row["run"] == "run1" and row["model"] == "deq" and row["state"] == "finished" and row["steps"] == 3
+    assert row["params"] == sum(p.numel() for p in st.trainers[0].model.parameters())
+    curves = read_metrics(out)
+    np.testing.assert_array_equal(curves["step"], [1, 2, 3])
+    assert len(curves["val_step"]) >= 1 and np.all((curves["val_acc"] >= 0) & (curves["val_acc"] <= 1))
     model, data, config = lab_lib.load_run(out / "checkpoint.pt")
     assert config.model.family == "deq" and data.name == "digits"
 

@@ -1,6 +1,6 @@
 """Training: configs, the event-streaming loop, checkpoints."""
 
-from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent
 from .loop import Divergence, Trainer, load_trainer, peak_memory, resolve_device, resume, train
@@ -16,6 +16,7 @@ __all__ = [
     "StepEvent",
     "TrainConfig",
     "Trainer",
+    "atomic_write_bytes",
     "atomic_write_json",
     "load_checkpoint",
     "load_trainer",

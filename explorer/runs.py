@@ -1,0 +1,206 @@
+"""Saved runs, read back from their folders: the runs table (Train and Compare tabs), each run's curves
+from ``metrics.jsonl``, and the table's CSV / JSON export.
+
+A run folder is whatever ``python -m core.train`` or the Train tab wrote: ``config.json`` (always),
+``metrics.jsonl`` (one event per line), ``summary.json`` and ``checkpoint.pt`` once the run has ended.
+Folders are only read; a half-written or foreign file makes that run's cells blank, never an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.training import atomic_write_bytes
+
+#: Columns of the runs table, in order; ``RunRecord.row()`` fills them.
+RUN_COLUMNS = [
+    "run",
+    "model",
+    "dataset",
+    "params",
+    "steps",
+    "test acc %",
+    "best val %",
+    "NFE fwd",
+    "NFE bwd",
+    "peak MB",
+    "s",
+    "device",
+    "state",
+]
+EXPORT_FORMATS = ("csv", "json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run folder: its name, path, ``config.json`` and (once ended) ``summary.json``."""
+
+    name: str
+    folder: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def family(self) -> str | None:
+        model = self.config.get("model")
+        return model.get("family") if isinstance(model, dict) else None
+
+    @property
+    def state(self) -> str:
+        if not self.summary:
+            return "in progress"
+        return "stopped" if self.summary.get("stopped") else "finished"
+
+    @property
+    def params(self) -> int | None:
+        if isinstance(self.summary.get("params"), int):
+            return self.summary["params"]
+        return _count_params(json.dumps(self.config.get("model"), sort_keys=True))
+
+    def values(self) -> dict[str, Any]:
+        """The table's cells by column name (None where unknown): percentages, MB, rounded for reading."""
+        s = self.summary
+
+        def pct(key: str) -> float | None:
+            v = s.get(key)
+            return None if not isinstance(v, (int, float)) else round(100 * float(v), 2)
+
+        def rounded(key: str, digits: int, scale: float = 1.0) -> float | None:
+            v = s.get(key)
+            return None if not isinstance(v, (int, float)) else round(float(v) / scale, digits)
+
+        return {
+            "run": self.name,
+            "model": self.family,
+            "dataset": self.config.get("dataset"),
+            "params": self.params,
+            "steps": s.get("steps"),
+            "test acc %": pct("test_accuracy"),
+            "best val %": pct("best_val_accuracy"),
+            "NFE fwd": rounded("mean_nfe_forward", 1),
+            "NFE bwd": rounded("mean_nfe_backward", 1),
+            "peak MB": rounded("peak_memory_bytes", 0, 2**20),
+            "s": rounded("seconds", 1),
+            "device": s.get("device") or self.config.get("device"),
+            "state": self.state,
+        }
+
+    def row(self) -> list[Any]:
+        cells = self.values()
+        return [cells[c] for c in RUN_COLUMNS]
+
+
+@functools.lru_cache(maxsize=256)
+def _count_params(model_json: str) -> int | None:
+    """Parameter count of a model config (for runs still in progress, whose summary is not written)."""
+    try:
+        import core
+
+        config = core.ModelConfig.from_dict(json.loads(model_json))
+        return sum(p.numel() for p in core.build_model(config).parameters())
+    except Exception:  # a foreign or older config: the cell stays blank
+        return None
+
+
+def read_runs(runs_dir: str | Path, limit: int = 50) -> list[RunRecord]:
+    """The newest ``limit`` run folders under ``runs_dir`` (folder names start with a timestamp)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    folders = sorted((p for p in root.iterdir() if (p / "config.json").is_file()), reverse=True)[:limit]
+    records = []
+    for folder in folders:
+        config = _read_json(folder / "config.json")
+        if config:
+            records.append(RunRecord(folder.name, folder, config, _read_json(folder / "summary.json")))
+    return records
+
+
+def run_rows(records: list[RunRecord]) -> list[list[Any]]:
+    return [r.row() for r in records]
+
+
+def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
+    """A run's curves from ``metrics.jsonl``, in the arrays ``plots.curves_figure`` draws.
+
+    Returns ``step``, ``loss``, ``train_acc``, ``nfe_forward``, ``nfe_backward``, ``memory_mb``,
+    ``step_ms`` (one entry per step event, shape (S,)) and ``val_step``, ``val_acc`` (validation events,
+    (E,)). A resumed run appends to the same file, so a step seen twice keeps its last record.
+    """
+    steps: dict[int, dict[str, Any]] = {}
+    evals: dict[int, float] = {}
+    try:
+        lines = Path(folder, "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:  # a crash can leave half a line at the end
+            continue
+        if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+            continue
+        if event.get("kind") == "step":
+            steps[event["step"]] = event
+        elif event.get("kind") == "eval" and event.get("split", "val") == "val":
+            evals[event["step"]] = event.get("accuracy")
+
+    def column(key: str, scale: float = 1.0) -> np.ndarray:
+        values = [steps[k].get(key) for k in sorted(steps)]
+        return np.asarray([np.nan if v is None else float(v) * scale for v in values], dtype=np.float64)
+
+    return {
+        "step": np.asarray(sorted(steps), dtype=np.float64),
+        "loss": column("loss"),
+        "train_acc": column("train_acc"),
+        "nfe_forward": column("nfe_forward"),
+        "nfe_backward": column("nfe_backward"),
+        "memory_mb": column("peak_memory_bytes", 1 / 2**20),
+        "step_ms": column("step_seconds", 1000.0),
+        "val_step": np.asarray(sorted(evals), dtype=np.float64),
+        "val_acc": np.asarray([np.nan if evals[k] is None else evals[k] for k in sorted(evals)], dtype=np.float64),
+    }
+
+
+def export_runs(records: list[RunRecord], fmt: str, dest_dir: str | Path | None = None) -> Path:
+    """Write the runs table to ``runs.csv`` or ``runs.json`` (atomically) and return its path.
+
+    JSON keeps every field of each run's config and summary (for scripts); CSV has the table's columns.
+    ``dest_dir`` defaults to a fresh temporary folder (the web app serves downloads from there).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if not records:
+        raise ValueError("there are no saved runs to export yet: train one in the Train tab (or with core.train)")
+    folder = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="explorer-export-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(RUN_COLUMNS)
+        writer.writerows(["" if v is None else v for v in r.row()] for r in records)
+        text = buffer.getvalue()
+    else:
+        text = json.dumps(
+            [{**r.values(), "config": r.config, "summary": r.summary} for r in records], indent=1, allow_nan=False
+        )
+    path = folder / f"runs.{fmt}"
+    atomic_write_bytes(path, text.encode())
+    return path

@@ -1,0 +1,261 @@
+"""The Compare tab: runs read back from their folders, the table and its export, the overlaid curves,
+accuracy vs NFE, and memory vs batch size measured per family and gradient method."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from explorer import plots
+from explorer.controller import Explorer
+from explorer.runs import RUN_COLUMNS, export_runs, read_metrics, read_runs, run_rows
+
+MODEL = core.preset("points-homoode").to_dict()
+
+
+def write_run(root, name, family="homoode", summary=None, events=(), extra_lines=()):
+    folder = root / name
+    folder.mkdir(parents=True)
+    model = {**MODEL, "family": family} if family != "homoode" else MODEL
+    (folder / "config.json").write_text(json.dumps({"model": model, "dataset": "circles", "device": "cpu"}))
+    lines = [json.dumps(e) for e in events] + list(extra_lines)
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def step(k, loss, nfe=10, nfe_b=0, mem=2**20):
+    return {
+        "kind": "step",
+        "step": k,
+        "epoch": 0,
+        "loss": loss,
+        "train_acc": 0.5,
+        "nfe_forward": nfe,
+        "nfe_backward": nfe_b,
+        "residual": None,
+        "start_loss": None,
+        "lr": 1e-3,
+        "peak_memory_bytes": mem,
+        "step_seconds": 0.01 * k,
+        "wall_seconds": k,
+    }
+
+
+def val(k, acc, split="val"):
+    return {
+        "kind": "eval",
+        "step": k,
+        "epoch": 0,
+        "split": split,
+        "loss": 1.0,
+        "accuracy": acc,
+        "nfe_forward": 9.0,
+        "is_best": True,
+        "seconds": 0.1,
+    }
+
+
+SUMMARY = {
+    "params": 1234,
+    "steps": 3,
+    "test_accuracy": 0.91234,
+    "best_val_accuracy": 0.9,
+    "mean_nfe_forward": 12.34,
+    "mean_nfe_backward": 5.0,
+    "peak_memory_bytes": 3 * 2**20,
+    "seconds": 7.25,
+    "device": "cpu",
+    "stopped": False,
+}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two runs: one finished, one in progress that was resumed (step 2 logged twice) and crashed mid-line."""
+    write_run(tmp_path, "20260101-000000-a", summary=SUMMARY, events=[step(1, 2.0), step(2, 1.0), val(2, 0.8)])
+    write_run(
+        tmp_path,
+        "20260102-000000-b",
+        family="node",
+        events=[
+            step(1, 3.0, nfe=20, mem=2 * 2**20),
+            step(2, 9.9),
+            val(2, 0.5),
+            step(2, 2.0, nfe=30),
+            val(2, 0.6),
+            val(2, 0.99, split="test"),
+            step(3, 1.5, nfe=40),
+        ],
+        extra_lines=['{"kind": "step", "step": 4, "lo'],
+    )
+    (tmp_path / "not-a-run").mkdir()
+    return tmp_path
+
+
+def test_read_runs_table_cells(runs):
+    records = read_runs(runs)
+    assert [r.name for r in records] == ["20260102-000000-b", "20260101-000000-a"]  # newest first
+    done = dict(zip(RUN_COLUMNS, run_rows(records)[1]))
+    assert done == {
+        "run": "20260101-000000-a",
+        "model": "homoode",
+        "dataset": "circles",
+        "params": 1234,
+        "steps": 3,
+        "test acc %": 91.23,
+        "best val %": 90.0,
+        "NFE fwd": 12.3,
+        "NFE bwd": 5.0,
+        "peak MB": 3.0,
+        "s": 7.2,
+        "device": "cpu",
+        "state": "finished",
+    }
+    live = dict(zip(RUN_COLUMNS, run_rows(records)[0]))
+    assert live["state"] == "in progress" and live["test acc %"] is None
+    # No summary yet: the parameter count comes from building the model of its config.
+    config = core.ModelConfig.from_dict({**MODEL, "family": "node"})
+    assert live["params"] == sum(p.numel() for p in core.build_model(config).parameters())
+
+
+def test_read_metrics_keeps_the_last_record_of_a_step_and_skips_a_torn_line(runs):
+    m = read_metrics(runs / "20260102-000000-b")
+    np.testing.assert_array_equal(m["step"], [1, 2, 3])
+    np.testing.assert_array_equal(m["loss"], [3.0, 2.0, 1.5])
+    np.testing.assert_array_equal(m["nfe_forward"], [20, 30, 40])
+    np.testing.assert_array_equal(m["memory_mb"], [2.0, 1.0, 1.0])
+    np.testing.assert_allclose(m["step_ms"], [10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(m["val_step"], [2])
+    np.testing.assert_array_equal(m["val_acc"], [0.6])  # the test-split eval is not a validation point
+    assert read_metrics(runs / "not-a-run")["step"].shape == (0,)
+
+
+def test_export_csv_and_json_round_trip(runs, tmp_path_factory):
+    records = read_runs(runs)
+    dest = tmp_path_factory.mktemp("export")
+    path = export_runs(records, "csv", dest)
+    with open(path, newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == RUN_COLUMNS
+    assert table[2] == ["" if v is None else str(v) for v in run_rows(records)[1]]
+    data = json.loads(export_runs(records, "json", dest).read_text())
+    assert data[1]["summary"] == SUMMARY and data[1]["config"]["model"]["family"] == "homoode"
+    assert sorted(p.name for p in dest.iterdir()) == ["runs.csv", "runs.json"]  # no temporary files left
+    with pytest.raises(ValueError, match="csv, json"):
+        export_runs(records, "xlsx", dest)
+    with pytest.raises(ValueError, match="no saved runs"):
+        export_runs([], "csv", dest)
+
+
+def test_compare_refresh_select_and_accuracy_points(runs):
+    ex = Explorer(runs, autoplay=False)
+    out = ex.compare_refresh("s1", "all saved runs", ["gone", "20260101-000000-a"])
+    names, picked = out["compare_runs"]
+    assert names == ["20260102-000000-b", "20260101-000000-a"] and picked == ["20260101-000000-a"]
+    assert {t.name for t in out["compare_curves"].data} >= {"20260101-000000-a"}
+    assert all(t.legendgroup == "20260101-000000-a" for t in out["compare_curves"].data)
+    acc = {t.name: t for t in out["compare_accuracy"].data if t.xaxis == "x"}
+    # Finished run: test accuracy, summary NFE, filled marker. Running one: best validation so far, open marker.
+    assert acc["homoode"].y[0] == pytest.approx(91.234, rel=1e-6) and acc["homoode"].x[0] == pytest.approx(12.34)
+    assert acc["homoode"].marker.symbol == ("circle",)
+    assert acc["node"].y[0] == pytest.approx(60.0) and acc["node"].x[0] == pytest.approx(30.0)
+    assert acc["node"].marker.symbol == ("circle-open",)
+    out = ex.compare_refresh("s1", "all saved runs", None)
+    assert out["compare_runs"][1] == names  # nothing picked: the newest (up to 3)
+    both = ex.compare_select("s1", "all saved runs", names)["compare_curves"]
+    assert {t.legendgroup for t in both.data} == set(names)
+    # This tab started neither run.
+    mine = ex.compare_refresh("s1", "this tab's runs", None)
+    assert mine["compare_table"] == [] and "No saved runs" in mine["compare_message"]
+    ex.session("s1").run_dirs.append(runs / "20260101-000000-a")
+    assert [r[0] for r in ex.compare_refresh("s1", "this tab's runs", None)["compare_table"]] == ["20260101-000000-a"]
+    assert "show must be" in ex.compare_refresh("s1", "everything", None)["warning"]
+    export = ex.compare_export("s1", "all saved runs", "csv")
+    assert open(export["compare_file"]).read().startswith("run,model,dataset,params")
+    assert "no saved runs" in ex.compare_export("s2", "this tab's runs", "csv")["warning"]
+
+
+def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    out = ex.compare_memory("m", ["node", "deq"], ["direct", "adjoint", "implicit"], "4, 16", "points", 8)
+    records = ex.session("m").lab["memory"]
+    by = {(r["family"], r["gradient"], r["batch_size"]): r for r in records}
+    assert set(by) == {
+        (f, g, b) for f, g in (("node", "direct"), ("node", "adjoint"), ("deq", "implicit")) for b in (4, 16)
+    }
+    for f, g in (("node", "direct"), ("node", "adjoint"), ("deq", "implicit")):
+        small, big = by[(f, g, 4)]["graph_bytes"], by[(f, g, 16)]["graph_bytes"]
+        assert small < big <= 4 * small  # activations scale with the batch; weights saved once do not
+    # rk4 x 8 steps: direct backprop keeps every stage, the adjoint only the solution states.
+    assert by[("node", "adjoint", 16)]["graph_bytes"] < 0.5 * by[("node", "direct", 16)]["graph_bytes"]
+    assert by[("node", "direct", 16)]["nfe_forward"] == 32
+    fig = out["compare_memory"]
+    assert len(fig.data) == 3 and fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [4, 16]
+    direct = next(t for t in fig.data if t.name == "node · direct")
+    np.testing.assert_allclose(direct.y, [by[("node", "direct", b)]["graph_bytes"] / 2**20 for b in (4, 16)], rtol=1e-6)
+    assert "8 steps" in out["compare_message"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (([], ["direct"], "8", "points", 2), "at least one model family"),
+        ((["node"], [], "8", "points", 2), "at least one gradient"),
+        ((["node"], ["implicit"], "8", "points", 2), "no family uses"),
+        ((["node"], ["direct"], "8, many", "points", 2), "whole numbers separated by commas"),
+        ((["node"], ["direct"], "0", "points", 2), "1 to 8 batch sizes"),
+        ((["node"], ["direct"], "1 2 3 4 5 6 7 8 9", "points", 2), "1 to 8 batch sizes"),
+        ((["node"], ["direct"], "8", "image99", 2), "input kind must be"),
+        ((["node"], ["direct"], "8", "points", 0), "rk4 steps must be from 1 to 32"),
+        ((["node"], ["direct"], "8", "points", None), "rk4 steps must be a whole number"),
+    ],
+)
+def test_memory_measure_rejects_bad_input(tmp_path, args, message):
+    ex = Explorer(tmp_path, autoplay=False)
+    out = ex.compare_memory("m", *args)
+    assert message in out["warning"] and message in out["compare_message"] and "compare_memory" not in out
+    assert "memory" not in ex.session("m").lab  # nothing half-measured is kept
+
+
+def test_path_figure_3d_uses_the_third_principal_axis():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(40, 6)) * np.array([5.0, 3.0, 2.0, 0.1, 0.1, 0.1])
+    basis = plots.fit_pca(states, dims=3)
+    paths = {"a": basis.project(states[:20]), "b": basis.project(states[20:])}
+    assert paths["a"].shape == (20, 3)
+    fig3 = plots.path_figure(paths, 0.5, explained=basis.explained, dims=3)
+    assert [t.type for t in fig3.data] == ["scatter3d"] * 3
+    np.testing.assert_allclose(fig3.data[0].z, paths["a"][:, 2])
+    assert fig3.layout.scene.zaxis.title.text.startswith("PC3 (")
+    np.testing.assert_allclose(fig3.data[2].z, [paths["a"][10, 2], paths["b"][10, 2]], rtol=1e-6)  # the cursor
+    fig2 = plots.path_figure(paths, 0.5, explained=basis.explained, dims=2)
+    assert [t.type for t in fig2.data] == ["scatter"] * 3 and fig2.layout.xaxis.title.text.startswith("PC1 (")
+    with pytest.raises(ValueError, match="dims must be 2 or 3"):
+        plots.path_figure(paths, dims=4)
+    with pytest.raises(ValueError, match="shape"):
+        plots.path_figure({"flat": np.zeros((5, 2))}, dims=3)
+
+
+def test_compare_figures_without_data_say_what_to_do():
+    assert "Measure" in plots.memory_figure([]).layout.annotations[0].text
+    assert "Train tab" in plots.runs_accuracy_figure([]).layout.annotations[0].text
+    nan_point = plots.RunPoint("r", "deq", float("nan"), 0.0, 0.5, "val")
+    assert len(plots.runs_accuracy_figure([nan_point]).data) == 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
