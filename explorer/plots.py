@@ -577,8 +577,10 @@ def path_figure(
     )
     fig = _layout(go.Figure(dict(data=data)), height=height)
     ex = np.asarray(explained if explained is not None else [np.nan] * dims, dtype=np.float64)
+    # Short axis titles in 3-D, where long ones collide with the tick labels.
+    share = "{:.0f} %" if dims == 3 else "{:.0f} % of variance"
     titles = [
-        f"PC{k + 1} ({100 * ex[k]:.0f} % of variance)" if k < len(ex) and np.isfinite(ex[k]) else f"PC{k + 1}"
+        f"PC{k + 1} ({share.format(100 * ex[k])})" if k < len(ex) and np.isfinite(ex[k]) else f"PC{k + 1}"
         for k in range(dims)
     ]
     if dims == 3:
@@ -657,7 +659,10 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
     points = [p for p in points if np.isfinite(p.accuracy) and np.isfinite(p.nfe_forward)]
     if not points:
         return empty_figure("no run has an accuracy and NFE yet: finish (or stop) a run in the Train tab", height)
-    layout = _grid_layout(1, 2, ["accuracy vs forward NFE", "accuracy vs backward NFE"], height, spacing=(0.1, 0.1))
+    titles = ["accuracy vs forward NFE (● test, ○ best validation so far)", "accuracy vs backward NFE"]
+    layout = _grid_layout(1, 2, titles, height, spacing=(0.1, 0.1))
+    layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top")
+    layout["margin"]["r"] = 110
     data: list[dict] = []
     for family in sorted({p.family for p in points}):
         mine = [p for p in points if p.family == family]
@@ -684,7 +689,7 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
             )
     layout["xaxis"]["title"] = dict(text="mean forward NFE per step")
     layout["xaxis2"]["title"] = dict(text="mean backward NFE per step")
-    layout["yaxis"]["title"] = dict(text="accuracy (%)  ● test  ○ validation")
+    layout["yaxis"]["title"] = dict(text="accuracy (%)")
     return go.Figure(dict(data=data, layout=layout))
 
 
@@ -723,6 +728,6 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
     fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"), margin_r=150)
     batches = sorted({r["batch_size"] for r in records})
     fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title_text="batch size")
-    what = "peak CUDA memory of one training step" if cuda else "memory saved for backward by one training step"
-    fig.update_yaxes(title_text=f"MB ({what})", rangemode="tozero")
+    what = "peak CUDA MB of one training step" if cuda else "MB saved for backward, one training step"
+    fig.update_yaxes(title_text=what, rangemode="tozero")
     return fig

@@ -178,6 +178,14 @@ def test_solver_lab_draws_every_solver(server, page):
     assert pg.locator("#lab-residual .scatterlayer .trace").count() >= 5
     assert trace_count(pg, "lab-path") == 5
     pg.screenshot(path=ARTIFACTS / "solver-lab.png", full_page=True)
+    pg.locator("#lab-view").get_by_text("3-D", exact=True).click()
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#lab-path .js-plotly-plot');"
+        " return d && d.data && d.data.length === 5 && d.data.every(t => t.type === 'scatter3d'); }",
+        timeout=30_000,
+    )
+    pg.wait_for_selector("#lab-path .gl-container canvas", timeout=30_000)  # the 3-D scene is rendered
+    pg.screenshot(path=ARTIFACTS / "solver-lab-3d.png", full_page=True)
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
 
@@ -239,3 +247,99 @@ def test_closing_the_tab_stops_its_training(server, demo, page):
     n = trainer.step_count
     time.sleep(0.5)
     assert trainer.step_count == n and not trainer.running
+
+
+def test_compare_lists_runs_measures_memory_and_exports(server, demo, page):
+    pg, log = page
+    write_fake_run(demo.explorer.runs_dir / "20990101-000000-homoode-digits-fake")
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Compare").click()  # opening the tab reads the runs directory
+    pg.wait_for_function(
+        "() => document.querySelector('#compare-table').innerText.includes('20990101-000000-homoode-digits-fake')",
+        timeout=30_000,
+    )
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#compare-curves .js-plotly-plot');"
+        " return d && d.data && d.data.some(t => t.legendgroup === '20990101-000000-homoode-digits-fake'); }",
+        timeout=30_000,
+    )
+    assert trace_count(pg, "compare-accuracy") >= 2
+    pg.locator("#memory-batches input, #memory-batches textarea").first.fill("4, 16")
+    pg.click("#memory-run")
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#compare-memory .js-plotly-plot');"
+        " return d && d.data && d.data.length === 8; }",
+        timeout=120_000,
+    )
+    pg.click("#compare-csv")
+    pg.wait_for_selector("#compare-file a", timeout=30_000)
+    href = pg.locator("#compare-file a").first.get_attribute("href")
+    csv_text = pg.request.get(href if href.startswith("http") else server.rstrip("/") + href).text()
+    assert csv_text.startswith("run,model,dataset,params") and "20990101-000000-homoode-digits-fake" in csv_text
+    pg.screenshot(path=ARTIFACTS / "compare.png", full_page=True)
+    # A bad batch size shows a message and keeps the chart.
+    pg.locator("#memory-batches input, #memory-batches textarea").first.fill("0")
+    pg.click("#memory-run")
+    pg.wait_for_function("() => document.querySelector('#compare-message').innerText.includes('batch sizes')")
+    assert trace_count(pg, "compare-memory") == 8
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
+
+
+def write_fake_run(folder: Path) -> None:
+    """A finished run folder as core.train writes it (config, metrics, summary), without training."""
+    import json
+
+    import core
+
+    folder.mkdir(parents=True)
+    model = core.preset("image28-homoode").to_dict()
+    (folder / "config.json").write_text(json.dumps({"model": model, "dataset": "digits", "device": "cpu"}))
+    lines = []
+    for k in range(1, 21):
+        lines.append(
+            {
+                "kind": "step",
+                "step": k,
+                "epoch": 0,
+                "loss": 2.3 / k**0.5,
+                "train_acc": min(0.95, 0.1 * k),
+                "nfe_forward": 8,
+                "nfe_backward": 0,
+                "residual": None,
+                "start_loss": None,
+                "lr": 2e-3,
+                "peak_memory_bytes": 300 * 2**20,
+                "step_seconds": 0.2,
+                "wall_seconds": 0.2 * k,
+            }
+        )
+        if k % 10 == 0:
+            lines.append(
+                {
+                    "kind": "eval",
+                    "step": k,
+                    "epoch": 0,
+                    "split": "val",
+                    "loss": 1.0,
+                    "accuracy": 0.04 * k,
+                    "nfe_forward": 8.0,
+                    "is_best": True,
+                    "seconds": 0.5,
+                }
+            )
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    summary = {
+        "params": 40874,
+        "steps": 20,
+        "test_accuracy": 0.79,
+        "best_val_accuracy": 0.8,
+        "mean_nfe_forward": 8.0,
+        "mean_nfe_backward": 0.0,
+        "peak_memory_bytes": 300 * 2**20,
+        "seconds": 4.0,
+        "stopped": False,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
