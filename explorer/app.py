@@ -30,7 +30,7 @@ CSS = """
 #pg-status table, #train-status table { font-size: 0.85rem; }
 .story { font-size: 0.95rem; }
 """
-REDRAW_SECONDS = 0.25  # 4 redraws per second at most; idle runs are skipped
+REDRAW_SECONDS = 0.2  # 5 redraws per second at most; idle runs are skipped
 
 ABOUT = """
 ### Three ways to get a representation out of an implicit layer

@@ -13,6 +13,7 @@ import math
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ USER_ERRORS = (ValueError, DatasetUnavailable, CheckpointError, CapacityError)
 
 PLAYGROUND_RATE = 30.0  # steps per second: watchable, and leaves CPU for the page and other sessions
 PG_PANELS = ("loss", "accuracy", "nfe")
+CURVES_SECONDS = 0.45  # Playground curves redraw about twice a second; the picture every tick
 TRAIN_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
 
 
@@ -81,7 +83,7 @@ class Explorer:
         self.device = device
         self.registry = SessionRegistry(max_trainings=max_trainings)
         self.autoplay = autoplay
-        self._drawn: dict[tuple[str, str], tuple] = {}  # (session, view) -> signature last drawn
+        self._drawn: dict[tuple[str, str], Any] = {}  # (session, view) -> signature (or time) last drawn
         self._drawn_lock = threading.Lock()
         self._exports = Path(tempfile.mkdtemp(prefix="explorer-exports-"))  # served for download, per session
 
@@ -176,11 +178,19 @@ class Explorer:
         snap = trainer.read()
         if not self._changed(key, "playground", snap, force):
             return {}
-        return {
-            "pg_status": status_markdown(snap),
-            "pg_flow": playground_figure(flow_views(snap)),
-            "pg_curves": curves_figure(snap.metrics, PG_PANELS, height=250),
-        }
+        out = {"pg_status": status_markdown(snap), "pg_flow": playground_figure(flow_views(snap))}
+        # The curves move less per redraw than the picture: redraw them at most every CURVES_SECONDS while
+        # running (the browser's redraw time is the limit), and always once a run stops or is forced.
+        now = time.monotonic()
+        with self._drawn_lock:
+            due = (
+                force or snap.state != "running" or now - self._drawn.get((key, "curves"), -math.inf) >= CURVES_SECONDS
+            )
+            if due:
+                self._drawn[(key, "curves")] = now
+        if due:
+            out["pg_curves"] = curves_figure(snap.metrics, PG_PANELS, height=250)
+        return out
 
     def playground_tick(self, key: str) -> dict[str, Any]:
         """Timer: redraw when something changed since the last draw of this session."""

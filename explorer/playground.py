@@ -188,7 +188,7 @@ GRID = 41
 N_PATHS = 48
 PATH_STATES = 16
 FIELD_GRID = 13
-MAX_POINTS = 300
+MAX_POINTS = 160  # data points drawn per model: each is an SVG node restyled on every redraw
 
 
 @torch.no_grad()

@@ -15,8 +15,8 @@ import torch
 
 import core
 from core.training import Divergence, TrainConfig
+from explorer import controller, plots
 from explorer import lab as lab_lib
-from explorer import plots
 from explorer.controller import Explorer
 from explorer.imagetrain import TrainSettings
 from explorer.playground import PlaygroundSettings, flow_views, flow_visual, status_markdown
@@ -371,6 +371,23 @@ def test_controller_playground_load_apply_and_bad_value(explorer):
     assert explorer.session("s1").playground_settings.lr == 0.05  # the session keeps its working settings
     step = explorer.playground_control("s1", "step")
     assert "step **1**" in step["pg_status"]
+
+
+def test_controller_redraws_curves_less_often_than_the_picture(explorer, monkeypatch):
+    monkeypatch.setattr(controller, "CURVES_SECONDS", 3600.0)
+    explorer.playground_load("s1", {"dataset": "moons", "models": "node"})
+    assert "pg_curves" in explorer.playground_control("s1", "play")  # a button always redraws everything
+    trainer = explorer.session("s1").playground
+    for _ in range(200):
+        time.sleep(0.02)
+        tick = explorer.playground_tick("s1")
+        if tick:
+            break
+    assert "pg_flow" in tick and "pg_status" in tick and "pg_curves" not in tick  # running: picture only
+    trainer.pause()
+    last = explorer.playground_tick("s1")
+    assert "pg_curves" in last  # stopped: the curves catch up with the last step
+    assert explorer.playground_tick("s1") == {}
 
 
 def test_controller_gallery_pick_selects_the_run_in_the_lab(explorer):
