@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     deq.add_argument("--tol", type=float, help="forward solver tolerance (relative residual)")
     deq.add_argument("--max-iter", type=int, help="forward solver iteration cap")
     deq.add_argument("--backward", choices=("implicit", "phantom"), help="gradient: implicit or 1-step phantom")
+    deq.add_argument(
+        "--jac-reg", type=float, help="weight of the Jacobian regulariser ||df/dz||_F^2 / d at z* (0: off)"
+    )
     return p
 
 
@@ -112,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ode_changes["adjoint"] = True
     if ode_changes:
         changes["ode"] = dataclasses.replace(model.ode, **ode_changes)
-    if any(v is not None for v in (args.solver, args.tol, args.max_iter, args.backward)):
+    if any(v is not None for v in (args.solver, args.tol, args.max_iter, args.backward, args.jac_reg)):
         solver = args.solver or model.deq.solver
         opts = dict(model.deq.solver_options) if solver == model.deq.solver else {}
         if args.tol is not None:
@@ -126,6 +129,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             backward_solver=model.deq.backward_solver,
             backward_options=model.deq.backward_options,
             phantom_steps=model.deq.phantom_steps,
+            jac_reg=model.deq.jac_reg if args.jac_reg is None else args.jac_reg,
         )
     model = model.replace(**changes)
     return TrainConfig(

@@ -159,12 +159,15 @@ class Trainer:
                     "lower the learning rate (lr), add damping (beta < 1) or use a tighter solver tol",
                 )
             loss = nn.functional.cross_entropy(out.logits, y)
-            if not torch.isfinite(loss):
+            total = loss  # what is minimised; the events report the cross-entropy, comparable to validation
+            if out.stats.jac_loss is not None:
+                total = loss + self.config.model.deq.jac_reg * out.stats.jac_loss
+            if not torch.isfinite(total):
                 raise Divergence(
-                    f"the loss became {float(loss.detach())} at step {self.step_count}",
+                    f"the loss became {float(total.detach())} at step {self.step_count}",
                     "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol",
                 )
-            loss.backward()
+            total.backward()
             grads_ok = all(torch.isfinite(p.grad).all() for p in self.model.main_parameters() if p.grad is not None)
             if not grads_ok:
                 raise Divergence(
