@@ -11,15 +11,18 @@ import contextlib
 import dataclasses
 import math
 import re
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.data import DatasetUnavailable
+from core.solvers.base import check_choice
 from core.training import CheckpointError
 
 from . import lab as lab_lib
@@ -43,7 +46,9 @@ PATH_VIEWS = {"2-D": 2, "3-D": 3}
 COMPARE_SCOPES = ("all saved runs", "this tab's runs")
 COMPARE_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
 MAX_OVERLAID = 8  # curves of more runs than colours are unreadable
-MAX_MEMORY_BATCH = 512
+# One probe keeps its whole forward graph: image32 NODE, direct backprop, rk4 x 8 at batch 128 saves ~0.6 GB.
+MAX_MEMORY_BATCH = 128
+MAX_MEMORY_STEPS = 8
 _NO_RUNS = "No saved runs yet: start one in the **Train** tab (or with `python -m core.train --out runs/NAME`)."
 
 #: Exceptions that mean "the user asked for something that cannot be done", shown as a message.
@@ -85,7 +90,7 @@ class Explorer:
         self.autoplay = autoplay
         self._drawn: dict[tuple[str, str], Any] = {}  # (session, view) -> signature (or time) last drawn
         self._drawn_lock = threading.Lock()
-        self._exports = Path(tempfile.mkdtemp(prefix="explorer-exports-"))  # served for download, per session
+        self._exports: Path | None = None  # made on the first export; removed with the Explorer
 
     def warm_up(self) -> None:
         """Build and draw the first screen once, off the request path: the first load in a fresh process
@@ -104,6 +109,8 @@ class Explorer:
 
     def close_session(self, key: str | None) -> None:
         self.registry.close(key)
+        if self._exports is not None:
+            shutil.rmtree(self._export_dir(key), ignore_errors=True)
         with self._drawn_lock:
             for k in [k for k in self._drawn if k[0] == key]:
                 del self._drawn[k]
@@ -534,13 +541,16 @@ class Explorer:
     # ------------------------------------------------------------------ Compare
 
     def _compare_records(self, key: str, scope: str) -> list[RunRecord]:
-        if scope not in COMPARE_SCOPES:
-            raise ValueError(f"show must be one of {', '.join(COMPARE_SCOPES)}, got {scope!r}")
-        records = read_runs(self.runs_dir)
-        if scope == "this tab's runs":
-            mine = {p.resolve() for p in self.session(key).run_dirs}
-            records = [r for r in records if r.folder.resolve() in mine]
-        return records
+        check_choice(scope, "show", COMPARE_SCOPES)
+        only = set(self.session(key).run_dirs) if scope == "this tab's runs" else None
+        return read_runs(self.runs_dir, only=only)
+
+    def _export_dir(self, key: str | None) -> Path:
+        """This tab's download folder inside the Explorer's temporary folder (made on first use)."""
+        if self._exports is None:
+            self._exports = Path(tempfile.mkdtemp(prefix="explorer-exports-"))
+            weakref.finalize(self, shutil.rmtree, str(self._exports), True)
+        return self._exports / (re.sub(r"[^A-Za-z0-9]", "", key or "") or "local")
 
     def compare_refresh(self, key: str, scope: str, selected: list[str] | None = None) -> dict[str, Any]:
         """Re-read the runs directory: the table, the run picker (keeping what is still there, else the
@@ -566,22 +576,23 @@ class Explorer:
             records = self._compare_records(key, scope)
         except ValueError as err:
             return {"warning": str(err), "compare_message": _msg(str(err))}
-        return {"compare_curves": self._compare_curves(records, list(selected or []))}
+        picked = list(selected or [])
+        out: dict[str, Any] = {"compare_curves": self._compare_curves(records, picked)}
+        if len(picked) > MAX_OVERLAID:
+            out["compare_message"] = f"showing the curves of the first {MAX_OVERLAID} of {len(picked)} picked runs"
+        return out
 
     @staticmethod
     def _compare_curves(records: list[RunRecord], selected: list[str]) -> Any:
-        chosen = [r for r in records if r.name in set(selected)]
+        chosen = [r for r in records if r.name in set(selected)][:MAX_OVERLAID]
         if not chosen:
             return empty_figure("pick runs above to overlay their training curves", 300)
-        if len(chosen) > MAX_OVERLAID:
-            chosen = chosen[:MAX_OVERLAID]
         return curves_figure({r.name: read_metrics(r.folder) for r in chosen}, COMPARE_PANELS)
 
     def compare_export(self, key: str, scope: str, fmt: str) -> dict[str, Any]:
         """Write the runs table as CSV or JSON for download."""
         try:
-            folder = self._exports / (re.sub(r"[^A-Za-z0-9]", "", key or "") or "local")
-            path = export_runs(self._compare_records(key, scope), fmt, folder)
+            path = export_runs(self._compare_records(key, scope), fmt, self._export_dir(key))
         except (ValueError, OSError) as err:
             return {"warning": str(err), "compare_message": _msg(str(err))}
         return {"compare_file": str(path), "compare_message": f"exported {path.name}: download it below the buttons"}
@@ -597,19 +608,30 @@ class Explorer:
     ) -> dict[str, Any]:
         """One training step per (family, gradient method, batch size) on random inputs of ``kind``,
         measuring the bytes the forward graph keeps for backward (deterministic, unlike RSS, and the part
-        that grows with the batch). Runs on the CPU so it never disturbs a GPU run's peak counter."""
+        that grows with the batch). Runs on the CPU so it never disturbs a GPU run's peak counter, and takes
+        a slot of the server's training cap while it runs (it is a training step, many times over)."""
         from core.bench.models import MEMORY_VARIANTS, memory_probe
 
         try:
             plan = _memory_plan(MEMORY_VARIANTS, families, gradients, batch_sizes, kind, n_steps)
         except ValueError as err:
             return {"warning": str(err), "compare_message": _msg(str(err))}
-        records = [memory_probe(f, g, b, n, kind, "cpu") for f, g, b, n in plan]
-        self.session(key).lab["memory"] = records
+        token = object()
+        try:
+            self.registry.gate.acquire(token)
+            records = [memory_probe(f, g, b, n, kind, "cpu") for f, g, b, n in plan]
+        except CapacityError as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        except RuntimeError as err:  # out of memory, most likely
+            text = f"the measurement failed ({err}); try smaller batch sizes or fewer steps"
+            return {"warning": text, "compare_message": _msg(text)}
+        finally:
+            self.registry.gate.release(token)
+        ode = any(f != "deq" for f, *_ in plan)
         return {
             "compare_memory": memory_figure(records),
-            "compare_message": f"measured {len(records)} training steps on the CPU ({kind} inputs, ODE: rk4 × "
-            f"{plan[0][3]} steps)",
+            "compare_message": f"measured {len(records)} training steps on the CPU ({kind} inputs"
+            + (f"; ODE models: rk4 × {plan[0][3]} steps)" if ode else ")"),
         }
 
 
@@ -625,8 +647,7 @@ def _as_int(value: Any, name: str) -> int:
 
 
 def _dims(view: str) -> int:
-    if view not in PATH_VIEWS:
-        raise ValueError(f"path view must be one of {', '.join(PATH_VIEWS)}, got {view!r}")
+    check_choice(view, "path view", tuple(PATH_VIEWS))
     return PATH_VIEWS[view]
 
 
@@ -663,11 +684,14 @@ def _memory_plan(
         raise ValueError("pick at least one model family to measure")
     if not gradients:
         raise ValueError("pick at least one gradient method to measure")
-    if kind not in INPUT_KINDS:
-        raise ValueError(f"input kind must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
+    for family in families:
+        check_choice(family, "family", tuple(dict.fromkeys(f for f, _ in variants)))
+    for gradient in gradients:
+        check_choice(gradient, "gradient method", tuple(dict.fromkeys(g for _, g in variants)))
+    check_choice(kind, "input kind", INPUT_KINDS)
     steps = _as_int(n_steps, "rk4 steps")
-    if not 1 <= steps <= 32:
-        raise ValueError(f"rk4 steps must be from 1 to 32, got {steps}")
+    if not 1 <= steps <= MAX_MEMORY_STEPS:
+        raise ValueError(f"rk4 steps must be from 1 to {MAX_MEMORY_STEPS}, got {steps}")
     try:
         batches = sorted({int(b) for b in str(batch_sizes).replace(",", " ").split()})
     except ValueError:

@@ -12,6 +12,8 @@ import csv
 import functools
 import io
 import json
+import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,43 @@ RUN_COLUMNS = [
 EXPORT_FORMATS = ("csv", "json")
 
 
+def _finite(value: Any) -> float | None:
+    """A finite float, or None for anything else (a missing, non-numeric, NaN or infinite cell)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None (JSON has no NaN / Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _last_event_kind(folder: Path) -> str | None:
+    """The ``kind`` of the last complete line of ``metrics.jsonl`` (reads only the file's tail)."""
+    try:
+        with open(folder / "metrics.jsonl", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        return event.get("kind") if isinstance(event, dict) else None
+    return None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
@@ -64,9 +103,11 @@ class RunRecord:
 
     @property
     def state(self) -> str:
-        if not self.summary:
-            return "in progress"
-        return "stopped" if self.summary.get("stopped") else "finished"
+        """finished / stopped (summary written), failed (its last event is an error), else in progress
+        (or interrupted: a killed process leaves the same files as a running one)."""
+        if self.summary:
+            return "stopped" if self.summary.get("stopped") else "finished"
+        return "failed" if _last_event_kind(self.folder) == "error" else "in progress"
 
     @property
     def params(self) -> int | None:
@@ -79,19 +120,19 @@ class RunRecord:
         s = self.summary
 
         def pct(key: str) -> float | None:
-            v = s.get(key)
-            return None if not isinstance(v, (int, float)) else round(100 * float(v), 2)
+            v = _finite(s.get(key))
+            return None if v is None else round(100 * v, 2)
 
         def rounded(key: str, digits: int, scale: float = 1.0) -> float | None:
-            v = s.get(key)
-            return None if not isinstance(v, (int, float)) else round(float(v) / scale, digits)
+            v = _finite(s.get(key))
+            return None if v is None else round(v / scale, digits)
 
         return {
             "run": self.name,
             "model": self.family,
             "dataset": self.config.get("dataset"),
             "params": self.params,
-            "steps": s.get("steps"),
+            "steps": s.get("steps") if isinstance(s.get("steps"), int) else None,
             "test acc %": pct("test_accuracy"),
             "best val %": pct("best_val_accuracy"),
             "NFE fwd": rounded("mean_nfe_forward", 1),
@@ -109,22 +150,45 @@ class RunRecord:
 
 @functools.lru_cache(maxsize=256)
 def _count_params(model_json: str) -> int | None:
-    """Parameter count of a model config (for runs still in progress, whose summary is not written)."""
+    """Parameter count of a model config (for runs still in progress, whose summary is not written).
+
+    Built on the meta device (no memory, no init work) with the global RNG forked, so a training thread's
+    random stream is untouched. A config that does not round-trip exactly (foreign, partial, older) gives
+    None rather than the count of the defaults filled in for it.
+    """
     try:
+        import torch
+
         import core
 
-        config = core.ModelConfig.from_dict(json.loads(model_json))
-        return sum(p.numel() for p in core.build_model(config).parameters())
+        raw = json.loads(model_json)
+        config = core.ModelConfig.from_dict(raw)
+        if config.to_dict() != raw:
+            return None
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return sum(p.numel() for p in core.build_model(config).parameters())
     except Exception:  # a foreign or older config: the cell stays blank
         return None
 
 
-def read_runs(runs_dir: str | Path, limit: int = 50) -> list[RunRecord]:
-    """The newest ``limit`` run folders under ``runs_dir`` (folder names start with a timestamp)."""
+def read_runs(runs_dir: str | Path, limit: int = 50, only: set[Path] | None = None) -> list[RunRecord]:
+    """The newest ``limit`` run folders under ``runs_dir`` (newest first by ``config.json``'s time, which
+    the run writes when it starts), optionally only the folders in ``only``."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    folders = sorted((p for p in root.iterdir() if (p / "config.json").is_file()), reverse=True)[:limit]
+    folders = [p for p in root.iterdir() if (p / "config.json").is_file()]
+    if only is not None:
+        wanted = {p.resolve() for p in only}
+        folders = [p for p in folders if p.resolve() in wanted]
+
+    def started(folder: Path) -> tuple[float, str]:
+        try:
+            return (folder.joinpath("config.json").stat().st_mtime, folder.name)
+        except OSError:
+            return (0.0, folder.name)
+
+    folders = sorted(folders, key=started, reverse=True)[:limit]
     records = []
     for folder in folders:
         config = _read_json(folder / "config.json")
@@ -163,9 +227,10 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
             evals[event["step"]] = event.get("accuracy")
 
     def column(key: str, scale: float = 1.0) -> np.ndarray:
-        values = [steps[k].get(key) for k in sorted(steps)]
-        return np.asarray([np.nan if v is None else float(v) * scale for v in values], dtype=np.float64)
+        values = [_finite(steps[k].get(key)) for k in sorted(steps)]
+        return np.asarray([np.nan if v is None else v * scale for v in values], dtype=np.float64)
 
+    val_acc = [_finite(evals[k]) for k in sorted(evals)]
     return {
         "step": np.asarray(sorted(steps), dtype=np.float64),
         "loss": column("loss"),
@@ -175,8 +240,17 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
         "memory_mb": column("peak_memory_bytes", 1 / 2**20),
         "step_ms": column("step_seconds", 1000.0),
         "val_step": np.asarray(sorted(evals), dtype=np.float64),
-        "val_acc": np.asarray([np.nan if evals[k] is None else evals[k] for k in sorted(evals)], dtype=np.float64),
+        "val_acc": np.asarray([np.nan if v is None else v for v in val_acc], dtype=np.float64),
     }
+
+
+def _csv_cell(value: Any) -> Any:
+    # A cell starting with = + - @ is a formula to a spreadsheet: quote text cells that do (not numbers).
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
 
 
 def export_runs(records: list[RunRecord], fmt: str, dest_dir: str | Path | None = None) -> Path:
@@ -195,11 +269,13 @@ def export_runs(records: list[RunRecord], fmt: str, dest_dir: str | Path | None 
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(RUN_COLUMNS)
-        writer.writerows(["" if v is None else v for v in r.row()] for r in records)
+        writer.writerows([_csv_cell(v) for v in r.row()] for r in records)
         text = buffer.getvalue()
     else:
         text = json.dumps(
-            [{**r.values(), "config": r.config, "summary": r.summary} for r in records], indent=1, allow_nan=False
+            [_json_safe({**r.values(), "config": r.config, "summary": r.summary}) for r in records],
+            indent=1,
+            allow_nan=False,
         )
     path = folder / f"runs.{fmt}"
     atomic_write_bytes(path, text.encode())

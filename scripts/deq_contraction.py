@@ -30,13 +30,13 @@ def probe(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
             def f(z: torch.Tensor) -> torch.Tensor:
                 return block.cell(z, feat)
 
-            z0 = torch.zeros((x.shape[0], *block.state_shape))
+            z0 = feat.new_zeros((x.shape[0], *block.state_shape))
             out: dict[str, float] = {}
             for tol in (1e-3, 1e-4):
                 z, stats = core.solve(f, z0, method="anderson", tol=tol, max_iter=100)
                 out[f"nfe@{tol:g}"] = stats.nfe if stats.converged else float("inf")
             gen = torch.Generator().manual_seed(0)
-            v = torch.randn(z.shape, generator=gen)
+            v = torch.randn(z.shape, generator=gen).to(z)
             v /= v.norm()
             radius = float("nan")
             for _ in range(30):
@@ -70,7 +70,7 @@ def main() -> None:
     trainer = Trainer(
         TrainConfig(model=cfg.replace(deq=deq), dataset="digits", steps=args.steps, batch_size=64, lr=2e-3)
     )
-    x = trainer.data.val.inputs[:64]
+    x = trainer.data.val.inputs[:64].to(trainer.device)
     print(f"{args.preset}, jac_reg {args.jac_reg:g}, training tol {deq.solver_options['tol']:g}")
     print("| step | train NFE fwd (last 10) | Anderson NFE to 1e-3 | to 1e-4 | spectral radius at z* |")
     print("|---:|---:|---:|---:|---:|")

@@ -140,6 +140,31 @@ def test_read_metrics_keeps_the_last_record_of_a_step_and_skips_a_torn_line(runs
     assert read_metrics(runs / "not-a-run")["step"].shape == (0,)
 
 
+def test_bad_values_in_run_files_become_blank_cells(tmp_path, tmp_path_factory):
+    bad_summary = {**SUMMARY, "test_accuracy": float("nan"), "seconds": float("inf"), "steps": "three"}
+    write_run(
+        tmp_path, "20260101-000000-nan", summary=bad_summary, events=[step(1, 1.0), {**step(2, 1.0), "loss": "x"}]
+    )
+    write_run(tmp_path, "20260102-000000-failed", events=[step(1, 1.0), {"kind": "error", "step": 1, "epoch": 0}])
+    write_run(tmp_path, "=1+1", family="node", events=[step(1, 1.0)])
+    (tmp_path / "20260104-000000-foreign").mkdir()
+    (tmp_path / "20260104-000000-foreign" / "config.json").write_text(json.dumps({"model": {"family": "deq"}}))
+    records = {r.name: r for r in read_runs(tmp_path)}
+    nan = dict(zip(RUN_COLUMNS, records["20260101-000000-nan"].row()))
+    assert nan["test acc %"] is None and nan["s"] is None and nan["steps"] is None and nan["NFE fwd"] == 12.3
+    np.testing.assert_array_equal(read_metrics(tmp_path / "20260101-000000-nan")["loss"], [1.0, np.nan])
+    assert records["20260102-000000-failed"].state == "failed"
+    assert records["20260104-000000-foreign"].params is None  # a partial config is not counted as the defaults
+    dest = tmp_path_factory.mktemp("export")
+    exported = json.loads(export_runs(list(records.values()), "json", dest).read_text())  # NaN -> null
+    assert {e["run"]: e for e in exported}["20260101-000000-nan"]["summary"]["test_accuracy"] is None
+    with open(export_runs(list(records.values()), "csv", dest), newline="") as fh:
+        names = [row[0] for row in csv.reader(fh)]
+    assert "'=1+1" in names and "=1+1" not in names  # a spreadsheet would run it as a formula
+    ex = Explorer(tmp_path, autoplay=False)
+    assert len(ex.compare_refresh("k", "all saved runs", None)["compare_table"]) == 4
+
+
 def test_export_csv_and_json_round_trip(runs, tmp_path_factory):
     records = read_runs(runs)
     dest = tmp_path_factory.mktemp("export")
@@ -187,11 +212,13 @@ def test_compare_refresh_select_and_accuracy_points(runs):
 
 def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
+    from core.bench.models import memory_probe
+
     out = ex.compare_memory("m", ["node", "deq"], ["direct", "adjoint", "implicit"], "4, 16", "points", 8)
-    records = ex.session("m").lab["memory"]
-    by = {(r["family"], r["gradient"], r["batch_size"]): r for r in records}
-    assert set(by) == {
-        (f, g, b) for f, g in (("node", "direct"), ("node", "adjoint"), ("deq", "implicit")) for b in (4, 16)
+    by = {
+        (f, g, b): memory_probe(f, g, b, 8, "points", "cpu")
+        for f, g in (("node", "direct"), ("node", "adjoint"), ("deq", "implicit"))
+        for b in (4, 16)
     }
     for f, g in (("node", "direct"), ("node", "adjoint"), ("deq", "implicit")):
         small, big = by[(f, g, 4)]["graph_bytes"], by[(f, g, 16)]["graph_bytes"]
@@ -203,7 +230,19 @@ def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
     assert len(fig.data) == 3 and fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [4, 16]
     direct = next(t for t in fig.data if t.name == "node · direct")
     np.testing.assert_allclose(direct.y, [by[("node", "direct", b)]["graph_bytes"] / 2**20 for b in (4, 16)], rtol=1e-6)
-    assert "8 steps" in out["compare_message"]
+    assert "8 steps" in out["compare_message"] and ex.registry.gate.running == 0  # the slot is given back
+    deq_only = ex.compare_memory("m", ["deq"], ["implicit"], "4", "points", 8)["compare_message"]
+    assert "rk4" not in deq_only
+
+
+def test_memory_measure_takes_a_training_slot(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False, max_trainings=1)
+    holder = object()
+    ex.registry.gate.acquire(holder)
+    out = ex.compare_memory("m", ["node"], ["direct"], "4", "points", 1)
+    assert "already runs 1 training" in out["warning"] and "compare_memory" not in out
+    ex.registry.gate.release(holder)
+    assert "compare_memory" in ex.compare_memory("m", ["node"], ["direct"], "4", "points", 1)
 
 
 @pytest.mark.parametrize(
@@ -216,7 +255,11 @@ def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
         ((["node"], ["direct"], "0", "points", 2), "1 to 8 batch sizes"),
         ((["node"], ["direct"], "1 2 3 4 5 6 7 8 9", "points", 2), "1 to 8 batch sizes"),
         ((["node"], ["direct"], "8", "image99", 2), "input kind must be"),
-        ((["node"], ["direct"], "8", "points", 0), "rk4 steps must be from 1 to 32"),
+        ((["node"], ["direct"], "8", "points", 0), "rk4 steps must be from 1 to 8"),
+        ((["node"], ["direct"], "8", "points", 9), "rk4 steps must be from 1 to 8"),
+        ((["node"], ["direct"], "256", "points", 2), "1 to 8 batch sizes from 1 to 128"),
+        ((["node", "resnet"], ["direct"], "8", "points", 2), "family must be one of"),
+        ((["node"], ["backprop"], "8", "points", 2), "gradient method must be one of"),
         ((["node"], ["direct"], "8", "points", None), "rk4 steps must be a whole number"),
     ],
 )
@@ -224,7 +267,7 @@ def test_memory_measure_rejects_bad_input(tmp_path, args, message):
     ex = Explorer(tmp_path, autoplay=False)
     out = ex.compare_memory("m", *args)
     assert message in out["warning"] and message in out["compare_message"] and "compare_memory" not in out
-    assert "memory" not in ex.session("m").lab  # nothing half-measured is kept
+    assert ex.registry.gate.running == 0
 
 
 def test_path_figure_3d_uses_the_third_principal_axis():

@@ -437,6 +437,13 @@ def test_controller_lab_ode_model_and_bad_inputs(explorer, tmp_path):
     (junk / "checkpoint.pt").write_bytes(b"not a checkpoint")
     bad = explorer.lab_run("s1", "run:junk", "", "val", 0, 1e-4, 30, "rk4", 4)
     assert "not a usable checkpoint" in bad["lab_message"]
+    bad = explorer.lab_run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4, view="4-D")
+    assert "path view must be one of" in bad["warning"]
+    three = explorer.lab_run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4, view="3-D")
+    assert {t.type for t in three["lab_path"].data} == {"scatter3d"}
+    flat = explorer.lab_scrub("s1", 0.5, view="2-D")["lab_path"]  # the same result, redrawn in 2-D
+    assert {t.type for t in flat.data} == {"scatter"} and len(flat.data) == len(three["lab_path"].data)
+    assert "path view must be one of" in explorer.lab_scrub("s1", 0.5, view="4-D")["warning"]
 
 
 def test_controller_train_rejects_bad_values(explorer):

@@ -352,8 +352,24 @@ def test_jacobian_regulariser_is_returned_in_training_and_reaches_the_loss():
         moved.append(torch.cat([(p.detach() - b).flatten() for p, b in zip(trainer.model.parameters(), before)]))
         assert event.loss == pytest.approx(float(ce), rel=1e-5)  # the reported loss is the cross-entropy alone
     assert rel_err(moved[0], moved[1]) > 1e-3
-    with pytest.raises(ValueError, match="jac_reg must be a number >= 0"):
+    with pytest.raises(ValueError, match="jac_reg must be a number from 0"):
         DEQConfig(jac_reg=-1.0)
+
+
+def test_a_non_finite_jacobian_regulariser_rolls_the_step_back(monkeypatch):
+    from core.models.blocks import DEQBlock
+    from core.training import Divergence, TrainConfig, Trainer
+
+    cfg = preset("points-deq")
+    reg = cfg.replace(deq=dataclasses.replace(cfg.deq, jac_reg=1.0))
+    trainer = Trainer(TrainConfig(model=reg, dataset="circles", steps=3, batch_size=32, seed=0))
+    trainer.step()
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    monkeypatch.setattr(DEQBlock, "jacobian_loss", lambda self, z, x: torch.tensor(float("inf")))
+    with pytest.raises(Divergence) as err:
+        trainer.step()
+    assert "lower jac_reg" in err.value.advice and trainer.step_count == 1
+    assert all(torch.equal(p, b) for p, b in zip(trainer.model.parameters(), before))
 
 
 # ---------------------------------------------------------------- learnable start point

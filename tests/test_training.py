@@ -219,6 +219,7 @@ def test_cli_tiny_run_writes_its_files_and_resumes(tmp_path):
         (["--model", "resnet"], "invalid choice"),
         (["--steps", "x"], "invalid int value"),
         (["--resume", "/nonexistent/run"], "no checkpoint"),
+        (["--model", "deq", "--jac-reg", "-1"], "jac_reg must be a number from 0"),
     ],
 )
 def test_cli_bad_arguments_give_one_line_errors(args, needle):
@@ -226,6 +227,16 @@ def test_cli_bad_arguments_give_one_line_errors(args, needle):
     assert result.returncode == 2
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_jac_reg_reaches_the_deq_config_and_keeps_the_preset_solver():
+    from core.train import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--model", "deq", "--dataset", "digits", "--jac-reg", "2.5"]))
+    deq = config.model.deq
+    assert deq.jac_reg == 2.5 and deq.solver_options == preset("image28-deq").deq.solver_options
+    plain = config_from_args(build_parser().parse_args(["--model", "deq", "--dataset", "digits"]))
+    assert plain.model.deq.jac_reg == 0.0
 
 
 def test_settings_change_without_reset():

@@ -82,7 +82,8 @@ class DEQConfig:
         phantom_steps: unrolled steps of the phantom gradient.
         jac_reg: weight γ of the Jacobian regulariser (Bai, Koltun & Kolter 2021) added to the training
             loss: γ ||εᵀ ∂f/∂z||² / d at z*, ε ~ N(0, I), an unbiased one-sample estimate of ||∂f/∂z||_F² / d.
-            It keeps f contractive as training goes, so the solvers' NFE stays low; 0 turns it off.
+            It keeps f contractive as training goes, so the solvers' NFE stays low; 0 turns it off. Its
+            evaluation of f counts in the forward NFE (one more per training step).
     """
 
     solver: str = "anderson"
@@ -96,7 +97,7 @@ class DEQConfig:
     def __post_init__(self) -> None:
         check_choice(self.backward, "backward", DEQ_BACKWARDS)
         if not isinstance(self.jac_reg, (int, float)) or isinstance(self.jac_reg, bool) or not 0 <= self.jac_reg < 1e6:
-            _fail(f"jac_reg must be a number >= 0 (0 turns the Jacobian regulariser off), got {self.jac_reg!r}")
+            _fail(f"jac_reg must be a number from 0 (off) to 1e6, got {self.jac_reg!r}")
         if self.solver not in METHODS:
             _fail(f"unknown solver {self.solver!r}; expected one of {', '.join(METHODS)}")
         make_options(self.solver, **self.solver_options)  # validates, raises ValueError

@@ -163,10 +163,12 @@ class Trainer:
             if out.stats.jac_loss is not None:
                 total = loss + self.config.model.deq.jac_reg * out.stats.jac_loss
             if not torch.isfinite(total):
-                raise Divergence(
-                    f"the loss became {float(total.detach())} at step {self.step_count}",
-                    "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol",
+                advice = (
+                    "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol"
                 )
+                if torch.isfinite(loss):
+                    advice = "the Jacobian regulariser is not finite: lower jac_reg (or the learning rate)"
+                raise Divergence(f"the loss became {float(total.detach())} at step {self.step_count}", advice)
             total.backward()
             grads_ok = all(torch.isfinite(p.grad).all() for p in self.model.main_parameters() if p.grad is not None)
             if not grads_ok:
