@@ -673,3 +673,34 @@ def test_gmres_restarts_reach_tolerance():
 def test_docstring_example():
     result = doctest.testmod(core.solvers, verbose=False)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize("method", ["fixed_point", "anderson", "broyden"])
+def test_sample_nfe_is_what_each_sample_costs_alone(method):
+    # Samples of different difficulty: contraction about a_b, from 0.1 to 0.9, on a nonlinear map.
+    a = torch.tensor([0.1, 0.5, 0.8, 0.9], dtype=torch.float64)[:, None]
+    c = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3)
+
+    def f(z, a=a, c=c):
+        return a * z + 0.05 * torch.tanh(z + c) + c
+
+    z0 = torch.zeros(4, 3, dtype=torch.float64)
+    _, stats = core.solve(f, z0, method=method, tol=1e-8, max_iter=500)
+    alone = [
+        core.solve(
+            lambda z, i=i: f(z, a[i : i + 1], c[i : i + 1]), z0[i : i + 1], method=method, tol=1e-8, max_iter=500
+        )[1]
+        for i in range(4)
+    ]
+    assert stats.sample_nfe.tolist() == [float(s.nfe) for s in alone]
+    assert stats.sample_nfe.max() == stats.nfe
+    if method == "fixed_point":  # the easy samples need far fewer evaluations than the batch
+        assert stats.sample_nfe[0] < stats.sample_nfe[3] / 4
+
+
+def test_sample_nfe_of_a_sample_that_never_converges_is_the_batch_nfe():
+    a = torch.tensor([0.5, 1.5], dtype=torch.float64)[:, None]  # the second diverges
+    _, stats = core.solve(
+        lambda z: a * z + 1, torch.zeros(2, 2, dtype=torch.float64), method="fixed_point", max_iter=20
+    )
+    assert not stats.converged and stats.sample_nfe[1] == stats.nfe and stats.sample_nfe[0] < stats.nfe

@@ -107,6 +107,24 @@ class SolverStats:
         """(K, B) trace of the residual that ``tol`` applies to."""
         return self.trace_rel if self.stop_mode == "rel" else self.trace_abs
 
+    @property
+    def sample_nfe(self) -> torch.Tensor:
+        """(B,) float: the NFE at which each sample's residual first met ``tol`` in the trace, or ``nfe``
+        for a sample that never did.
+
+        The batch stops when its slowest sample converges, so ``nfe`` is about the largest of these; the
+        rest show how hard each input is (the solvers treat samples independently, so this is what the
+        sample would have cost alone, up to the final bookkeeping evaluation).
+        """
+        trace = self.trace
+        batch = self.residual.shape[0]
+        if trace.numel() == 0:
+            return torch.full((batch,), float(self.nfe))
+        hit = trace <= self.tol  # (K, B)
+        first = hit.to(torch.int8).argmax(0)  # first row under tol (0 when none: replaced below)
+        out = self.trace_nfe.to(torch.float64)[first]
+        return torch.where(hit.any(0), out, torch.full_like(out, float(self.nfe)))
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready scalars: status, counts and the worst sample's residuals."""
         return {
