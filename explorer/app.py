@@ -190,6 +190,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     c["tr_device"] = gr.Dropdown(list(DEVICES), value=tr0.device, label="device")
                 with gr.Row():
                     c["tr_steps"] = gr.Number(tr0.steps, label="steps", precision=0, elem_id="tr-steps")
+                    c["tr_epochs"] = gr.Number(
+                        None, label="or epochs (blank: use steps)", precision=0, elem_id="tr-epochs"
+                    )
                     c["tr_batch"] = gr.Number(tr0.batch_size, label="batch size", precision=0, elem_id="tr-batch")
                     c["tr_lr"] = gr.Number(tr0.lr, label="learning rate")
                     c["tr_limit"] = gr.Number(
@@ -450,6 +453,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             ("deq_solver", c["tr_solver"]),
             ("device", c["tr_device"]),
             ("train_limit", c["tr_limit"]),
+            ("epochs", c["tr_epochs"]),
         ]
         tr_out = ["train_status", "train_curves", "train_message", "train_timer", "runs_table"]
         wire(tr_start.click, ex.train_start, tr_form, tr_out, "train_start")

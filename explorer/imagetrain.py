@@ -57,6 +57,7 @@ class TrainSettings:
     eval_every: int = 50
     train_limit: int | None = None
     seed: int = 0
+    epochs: int | None = None  # when set, the run lasts this many passes over the training split (not steps)
 
     def __post_init__(self) -> None:
         if self.dataset not in IMAGE_DATASETS:
@@ -81,21 +82,23 @@ class TrainSettings:
         _num(self.eval_every, "validate every", 1, 1_000_000, integer=True)
         if self.train_limit is not None:
             _num(self.train_limit, "training subset", 1, 10_000_000, integer=True)
+        if self.epochs is not None:
+            _num(self.epochs, "epochs", 1, 1000, integer=True)
         _num(self.seed, "seed", 0, 2**31 - 1, integer=True)
 
     @classmethod
     def from_form(cls, **values: Any) -> TrainSettings:
         """From the page's widgets: floats that are whole numbers become ints, blanks become defaults."""
-        ints = {"steps", "batch_size", "n_steps", "eval_every", "train_limit", "seed"}
+        ints = {"steps", "batch_size", "n_steps", "eval_every", "train_limit", "seed", "epochs"}
         clean: dict[str, Any] = {}
         for key, value in values.items():
             if value is None or value == "":
-                if key == "train_limit":
+                if key in ("train_limit", "epochs"):
                     clean[key] = None
                 continue
             if key in ints and isinstance(value, float) and value.is_integer():
                 value = int(value)
-            if key == "train_limit" and value == 0:
+            if key in ("train_limit", "epochs") and value == 0:
                 value = None
             clean[key] = value
         return cls(**clean)
@@ -119,7 +122,8 @@ class TrainSettings:
         return TrainConfig(
             model=self.model_config(),
             dataset=self.dataset,
-            steps=self.steps,
+            steps=None if self.epochs is not None else self.steps,
+            epochs=self.epochs or 1,
             batch_size=self.batch_size,
             lr=self.lr,
             eval_every=self.eval_every,

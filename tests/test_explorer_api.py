@@ -108,7 +108,7 @@ def test_bad_values_leave_the_session_usable(app):
     n = step_of(c.predict(api_name="/playground_step")[0])
     assert step_of(c.predict(api_name="/playground_step")[0]) == n + 1
     out = c.predict(
-        "digits", "homoode", "auto", 10, 0, 1e-3, "rk4", 2, 1e-3, "anderson", "cpu", 64, api_name="/train_start"
+        "digits", "homoode", "auto", 10, 0, 1e-3, "rk4", 2, 1e-3, "anderson", "cpu", 64, None, api_name="/train_start"
     )
     assert "batch size must be" in out[2]
 
@@ -117,7 +117,7 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     demo, url = app
     c = client(url)
     out = c.predict(
-        "digits", "deq", "auto", 4, 16, 2e-3, "rk4", 2, 1e-3, "anderson", "cpu", 64, api_name="/train_start"
+        "digits", "deq", "auto", 4, 16, 2e-3, "rk4", 2, 1e-3, "anderson", "cpu", 64, None, api_name="/train_start"
     )
     assert "Started" in out[2]
     for _ in range(300):

@@ -336,6 +336,12 @@ def test_train_settings_build_the_cli_config():
         ode=core.ODEConfig(method="rk4", rtol=1e-2, atol=1e-2, n_steps=3), deq=config.model.deq
     )
     assert TrainSettings.from_form(steps=10.0, train_limit=0, batch_size=8.0).train_limit is None
+    by_epochs = TrainSettings.from_form(steps=10, epochs=2.0, batch_size=50, train_limit=500).train_config()
+    assert by_epochs.steps is None and by_epochs.epochs == 2
+    assert TrainSettings.from_form(steps=10, epochs=None).train_config().steps == 10
+    assert TrainSettings.from_form(steps=10, epochs=0).epochs is None  # 0 or blank: use steps
+    with pytest.raises(ValueError, match="epochs must be a whole number from 1 to 1000"):
+        TrainSettings.from_form(epochs=2.5)
 
 
 # ----------------------------------------------------------------------------------------------- controller
