@@ -103,6 +103,13 @@ def _handler(
     return handler
 
 
+def _plot(label: str, elem_id: str, placeholder: str | None = None, height: int = 300) -> gr.Plot:
+    """A plot without its label bar (the figures carry their own titles), showing ``placeholder`` until
+    its first figure arrives."""
+    value = empty_figure(placeholder, height) if placeholder is not None else None
+    return gr.Plot(value, label=label, elem_id=elem_id, show_label=False)
+
+
 def _value(name: str, result: dict[str, Any]) -> Any:
     if name not in result:
         return gr.skip()
@@ -175,10 +182,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     with gr.Column(scale=3):
                         c["pg_message"] = gr.Markdown("", elem_id="pg-message")
                         c["pg_status"] = gr.Markdown("starting…", elem_id="pg-status")
-                        c["pg_flow"] = gr.Plot(
-                            label="decision boundary and trajectories", elem_id="pg-flow", show_label=False
-                        )
-                        c["pg_curves"] = gr.Plot(label="loss, accuracy, NFE", elem_id="pg-curves", show_label=False)
+                        c["pg_flow"] = _plot("decision boundary and trajectories", "pg-flow")
+                        c["pg_curves"] = _plot("loss, accuracy, NFE", "pg-curves")
             # ---------------------------------------------------------------- Train
             with gr.Tab("Train", id="train"):
                 with gr.Row():
@@ -211,7 +216,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     tr_apply = gr.Button("Apply lr / tolerance now")
                 c["train_message"] = gr.Markdown("", elem_id="train-message")
                 c["train_status"] = gr.Markdown("No image run yet.", elem_id="train-status")
-                c["train_curves"] = gr.Plot(label="training curves", elem_id="train-curves", show_label=False)
+                c["train_curves"] = _plot("training curves", "train-curves")
                 with gr.Row():
                     show_gallery = gr.Button("Show test predictions")
                 c["train_gallery"] = gr.Gallery(
@@ -260,17 +265,11 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     with gr.Column(scale=3):
                         c["lab_message"] = gr.Markdown("", elem_id="lab-message")
                         with gr.Row():
-                            c["lab_residual"] = gr.Plot(
-                                empty_figure("press “Solve with every solver”", 360),
-                                label="residual vs NFE",
-                                elem_id="lab-residual",
-                                show_label=False,
+                            c["lab_residual"] = _plot(
+                                "residual vs NFE", "lab-residual", "press “Solve with every solver”", 360
                             )
-                            c["lab_path"] = gr.Plot(
-                                empty_figure("the state's path appears here", 360),
-                                label="path of the state (frozen PCA basis)",
-                                elem_id="lab-path",
-                                show_label=False,
+                            c["lab_path"] = _plot(
+                                "path of the state (frozen PCA basis)", "lab-path", "the state's path appears here", 360
                             )
                         c["lab_view"] = gr.Radio(
                             list(PATH_VIEWS),
@@ -293,11 +292,11 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                             )
                             c["lab_samples"] = gr.Number(64, label="validation inputs", precision=0)
                             lab_sweep = gr.Button("Sweep: accuracy vs NFE", elem_id="lab-sweep")
-                        c["lab_sweep"] = gr.Plot(
-                            empty_figure("a sweep draws accuracy vs NFE here (no retraining)", 300),
-                            label="accuracy vs mean NFE",
-                            elem_id="lab-sweep-plot",
-                            show_label=False,
+                        c["lab_sweep"] = _plot(
+                            "accuracy vs mean NFE",
+                            "lab-sweep-plot",
+                            "a sweep draws accuracy vs NFE here (no retraining)",
+                            300,
                         )
             # ---------------------------------------------------------------- Compare
             with gr.Tab("Compare", id="compare") as compare_tab:
@@ -318,17 +317,11 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 c["compare_runs"] = gr.CheckboxGroup(
                     [], label="overlay the curves of these runs", elem_id="compare-runs"
                 )
-                c["compare_curves"] = gr.Plot(
-                    empty_figure("open this tab or press Refresh to list the saved runs", 300),
-                    label="training curves",
-                    elem_id="compare-curves",
-                    show_label=False,
+                c["compare_curves"] = _plot(
+                    "training curves", "compare-curves", "open this tab or press Refresh to list the saved runs", 300
                 )
-                c["compare_accuracy"] = gr.Plot(
-                    empty_figure("accuracy vs NFE of every run appears here", 300),
-                    label="accuracy vs NFE",
-                    elem_id="compare-accuracy",
-                    show_label=False,
+                c["compare_accuracy"] = _plot(
+                    "accuracy vs NFE", "compare-accuracy", "accuracy vs NFE of every run appears here", 300
                 )
                 gr.Markdown(
                     "#### Memory vs batch size, measured\n"
@@ -348,11 +341,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     c["memory_kind"] = gr.Dropdown(list(INPUT_KINDS), value="image28", label="inputs")
                     c["memory_steps"] = gr.Number(2, label="rk4 steps (ODE)", precision=0)
                     memory_go = gr.Button("Measure", elem_id="memory-run")
-                c["compare_memory"] = gr.Plot(
-                    empty_figure("press “Measure” (a few seconds on a CPU)", 320),
-                    label="memory vs batch size",
-                    elem_id="compare-memory",
-                    show_label=False,
+                c["compare_memory"] = _plot(
+                    "memory vs batch size", "compare-memory", "press “Measure” (a few seconds on a CPU)", 320
                 )
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)

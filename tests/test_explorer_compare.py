@@ -11,7 +11,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np
 import pytest
-import torch
 
 import core
 from explorer import plots
@@ -19,6 +18,8 @@ from explorer.controller import Explorer
 from explorer.runs import RUN_COLUMNS, export_runs, read_metrics, read_runs, run_rows
 
 MODEL = core.preset("points-homoode").to_dict()
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_run(root, name, family="homoode", summary=None, events=(), extra_lines=()):
@@ -294,11 +295,3 @@ def test_compare_figures_without_data_say_what_to_do():
     assert "Train tab" in plots.runs_accuracy_figure([]).layout.annotations[0].text
     nan_point = plots.RunPoint("r", "deq", float("nan"), 0.0, 0.5, "val")
     assert len(plots.runs_accuracy_figure([nan_point]).data) == 0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)

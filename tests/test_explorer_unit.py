@@ -26,14 +26,7 @@ from explorer.sessions import CapacityError, Lane, SessionRegistry, SessionTrain
 # A redraw happens several times a second: keep every figure's JSON small.
 FIGURE_BUDGET = 150_000
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Several workers share 2 cores; intra-op threads would oversubscribe them (as launch.py does).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_config(family: str = "homoode", **kw) -> TrainConfig:
