@@ -20,9 +20,7 @@ from .base import (
     CountedMap,
     SolverOptions,
     SolverStats,
-    Status,
     Tracker,
-    all_finite,
     check_in_range,
     check_positive_int,
     wide_dtype,
@@ -56,16 +54,8 @@ def anderson(f: CountedMap, z0: torch.Tensor, opts: AndersonOptions) -> tuple[to
     z, status, steps = z0, None, 0
     for steps in range(1, opts.max_iter + 1):
         fz = f(z)
-        if not all_finite(fz) or not all_finite(z):
-            status = Status.NON_FINITE
-            if tracker.best_z is None:
-                tracker.observe(z0, torch.nan_to_num(fz, nan=float("inf")))
-            break
-        tracker.observe(z, fz)
-        if tracker.converged():
-            break
-        if tracker.diverging():
-            status = Status.DIVERGED
+        stop, status = tracker.check(z, fz, z0)
+        if stop:
             break
         xs.append(z.reshape(bsz, -1))
         fs.append(fz.reshape(bsz, -1))

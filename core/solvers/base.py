@@ -340,6 +340,21 @@ class Tracker:
         pending = self.key(self.best_abs, self.best_rel) > self.options.tol
         return bool((blown & pending).any())
 
+    def check(self, z: torch.Tensor, fz: torch.Tensor, z0: torch.Tensor) -> tuple[bool, Status | None]:
+        """Record one evaluation fz = f(z) of an iterative solver (z shaped like z0) and say whether to stop:
+        (True, NON_FINITE) on a NaN/inf, (True, None) once converged (``finish`` names the status),
+        (True, DIVERGED) when a pending sample blows up, else (False, None)."""
+        if not all_finite(fz) or not all_finite(z):
+            if self.best_z is None:  # nothing finite seen yet: keep the start as the answer
+                self.observe(z0, torch.nan_to_num(fz, nan=float("inf")))
+            return True, Status.NON_FINITE
+        self.observe(z, fz)
+        if self.converged():
+            return True, None
+        if self.diverging():
+            return True, Status.DIVERGED
+        return False, None
+
     def finish(
         self,
         method: str,

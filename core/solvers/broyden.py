@@ -19,9 +19,7 @@ from .base import (
     CountedMap,
     SolverOptions,
     SolverStats,
-    Status,
     Tracker,
-    all_finite,
     batch_dot,
     check_positive_int,
 )
@@ -65,16 +63,8 @@ def broyden(f: CountedMap, z0: torch.Tensor, opts: BroydenOptions) -> tuple[torc
     status, steps = None, 0
     for steps in range(1, opts.max_iter + 1):
         fz = f(z.view_as(z0))
-        if not all_finite(fz) or not all_finite(z):
-            status = Status.NON_FINITE
-            if tracker.best_z is None:
-                tracker.observe(z0, torch.nan_to_num(fz, nan=float("inf")))
-            break
-        tracker.observe(z.view_as(z0), fz)
-        if tracker.converged():
-            break
-        if tracker.diverging():
-            status = Status.DIVERGED
+        stop, status = tracker.check(z.view_as(z0), fz, z0)
+        if stop:
             break
         g = fz.reshape(bsz, -1) - z
         if g_prev is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CountedMap, SolverOptions, SolverStats, Status, Tracker, all_finite, check_in_range
+from .base import CountedMap, SolverOptions, SolverStats, Tracker, check_in_range
 
 
 @dataclass(frozen=True)
@@ -32,16 +32,8 @@ def fixed_point(f: CountedMap, z0: torch.Tensor, opts: FixedPointOptions) -> tup
     z, status, steps = z0, None, 0
     for steps in range(1, opts.max_iter + 1):
         fz = f(z)
-        if not all_finite(fz) or not all_finite(z):
-            status = Status.NON_FINITE
-            if tracker.best_z is None:
-                tracker.observe(z0, torch.nan_to_num(fz, nan=float("inf")))
-            break
-        tracker.observe(z, fz)
-        if tracker.converged():
-            break
-        if tracker.diverging():
-            status = Status.DIVERGED
+        stop, status = tracker.check(z, fz, z0)
+        if stop:
             break
         z = fz if opts.beta == 1.0 else (1 - opts.beta) * z + opts.beta * fz
     return tracker.finish("fixed_point", status, steps)
