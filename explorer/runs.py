@@ -148,13 +148,27 @@ class RunRecord:
         return [cells[c] for c in RUN_COLUMNS]
 
 
+#: The model-config fields that decide the parameter count: a config must state them all to be counted.
+SHAPE_FIELDS = (
+    "family",
+    "input_kind",
+    "num_classes",
+    "width",
+    "hidden",
+    "augment_dim",
+    "head_dim",
+    "head_pool",
+    "start",
+)
+
+
 @functools.lru_cache(maxsize=256)
 def _count_params(model_json: str) -> int | None:
     """Parameter count of a model config (for runs still in progress, whose summary is not written).
 
     Built on the meta device (no memory, no init work) with the global RNG forked, so a training thread's
-    random stream is untouched. A config that does not round-trip exactly (foreign, partial, older) gives
-    None rather than the count of the defaults filled in for it.
+    random stream is untouched. A config missing any of ``SHAPE_FIELDS`` (foreign or partial) gives None
+    rather than the count of defaults filled in for it; solver settings added since do not matter.
     """
     try:
         import torch
@@ -162,9 +176,9 @@ def _count_params(model_json: str) -> int | None:
         import core
 
         raw = json.loads(model_json)
-        config = core.ModelConfig.from_dict(raw)
-        if config.to_dict() != raw:
+        if not all(key in raw for key in SHAPE_FIELDS):
             return None
+        config = core.ModelConfig.from_dict(raw)
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             return sum(p.numel() for p in core.build_model(config).parameters())
     except Exception:  # a foreign or older config: the cell stays blank

@@ -156,6 +156,13 @@ def test_bad_values_in_run_files_become_blank_cells(tmp_path, tmp_path_factory):
     np.testing.assert_array_equal(read_metrics(tmp_path / "20260101-000000-nan")["loss"], [1.0, np.nan])
     assert records["20260102-000000-failed"].state == "failed"
     assert records["20260104-000000-foreign"].params is None  # a partial config is not counted as the defaults
+    # A config from before a solver setting existed (here DEQ's jac_reg) still gets its parameter count.
+    older = core.preset("image28-deq").to_dict()
+    del older["deq"]["jac_reg"]
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "config.json").write_text(json.dumps({"model": older, "dataset": "digits"}))
+    counted = {r.name: r for r in read_runs(tmp_path)}["older"].params
+    assert counted == sum(p.numel() for p in core.build_model(core.preset("image28-deq")).parameters())
     dest = tmp_path_factory.mktemp("export")
     exported = json.loads(export_runs(list(records.values()), "json", dest).read_text())  # NaN -> null
     assert {e["run"]: e for e in exported}["20260101-000000-nan"]["summary"]["test_accuracy"] is None
