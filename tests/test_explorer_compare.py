@@ -170,7 +170,7 @@ def test_bad_values_in_run_files_become_blank_cells(tmp_path, tmp_path_factory):
         names = [row[0] for row in csv.reader(fh)]
     assert "'=1+1" in names and "=1+1" not in names  # a spreadsheet would run it as a formula
     ex = Explorer(tmp_path, autoplay=False)
-    assert len(ex.compare_refresh("k", "all saved runs", None)["compare_table"]) == 4
+    assert len(ex.compare_refresh("k", "all saved runs", None)["compare_table"]) == 5
 
 
 def test_export_csv_and_json_round_trip(runs, tmp_path_factory):
