@@ -80,6 +80,8 @@ def _handler(
         if select:
             *values, event = values
             extra["position"] = event.index if isinstance(event.index, int) else -1
+            if event.row_value is not None:  # a table row: its cells, robust to a re-sorted table
+                extra["row"] = list(event.row_value)
         if query:
             extra["params"] = dict(request.query_params)
         result = method(request.session_hash, **dict(zip(inputs, values)), **extra)
@@ -309,7 +311,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 c["compare_file"] = gr.File(label="exported table", interactive=False, elem_id="compare-file")
                 c["compare_table"] = gr.Dataframe(
                     headers=RUN_COLUMNS,
-                    label="runs (peak MB: CUDA allocator on a GPU, process RSS on the CPU)",
+                    label="runs (click a row to open its model in the Solver lab; peak MB: CUDA allocator on a GPU, "
+                    "process RSS on the CPU)",
                     interactive=False,
                     wrap=True,
                     elem_id="compare-table",
@@ -529,7 +532,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             fixed={"select": True},
             api_visibility="private",
         ).then(
-            _handler(ex.lab_run, [n for n, _ in run_lab["inputs"]], lab_out),
+            _handler(ex.lab_open, [n for n, _ in run_lab["inputs"]], lab_out),
             inputs=[comp for _, comp in run_lab["inputs"]],
             outputs=[c[n] for n in lab_out],
             api_visibility="private",
@@ -547,6 +550,20 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             ["compare_curves", "compare_message"],
             "compare_select",
             trigger_mode="always_last",
+        )
+        wire(
+            c["compare_table"].select,
+            ex.compare_pick,
+            [],
+            ["tabs", "lab_model_choices", "lab_split", "lab_index", "compare_message"],
+            None,
+            fixed={"select": True},
+            api_visibility="private",
+        ).then(
+            _handler(ex.lab_open, [n for n, _ in run_lab["inputs"]], lab_out),
+            inputs=[comp for _, comp in run_lab["inputs"]],
+            outputs=[c[n] for n in lab_out],
+            api_visibility="private",
         )
         for button, fmt in ((compare_csv, "csv"), (compare_json, "json")):
             wire(

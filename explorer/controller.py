@@ -387,6 +387,7 @@ class Explorer:
         if session.train is None or not 0 <= position < len(indices):
             return {}
         model_key = f"session:train:{next(reversed(session.train_runs))}"
+        session.lab["open"] = True
         return {
             "lab_model_choices": (self.lab_choices(key), model_key),
             "lab_split": "test",
@@ -514,6 +515,13 @@ class Explorer:
             "lab_message": note,
         }
 
+    def lab_open(self, key: str, **inputs: Any) -> dict[str, Any]:
+        """Run the lab after a gallery tile or a runs-table row asked to open a model there (and only then:
+        a click that opened nothing leaves the lab as it was)."""
+        if not self.session(key).lab.pop("open", False):
+            return {}
+        return self.lab_run(key, **inputs)
+
     def lab_scrub(self, key: str, position: Any, view: str = "2-D") -> dict[str, Any]:
         """Move the cursor along every path (the inner time axis: k, λ or t), or switch between the 2-D
         and 3-D view, in the same frozen basis."""
@@ -581,6 +589,23 @@ class Explorer:
         if len(picked) > MAX_OVERLAID:
             out["compare_message"] = f"showing the curves of the first {MAX_OVERLAID} of {len(picked)} picked runs"
         return out
+
+    def compare_pick(self, key: str, position: int = -1, row: list[Any] | None = None) -> dict[str, Any]:
+        """A row of the runs table was clicked: open that run's model in the Solver lab (first test image)."""
+        name = row[0] if row else None
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            return {}  # not a run folder's name (the table only shows names; nothing else is opened)
+        if not (self.runs_dir / name / "checkpoint.pt").is_file():
+            text = f"run {name!r} has no checkpoint yet (it is saved when the run ends or is stopped)"
+            return {"warning": text, "compare_message": _msg(text)}
+        self.session(key).lab["open"] = True
+        return {
+            "lab_model_choices": (self.lab_choices(key), f"run:{name}"),
+            "lab_split": "test",
+            "lab_index": 0,
+            "tabs": "lab",
+            "compare_message": "",
+        }
 
     @staticmethod
     def _compare_curves(records: list[RunRecord], selected: list[str]) -> Any:

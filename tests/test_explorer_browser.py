@@ -284,6 +284,9 @@ def test_compare_lists_runs_measures_memory_and_exports(server, demo, page):
     pg.click("#memory-run")
     pg.wait_for_function("() => document.querySelector('#compare-message').innerText.includes('batch sizes')")
     assert trace_count(pg, "compare-memory") == 8
+    # Clicking a run without a checkpoint says so and stays on the tab.
+    pg.locator("#compare-table .body-cell", has_text="20990101-000000-homoode-digits-fake").first.click()
+    pg.wait_for_function("() => document.querySelector('#compare-message').innerText.includes('no checkpoint yet')")
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
 

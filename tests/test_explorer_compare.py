@@ -302,3 +302,20 @@ def test_compare_figures_without_data_say_what_to_do():
     assert "Train tab" in plots.runs_accuracy_figure([]).layout.annotations[0].text
     nan_point = plots.RunPoint("r", "deq", float("nan"), 0.0, 0.5, "val")
     assert len(plots.runs_accuracy_figure([nan_point]).data) == 0
+
+
+def test_clicking_a_run_opens_it_in_the_solver_lab_once(runs):
+    ex = Explorer(runs, autoplay=False)
+    row = run_rows(read_runs(runs))[1]  # the finished run
+    out = ex.compare_pick("s1", row=row)
+    assert "no checkpoint yet" in out["warning"] and "tabs" not in out
+    (runs / row[0] / "checkpoint.pt").write_bytes(b"")  # only its presence matters to the click
+    out = ex.compare_pick("s1", row=row)
+    assert out["tabs"] == "lab" and out["lab_model_choices"][1] == f"run:{row[0]}" and out["lab_split"] == "test"
+    # The lab then runs once for the click (here on an untrained preset), and not again without one.
+    form = dict(model_key="fresh:image28-node", checkpoint="", split="val", index=0, tol=1e-4, max_iter=20)
+    form.update(ode_method="rk4", ode_steps=2)
+    assert "lab_table" in ex.lab_open("s1", **form)
+    assert ex.lab_open("s1", **form) == {}
+    for bad in (["../etc"], ["."], [""], [None], None):
+        assert ex.compare_pick("s1", row=bad) == {}
