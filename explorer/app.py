@@ -523,20 +523,26 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             "lab_models",
             show_progress="hidden",
         )
-        wire(
-            c["train_gallery"].select,
-            ex.gallery_pick,
-            [],
-            ["tabs", "lab_model_choices", "lab_split", "lab_index"],
-            None,
-            fixed={"select": True},
-            api_visibility="private",
-        ).then(
-            _handler(ex.lab_open, [n for n, _ in run_lab["inputs"]], lab_out),
-            inputs=[comp for _, comp in run_lab["inputs"]],
-            outputs=[c[n] for n in lab_out],
-            api_visibility="private",
+        # A gallery tile or a runs-table row opens its model in the Solver lab, then solves there.
+        opens = (
+            (c["train_gallery"], ex.gallery_pick, []),
+            (c["compare_table"], ex.compare_pick, ["compare_message"]),
         )
+        for component, pick, extra in opens:
+            wire(
+                component.select,
+                pick,
+                [],
+                ["tabs", "lab_model_choices", "lab_split", "lab_index", *extra],
+                None,
+                fixed={"select": True},
+                api_visibility="private",
+            ).then(
+                _handler(ex.lab_open, [n for n, _ in run_lab["inputs"]], lab_out),
+                inputs=[comp for _, comp in run_lab["inputs"]],
+                outputs=[c[n] for n in lab_out],
+                api_visibility="private",
+            )
 
         compare_in = [("scope", c["compare_scope"]), ("selected", c["compare_runs"])]
         compare_out = ["compare_table", "compare_runs", "compare_curves", "compare_accuracy", "compare_message"]
@@ -550,20 +556,6 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             ["compare_curves", "compare_message"],
             "compare_select",
             trigger_mode="always_last",
-        )
-        wire(
-            c["compare_table"].select,
-            ex.compare_pick,
-            [],
-            ["tabs", "lab_model_choices", "lab_split", "lab_index", "compare_message"],
-            None,
-            fixed={"select": True},
-            api_visibility="private",
-        ).then(
-            _handler(ex.lab_open, [n for n, _ in run_lab["inputs"]], lab_out),
-            inputs=[comp for _, comp in run_lab["inputs"]],
-            outputs=[c[n] for n in lab_out],
-            api_visibility="private",
         )
         for button, fmt in ((compare_csv, "csv"), (compare_json, "json")):
             wire(
