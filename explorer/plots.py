@@ -702,9 +702,8 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
     """Measured training memory vs batch size, one line per (family, gradient method).
 
     Args:
-        records: dicts with ``family``, ``gradient``, ``batch_size`` and ``graph_bytes`` (bytes the forward
-            graph keeps for backward) and, when ``memory_measure`` is the CUDA allocator, ``training_bytes``
-            (peak above the step's start), drawn instead.
+        records: ``core.bench.models.memory_probe`` dicts: ``family``, ``gradient``, ``batch_size``,
+            ``nfe_forward`` and ``graph_bytes`` (bytes the forward graph keeps for backward), drawn in MB.
     Traces: one line per (family, gradient).
     """
     if not records:
@@ -713,10 +712,9 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for r in records:
         groups.setdefault((r["family"], r["gradient"]), []).append(r)
-    cuda = any(r.get("memory_measure") == "cuda_max_memory_allocated" for r in records)
     for (family, gradient), rows in groups.items():
         rows = sorted(rows, key=lambda r: r["batch_size"])
-        y = [(r["training_bytes"] if cuda else r["graph_bytes"]) / 2**20 for r in rows]
+        y = [r["graph_bytes"] / 2**20 for r in rows]
         fig.add_trace(
             go.Scatter(
                 x=f32([r["batch_size"] for r in rows]),
@@ -733,6 +731,5 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
     fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"), margin_r=150)
     batches = sorted({r["batch_size"] for r in records})
     fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title_text="batch size")
-    what = "peak CUDA MB of one training step" if cuda else "MB saved for backward, one training step"
-    fig.update_yaxes(title_text=what, rangemode="tozero")
+    fig.update_yaxes(title_text="MB saved for backward, one training step", rangemode="tozero")
     return fig
