@@ -26,7 +26,7 @@ from core.solvers.base import check_choice
 from core.training import CheckpointError
 
 from . import lab as lab_lib
-from .imagetrain import TrainSettings, new_run_dir
+from .imagetrain import TrainSettings, check_number, new_run_dir
 from .playground import FAMILY_NAMES, PlaygroundSettings, flow_views, flow_visual, status_markdown
 from .plots import (
     RunPoint,
@@ -714,9 +714,8 @@ def _memory_plan(
     for gradient in gradients:
         check_choice(gradient, "gradient method", tuple(dict.fromkeys(g for _, g in variants)))
     check_choice(kind, "input kind", INPUT_KINDS)
-    steps = _as_int(n_steps, "rk4 steps")
-    if not 1 <= steps <= MAX_MEMORY_STEPS:
-        raise ValueError(f"rk4 steps must be from 1 to {MAX_MEMORY_STEPS}, got {steps}")
+    check_number(n_steps, "rk4 steps", 1, MAX_MEMORY_STEPS, integer=True)
+    steps = int(n_steps)
     try:
         batches = sorted({int(b) for b in str(batch_sizes).replace(",", " ").split()})
     except ValueError:

@@ -30,7 +30,8 @@ def dataset_choices() -> list[tuple[str, str]]:
     return out
 
 
-def _num(value: Any, name: str, low: float, high: float, integer: bool = False) -> None:
+def check_number(value: Any, name: str, low: float, high: float, integer: bool = False) -> None:
+    """A finite number (a whole one with ``integer``) in [low, high], else ValueError naming the range."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if integer:
         ok = ok and float(value).is_integer()
@@ -66,25 +67,25 @@ class TrainSettings:
             raise ValueError(f"model family must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
         if self.preset != "auto" and self.preset not in core.PRESETS:
             raise ValueError(f"preset must be 'auto' or one of {', '.join(sorted(core.PRESETS))}, got {self.preset!r}")
-        _num(self.steps, "steps", 1, 1_000_000, integer=True)
-        _num(self.batch_size, "batch size", 1, 4096, integer=True)
-        _num(self.lr, "learning rate", 1e-8, 10)
+        check_number(self.steps, "steps", 1, 1_000_000, integer=True)
+        check_number(self.batch_size, "batch size", 1, 4096, integer=True)
+        check_number(self.lr, "learning rate", 1e-8, 10)
         if self.lr <= 0:
             raise ValueError("learning rate must be positive")
         if self.ode_method not in FIXED_STEP_ODE + ADAPTIVE_ODE:
             raise ValueError(f"ODE method must be one of {', '.join(FIXED_STEP_ODE + ADAPTIVE_ODE)}")
-        _num(self.n_steps, "ODE steps", 1, 64, integer=True)
-        _num(self.tol, "tolerance", 1e-10, 0.5)
+        check_number(self.n_steps, "ODE steps", 1, 64, integer=True)
+        check_number(self.tol, "tolerance", 1e-10, 0.5)
         if self.deq_solver not in core.METHODS:
             raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {self.deq_solver!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _num(self.eval_every, "validate every", 1, 1_000_000, integer=True)
+        check_number(self.eval_every, "validate every", 1, 1_000_000, integer=True)
         if self.train_limit is not None:
-            _num(self.train_limit, "training subset", 1, 10_000_000, integer=True)
+            check_number(self.train_limit, "training subset", 1, 10_000_000, integer=True)
         if self.epochs is not None:
-            _num(self.epochs, "epochs", 1, 1000, integer=True)
-        _num(self.seed, "seed", 0, 2**31 - 1, integer=True)
+            check_number(self.epochs, "epochs", 1, 1000, integer=True)
+        check_number(self.seed, "seed", 0, 2**31 - 1, integer=True)
 
     @classmethod
     def from_form(cls, **values: Any) -> TrainSettings:
