@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from core.training import atomic_write_bytes
+from core.training import atomic_write_bytes, json_safe
 
 #: Columns of the runs table, in order; ``RunRecord.row()`` fills them.
 RUN_COLUMNS = [
@@ -48,17 +48,6 @@ def _finite(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None (JSON has no NaN / Infinity)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _last_event_kind(folder: Path) -> str | None:
@@ -287,7 +276,7 @@ def export_runs(records: list[RunRecord], fmt: str, dest_dir: str | Path | None 
         text = buffer.getvalue()
     else:
         text = json.dumps(
-            [_json_safe({**r.values(), "config": r.config, "summary": r.summary}) for r in records],
+            [json_safe({**r.values(), "config": r.config, "summary": r.summary}) for r in records],
             indent=1,
             allow_nan=False,
         )

@@ -263,3 +263,16 @@ def test_time_budget_ends_the_run_and_decays_the_rate():
     assert len(steps) > 5
     assert steps[-1].lr < 0.2 * steps[0].lr  # most of the cosine was spent
     assert events[-2].kind == "eval" and events[-2].step == final.step  # the last step was validated
+
+
+def test_json_safe_turns_every_non_finite_float_into_null():
+    from core.training import StepEvent, json_safe
+
+    value = {"a": float("nan"), "b": [1.5, float("inf"), {"c": -float("inf")}], "d": 2, "e": "x"}
+    assert json_safe(value) == {"a": None, "b": [1.5, None, {"c": None}], "d": 2, "e": "x"}
+    event = StepEvent(
+        step=1, epoch=0, loss=float("nan"), train_acc=0.5, nfe_forward=3, nfe_backward=0, residual=None,
+        start_loss=None, lr=1e-3, peak_memory_bytes=1, step_seconds=0.1, wall_seconds=float("inf"),
+    )  # fmt: skip
+    line = json.dumps(event.to_dict(), allow_nan=False)
+    assert json.loads(line)["loss"] is None and json.loads(line)["wall_seconds"] is None

@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent
+from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
 from .loop import Divergence, Trainer, load_trainer, peak_memory, resolve_device, resume, train
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Trainer",
     "atomic_write_bytes",
     "atomic_write_json",
+    "json_safe",
     "load_checkpoint",
     "load_trainer",
     "peak_memory",

@@ -11,10 +11,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
-def _clean(value: Any) -> Any:
-    # JSON has no NaN/inf: write them as null so metrics.jsonl stays valid JSON.
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (also inside dicts and lists) as None: JSON has no NaN/inf,
+    so metrics.jsonl, summary.json and exports stay valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -25,7 +30,7 @@ class Event:
     epoch: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **{k: _clean(v) for k, v in dataclasses.asdict(self).items()}}
+        return {"kind": self.kind, **json_safe(dataclasses.asdict(self))}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ..models.blocks import ODEStepLimitError
 from ..solvers import SolverError
 from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent
+from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
 
 
 def resolve_device(name: str) -> torch.device:
@@ -347,8 +347,7 @@ class Trainer:
             "device": str(self.device),
             "stopped": event.stopped,
         }
-        # JSON has no NaN/inf.
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
+        return json_safe(fields)
 
     # ------------------------------------------------------------------ state
 
