@@ -20,6 +20,7 @@ from core.data import (
     TOY_SETS,
     DatasetUnavailable,
     FormatError,
+    balanced_order,
     formats,
     is_available,
     load_dataset,
@@ -30,6 +31,7 @@ from core.data import (
     sources,
     stratified_split,
 )
+from core.data.bundle import TEST_ORDER_SEED
 
 TOYS = tuple(TOY_SETS)
 
@@ -170,6 +172,93 @@ def test_stratified_split_exact_and_proportional():
     assert not np.array_equal(first, stratified_split(labels, 10, seed=1)[0])
 
 
+# ------------------------------------------------------------------------------ class-balanced order
+
+
+def _prefix_gap(y) -> float:
+    """max over prefix lengths n and classes c of |count_c(first n) - n * p_c|."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        return 0.0
+    onehot = np.eye(int(y.max()) + 1)[y]
+    n = np.arange(1, len(y) + 1)[:, None]
+    return float(np.abs(onehot.cumsum(0) - n * onehot.mean(0)).max())
+
+
+def test_balanced_order_prefixes_are_stratified():
+    labels = np.repeat(np.arange(3), [5, 50, 945])  # sorted by class, very unequal classes
+    order = balanced_order(labels, 0)
+    assert order.dtype == np.int64 and np.array_equal(np.sort(order), np.arange(1000))  # a permutation
+    assert _prefix_gap(labels) > 50 and _prefix_gap(labels[order]) <= 1.5
+    assert np.array_equal(order, balanced_order(labels, 0)) and not np.array_equal(order, balanced_order(labels, 1))
+    # One class dominating many small ones (where sorting by jittered keys drifts by several items).
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(11), [2147, 145, 26, 76, 11, 138, 168, 120, 26, 88, 27]))
+    assert _prefix_gap(labels[balanced_order(labels, [3, 1])]) <= 1.5
+    assert len(balanced_order(np.zeros(0, dtype=np.int64), 0)) == 0
+    assert sorted(balanced_order(np.full(4, 7), 0).tolist()) == [0, 1, 2, 3]
+
+
+def test_digits_splits_come_in_balanced_order():
+    b = load_dataset("digits")
+    for split in (b.train, b.val, b.test):
+        assert _prefix_gap(split.targets.numpy()) <= 2
+    assert len(set(b.val.targets[:512].tolist())) == 10  # e.g. eval_batches=4 of 128 sees every digit
+    assert len(set(b.test.targets[:48].tolist())) >= 8  # a gallery of the first test images
+    assert len(set(b.train.targets[:1000].tolist())) == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("digits", {"limit": 300, "val_fraction": 0.5}), ("circles", {"toy_size": 1000}),
+     ("moons", {"toy_size": 600, "limit": 101})],
+)  # fmt: skip
+def test_limit_and_toy_splits_come_in_balanced_order(name, options):
+    b = load_dataset(name, **options)
+    for split in (b.train, b.val, b.test):
+        assert _prefix_gap(split.targets.numpy()) <= 2
+
+
+def _pairs(images: np.ndarray, labels) -> list[tuple[bytes, int]]:
+    return sorted(zip((row.tobytes() for row in images.reshape(len(images), -1)), np.asarray(labels).tolist()))
+
+
+@pytest.mark.parametrize("limit", [None, 300])
+def test_balanced_order_keeps_split_membership(limit):
+    # Only the order is new: each split holds exactly the examples stratified_split picks.
+    (images, labels), (test_images, test_labels), _ = load_digits()
+    val_idx, train_idx = stratified_split(labels, 1000, [4, 0])
+    expected = {"train": (images, labels, train_idx), "val": (images, labels, val_idx)}
+    expected["test"] = (test_images, test_labels, np.arange(2000))
+    b = load_dataset("digits", split_seed=4, limit=limit)
+    for key, (pool, pool_labels, idx) in expected.items():
+        if limit is not None:
+            idx = idx[stratified_split(pool_labels[idx], limit, [4, 1])[0]]
+        split = getattr(b, key)
+        pixels = torch.round(b.denormalize(split.inputs) * 255).to(torch.uint8).numpy()
+        assert _pairs(pixels, split.targets) == _pairs(pool[idx], pool_labels[idx])
+    # Toy sets: the points make_toy generates for each seed stream.
+    c = load_dataset("circles", toy_size=200, split_seed=2)
+    for stream, (key, n) in enumerate((("train", 200), ("val", 40), ("test", 200))):
+        X, y = make_toy("circles", n, seed=[2, stream])
+        assert _pairs(getattr(c, key).inputs.numpy(), getattr(c, key).targets) == _pairs(X, y)
+
+
+def test_split_orders_are_seeded_and_test_order_is_fixed():
+    # val_fraction=0: train is all 8,000 digits whatever the seed, so only its order can differ.
+    a0, a1 = (load_dataset("digits", val_fraction=0.0, split_seed=s) for s in (0, 1))
+    assert torch.equal(torch.sort(a0.train.targets).values, torch.sort(a1.train.targets).values)
+    assert not torch.equal(a0.train.inputs, a1.train.inputs)  # the train order follows split_seed
+    assert torch.equal(a0.test.inputs, a1.test.inputs) and torch.equal(a0.test.targets, a1.test.targets)
+    assert len(a0.val) == 0
+    again = load_dataset("digits", val_fraction=0.0, split_seed=1)
+    for key in ("train", "val", "test"):
+        assert torch.equal(getattr(a1, key).inputs, getattr(again, key).inputs)
+        assert torch.equal(getattr(a1, key).targets, getattr(again, key).targets)
+    b0, b1 = load_dataset("digits", split_seed=0), load_dataset("digits", split_seed=1)
+    assert torch.equal(b0.test.inputs, b1.test.inputs) and not torch.equal(b0.val.targets, b1.val.targets)
+
+
 def test_make_loader_is_seeded():
     b = load_dataset("moons", toy_size=100)
     first = [y for _, y in make_loader(b.train, batch_size=32, shuffle=True, seed=7)]
@@ -222,8 +311,9 @@ def test_idx_files_round_trip(tmp_path, monkeypatch, name, sub, gz):
     b = load_dataset(name, tmp_path, val_fraction=0.25)
     assert b.sizes == {"train": 30, "val": 10, "test": 20}
     pixels = torch.round(b.denormalize(b.test.inputs) * 255).to(torch.uint8)
-    assert torch.equal(pixels[:, 0], torch.from_numpy(arrays["test"][0]))
-    assert torch.equal(b.test.targets, torch.from_numpy(arrays["test"][1]))
+    order = balanced_order(arrays["test"][1], TEST_ORDER_SEED)  # the test split in its fixed balanced order
+    assert torch.equal(pixels[:, 0], torch.from_numpy(arrays["test"][0][order]))
+    assert torch.equal(b.test.targets, torch.from_numpy(arrays["test"][1][order]))
 
 
 def test_idx_reader_rejects_garbage(tmp_path):
@@ -271,7 +361,7 @@ def test_cifar10_round_trip(tmp_path, protocol):
     assert b.sizes == {"train": 24, "val": 6, "test": 6} and b.input_kind == "image32"
     assert b.class_names[0] == "plane"  # the files' own meta wins over the built-in names
     pixels = torch.round(b.denormalize(b.test.inputs) * 255).to(torch.uint8)
-    assert torch.equal(pixels, torch.from_numpy(sx))
+    assert torch.equal(pixels, torch.from_numpy(sx[balanced_order(sy, TEST_ORDER_SEED)]))
     # The batch folder itself is accepted too.
     assert load_dataset("cifar10", tmp_path / "cifar-10-batches-py", val_fraction=0.2).sizes == b.sizes
 
@@ -337,7 +427,7 @@ def test_svhn_round_trip_with_label_quirk(tmp_path, sub):
     b = load_dataset("svhn", tmp_path, val_fraction=0.2)
     assert b.sizes == {"train": 24, "val": 6, "test": 12}
     pixels = torch.round(b.denormalize(b.test.inputs) * 255).to(torch.uint8)
-    assert torch.equal(pixels, torch.from_numpy(raw["test"][0]))
+    assert torch.equal(pixels, torch.from_numpy(raw["test"][0][balanced_order(raw["test"][1], TEST_ORDER_SEED)]))
 
 
 def test_unpickler_refuses_code(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,7 @@ from .sources import DATASETS, DatasetInfo, check_name, load_files
 from .toy import TOY_SETS, make_toy
 
 DIGITS_ASSET = "assets/digits.npz"  # relative to the ``core`` package
+TEST_ORDER_SEED = (0, 4)  # seed of the test split's class-balanced order: fixed, whatever the split_seed
 
 
 def load_digits() -> tuple[Split, Split, str]:
@@ -50,6 +52,73 @@ def stratified_split(labels: np.ndarray, n_first: int, seed: int | list[int]) ->
     chosen = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
     first = np.sort(np.concatenate(chosen)).astype(np.int64)
     return first, np.setdiff1d(np.arange(len(labels)), first)
+
+
+BALANCE_TOLERANCE = 1.5  # balanced_order's bound on |count_c(first n) - n p_c|
+
+
+def balanced_order(labels: np.ndarray, seed: int | list[int]) -> np.ndarray:
+    """A seeded permutation of 0..N-1 in which every prefix is a stratified sample of ``labels``.
+
+    Guarantee: for every prefix length n and class c, the count of c among the first n items differs
+    from n · p_c (p_c = the class's share of ``labels``) by at most ``BALANCE_TOLERANCE`` (1.5).
+
+    Each class is shuffled; the k-th of its n_c items gets the key (k + u) / n_c with u ~ U(0, 1), and
+    items are sorted by key: a random-looking interleaving, within 1 + p_c (C - 2) of the share (so well
+    inside the bound for near-balanced classes). When one class dominates many small ones that can drift
+    further; then the class sequence is Tijdeman's "chairman assignment" instead (earliest deadline first,
+    deviation below 1 whatever the class sizes; ties broken by a seeded class priority), filled with each
+    class's shuffled items. The same (labels, seed) gives the same order.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    members = [rng.permutation(np.flatnonzero(inverse == c)) for c in range(len(counts))]
+    keys = np.empty(len(labels), dtype=np.float64)
+    for c, items in enumerate(members):
+        keys[items] = (np.arange(len(items)) + rng.random(len(items))) / len(items)
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    if _prefix_deviation(inverse[order], counts) <= BALANCE_TOLERANCE:
+        return order
+    sequence = _chairman_sequence(counts, rng.permutation(len(counts)))
+    for c, items in enumerate(members):
+        order[sequence == c] = items
+    return order
+
+
+def _prefix_deviation(classes: np.ndarray, counts: np.ndarray) -> float:
+    """max over n and c of |#c in classes[:n] - n · p_c| (classes: 0..C-1 in their order)."""
+    n = np.arange(1, len(classes) + 1)
+    share = counts / max(len(classes), 1)
+    return max((float(np.abs(np.cumsum(classes == c) - n * p).max()) for c, p in enumerate(share)), default=0.0)
+
+
+def _chairman_sequence(counts: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Classes 0..C-1 in a sequence with every prefix count within 1 - 1/(2C - 2) of its share.
+
+    Tijdeman (1980): item j (1-based) of class c may not come before step ceil((j - s) / p_c) and is due
+    at step (j - 1 + s) / p_c, s = 1 - 1/(2C - 2); earliest deadline first meets every due step.
+    """
+    C, n = len(counts), int(counts.sum())
+    if C == 1:
+        return np.zeros(n, dtype=np.int64)
+    a, b = 2 * C - 3, 2 * C - 2  # s = a / b
+    cls = np.repeat(np.arange(C), counts)
+    j = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    release = np.maximum(-((a - j * b) * n // (counts[cls] * b)), 1)  # integer ceil
+    deadline = ((j - 1) * b + a) / counts[cls]
+    by_release = np.argsort(release, kind="stable")
+    heap: list[tuple[float, int, int]] = []
+    sequence = np.empty(n, dtype=np.int64)
+    pending = 0
+    for step in range(1, n + 1):
+        while pending < n and release[by_release[pending]] <= step:
+            item = by_release[pending]
+            heapq.heappush(heap, (deadline[item], priority[cls[item]], cls[item]))
+            pending += 1
+        sequence[step - 1] = heapq.heappop(heap)[2]
+    return sequence
 
 
 def random_crop_flip(
@@ -134,12 +203,14 @@ class DataBundle:
     Attributes:
         name: registry name.
         train, val, test: ``InMemoryDataset``s; inputs (N, 2) for points, (N, 1, 28, 28) or
-            (N, 3, 32, 32) normalised images; targets (N,) int64.
+            (N, 3, 32, 32) normalised images; targets (N,) int64. Each split is in a seeded class-balanced
+            order (``balanced_order``): every prefix (``x[:n]``) is a stratified sample of the split.
         num_classes, input_kind, class_names: for ``ModelConfig`` and labels.
         source: which file, folder or generator the data came from.
         mean, std: per-channel normalisation applied (x - mean) / std to pixels in [0, 1].
         augment: whether the train split is augmented.
-        split_seed: seed of the validation split (and of toy generation, subsets and augmentation).
+        split_seed: seed of the validation split (and of toy generation, subsets, augmentation and the
+            train / val order; not of the test order).
     """
 
     name: str
@@ -212,14 +283,20 @@ def load_dataset(
     train / test, val carved from train, default 7,000 / 1,000 / 2,000); ``mnist``, ``fashion-mnist``,
     ``cifar10``, ``cifar100``, ``svhn`` (standard files, see ``core.data.sources``).
 
+    Every split comes back in a seeded class-balanced order (``balanced_order``): any prefix, such as the
+    first ``eval_batches`` batches of val or a gallery of the first N test images, is a stratified sample
+    (each class count within 1.5 of its proportional share), even though the files store classes in runs.
+    Which examples a split holds does not depend on this order.
+
     Args:
         name: one of ``DATASET_NAMES``.
         data_dir: folder holding the standard files (default ``$IMPLICIT_EXPLORER_DATA`` or
             ``~/.cache/implicit-explorer/data``); also where ``download`` puts them.
         val_fraction: share of the training split held out for validation, stratified by class and
             drawn with ``split_seed``; None: the dataset's default (0.1; digits 0.125; toy sets 0.2).
-        split_seed: seed of the validation split, of ``limit`` subsets, of toy generation and of
-            augmentation. The test split never depends on it.
+        split_seed: seed of the validation split, of ``limit`` subsets, of toy generation, of
+            augmentation and of the train / val order. The test split never depends on it (its order
+            comes from a fixed seed).
         augment: random crop (pad 4) + horizontal flip of the train split, for the 32x32 colour sets
             (SVHN: crop only, a mirrored digit is another glyph).
         download: let torchvision fetch missing files (needs internet); never done otherwise.
@@ -256,7 +333,10 @@ def load_dataset(
         if limit is not None:
             tensors = [_subset(x, y, limit, split_seed) for x, y in tensors]
         source = f"generated {name} ({TOY_SETS[name][2]}; noise {noise}, seed {split_seed})"
-        splits = dict(zip(("train", "val", "test"), tensors))
+        splits = {}
+        for key, (x, y) in zip(("train", "val", "test"), tensors):
+            order = torch.from_numpy(balanced_order(y.numpy(), _order_seed(key, split_seed)))
+            splits[key] = (x[order], y[order])
     else:
         if info.kind == "bundled":
             train, test, note = load_digits()
@@ -266,17 +346,20 @@ def load_dataset(
             info = _with_class_names(info, class_names)
         (images, labels), (test_images, test_labels) = train, test
         val_idx, train_idx = stratified_split(labels, round(len(labels) * frac), [split_seed, 0])
-        raw = {
-            "train": (images[train_idx], labels[train_idx]),
-            "val": (images[val_idx], labels[val_idx]),
-            "test": (test_images, test_labels),
+        picks = {
+            "train": (images, labels, train_idx),
+            "val": (images, labels, val_idx),
+            "test": (test_images, test_labels, np.arange(len(test_labels))),
         }
         splits = {}
-        for key, (x, y) in raw.items():
+        for key, (pool, pool_labels, idx) in picks.items():
+            y = pool_labels[idx]
             if limit is not None and limit < len(y):
                 keep = stratified_split(y, limit, [split_seed, 1])[0]
-                x, y = x[keep], y[keep]
-            splits[key] = (_normalise(x, info.mean, info.std), torch.from_numpy(np.ascontiguousarray(y)))
+                idx, y = idx[keep], y[keep]
+            order = balanced_order(y, _order_seed(key, split_seed))
+            idx, y = idx[order], y[order]  # index once: the 32x32 sets are big
+            splits[key] = (_normalise(pool[idx], info.mean, info.std), torch.from_numpy(np.ascontiguousarray(y)))
 
     augmentation = None
     if augment:
@@ -298,6 +381,11 @@ def load_dataset(
         split_seed=split_seed,
         **datasets,
     )
+
+
+def _order_seed(split: str, split_seed: int) -> list[int]:
+    # Streams 0 and 1 of split_seed draw the val split and limit subsets; 2 and 3 order train and val.
+    return list(TEST_ORDER_SEED) if split == "test" else [split_seed, {"train": 2, "val": 3}[split]]
 
 
 def _empty_points() -> tuple[np.ndarray, np.ndarray]:
@@ -351,10 +439,12 @@ def make_loader(
 
 
 __all__ = [
+    "BALANCE_TOLERANCE",
     "DIGITS_ASSET",
     "Augmentation",
     "DataBundle",
     "InMemoryDataset",
+    "balanced_order",
     "load_dataset",
     "load_digits",
     "make_loader",
