@@ -16,7 +16,7 @@ import core
 from core.data import TOY_SETS
 from core.models import INPUT_KINDS
 
-from .controller import COMPARE_SCOPES, LAB_COLUMNS, PATH_VIEWS, RUN_COLUMNS, Explorer
+from .controller import COMPARE_SCOPES, LAB_COLUMNS, PATH_VIEWS, RUN_COLUMNS, Explorer, cut_message
 from .imagetrain import DEVICES, TrainSettings, dataset_choices
 from .lab import FRESH_PRESETS
 from .playground import FAMILY_NAMES, ODE_METHODS, PlaygroundSettings
@@ -31,6 +31,8 @@ CSS = """
 .story { font-size: 0.95rem; }
 """
 REDRAW_SECONDS = 0.2  # 5 redraws per second at most; idle runs are skipped
+#: Runs in the page before a timer's request: replaces the hidden input with the tab's visibility.
+VISIBILITY_JS = "(v) => document.visibilityState"
 
 ABOUT = """
 ### Three ways to get a representation out of an implicit layer
@@ -86,7 +88,7 @@ def _handler(
             extra["params"] = dict(request.query_params)
         result = method(request.session_hash, **dict(zip(inputs, values)), **extra)
         if result.get("warning"):
-            gr.Warning(result["warning"])
+            gr.Warning(cut_message(result["warning"]))
         if not outputs:
             return []
         out = [_value(name, result) for name in outputs]
@@ -123,7 +125,7 @@ def _value(name: str, result: dict[str, Any]) -> Any:
     if name == "compare_runs":
         choices, selected = value
         return gr.CheckboxGroup(choices=choices, value=selected)
-    if name == "lab_model_choices":
+    if name.endswith("_choices"):
         # (choices) refreshes the menu; (choices, value) also selects one, in a single update.
         choices, *selected = value if isinstance(value, tuple) else (value,)
         return gr.Dropdown(choices=choices, value=selected[0]) if selected else gr.Dropdown(choices=choices)
@@ -154,7 +156,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
         with gr.Tabs() as tabs:
             c["tabs"] = tabs
             # ---------------------------------------------------------------- Playground
-            with gr.Tab("Playground", id="playground"):
+            with gr.Tab("Playground", id="playground") as pg_tab:
                 with gr.Row():
                     with gr.Column(scale=1, min_width=250):
                         with gr.Row(elem_id="pg-buttons"):
@@ -170,11 +172,11 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                         c["pg_tol"] = gr.Number(pg0.tol, label="solver tolerance (live)", elem_id="pg-tol")
                         with gr.Row():
                             c["pg_ode"] = gr.Dropdown(list(ODE_METHODS), value=pg0.ode_method, label="ODE method")
-                            c["pg_n_steps"] = gr.Number(pg0.n_steps, label="fixed ODE steps", precision=0)
+                            c["pg_n_steps"] = gr.Number(pg0.n_steps, label="fixed ODE steps")
                         c["pg_solver"] = gr.Dropdown(list(core.METHODS), value=pg0.deq_solver, label="DEQ solver")
                         with gr.Row():
-                            c["pg_seed"] = gr.Number(pg0.seed, label="seed", precision=0)
-                            c["pg_steps"] = gr.Number(pg0.steps, label="steps", precision=0)
+                            c["pg_seed"] = gr.Number(pg0.seed, label="seed")
+                            c["pg_steps"] = gr.Number(pg0.steps, label="steps")
                         c["pg_link"] = gr.Textbox(
                             label="link to this configuration (also in the address bar)",
                             interactive=False,
@@ -187,27 +189,28 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                         c["pg_flow"] = _plot("decision boundary and trajectories", "pg-flow")
                         c["pg_curves"] = _plot("loss, accuracy, NFE", "pg-curves")
             # ---------------------------------------------------------------- Train
-            with gr.Tab("Train", id="train"):
+            with gr.Tab("Train", id="train") as train_tab:
                 with gr.Row():
                     c["tr_dataset"] = gr.Dropdown(dataset_choices(), value=tr0.dataset, label="dataset")
                     c["tr_family"] = gr.Dropdown(
                         [(v, k) for k, v in FAMILY_NAMES.items()], value=tr0.family, label="model", elem_id="tr-family"
                     )
-                    c["tr_preset"] = gr.Dropdown(["auto", *sorted(core.PRESETS)], value="auto", label="preset")
+                    c["tr_preset"] = gr.Dropdown(
+                        ex.train_presets("", tr0.family, tr0.dataset)["tr_preset_choices"][0],
+                        value="auto",
+                        label="preset",
+                        elem_id="tr-preset",
+                    )
                     c["tr_device"] = gr.Dropdown(list(DEVICES), value=tr0.device, label="device")
                 with gr.Row():
-                    c["tr_steps"] = gr.Number(tr0.steps, label="steps", precision=0, elem_id="tr-steps")
-                    c["tr_epochs"] = gr.Number(
-                        None, label="or epochs (blank: use steps)", precision=0, elem_id="tr-epochs"
-                    )
-                    c["tr_batch"] = gr.Number(tr0.batch_size, label="batch size", precision=0, elem_id="tr-batch")
+                    c["tr_steps"] = gr.Number(tr0.steps, label="steps", elem_id="tr-steps")
+                    c["tr_epochs"] = gr.Number(None, label="or epochs (blank: use steps)", elem_id="tr-epochs")
+                    c["tr_batch"] = gr.Number(tr0.batch_size, label="batch size", elem_id="tr-batch")
                     c["tr_lr"] = gr.Number(tr0.lr, label="learning rate")
-                    c["tr_limit"] = gr.Number(
-                        None, label="training subset (blank: all)", precision=0, elem_id="tr-limit"
-                    )
+                    c["tr_limit"] = gr.Number(None, label="training subset (blank: all)", elem_id="tr-limit")
                 with gr.Row():
                     c["tr_ode"] = gr.Dropdown(list(ODE_METHODS), value=tr0.ode_method, label="ODE method")
-                    c["tr_n_steps"] = gr.Number(tr0.n_steps, label="fixed ODE steps", precision=0)
+                    c["tr_n_steps"] = gr.Number(tr0.n_steps, label="fixed ODE steps")
                     c["tr_tol"] = gr.Number(tr0.tol, label="solver tolerance")
                     c["tr_solver"] = gr.Dropdown(list(core.METHODS), value=tr0.deq_solver, label="DEQ solver")
                 with gr.Row():
@@ -255,14 +258,14 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                         )
                         with gr.Row():
                             c["lab_split"] = gr.Dropdown(["val", "test"], value="val", label="split")
-                            c["lab_index"] = gr.Number(0, label="input index", precision=0, elem_id="lab-index")
+                            c["lab_index"] = gr.Number(0, label="input index", elem_id="lab-index")
                         c["lab_picture"] = gr.Image(label="input", height=140, interactive=False)
                         c["lab_caption"] = gr.Markdown("")
                         c["lab_tol"] = gr.Number(1e-4, label="tolerance", elem_id="lab-tol")
-                        c["lab_max_iter"] = gr.Number(40, label="max iterations", precision=0)
+                        c["lab_max_iter"] = gr.Number(40, label="max iterations")
                         with gr.Row():
                             c["lab_ode"] = gr.Dropdown(list(ODE_METHODS), value="rk4", label="homotopy ODE")
-                            c["lab_ode_steps"] = gr.Number(4, label="homotopy steps", precision=0)
+                            c["lab_ode_steps"] = gr.Number(4, label="homotopy steps")
                         lab_go = gr.Button("Solve with every solver", variant="primary", elem_id="lab-run")
                     with gr.Column(scale=3):
                         c["lab_message"] = gr.Markdown("", elem_id="lab-message")
@@ -292,7 +295,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                             c["lab_kind"] = gr.Radio(
                                 [("tolerance", "tol"), ("steps / iterations", "steps")], value="tol", label="sweep"
                             )
-                            c["lab_samples"] = gr.Number(64, label="validation inputs", precision=0)
+                            c["lab_samples"] = gr.Number(64, label="validation inputs")
                             lab_sweep = gr.Button("Sweep: accuracy vs NFE", elem_id="lab-sweep")
                         c["lab_sweep"] = _plot(
                             "accuracy vs mean NFE",
@@ -342,16 +345,20 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     )
                     c["memory_batches"] = gr.Textbox("8, 32, 128", label="batch sizes", elem_id="memory-batches")
                     c["memory_kind"] = gr.Dropdown(list(INPUT_KINDS), value="image28", label="inputs")
-                    c["memory_steps"] = gr.Number(2, label="rk4 steps (ODE)", precision=0)
+                    c["memory_steps"] = gr.Number(2, label="rk4 steps (ODE)")
                     memory_go = gr.Button("Measure", elem_id="memory-run")
                 c["compare_memory"] = _plot(
                     "memory vs batch size", "compare-memory", "press “Measure” (a few seconds on a CPU)", 320
                 )
-            with gr.Tab("About", id="about"):
+            with gr.Tab("About", id="about") as about_tab:
                 gr.Markdown(ABOUT)
-        pg_timer = gr.Timer(REDRAW_SECONDS)
+        # Only the visible tab polls: each timer runs while its tab is selected (and the Train tab's only while
+        # a run is live), and a tick from a hidden browser tab says so (page_visibility) and is dropped.
+        c["pg_timer"] = pg_timer = gr.Timer(REDRAW_SECONDS)
         c["train_timer"] = gr.Timer(0.5, active=False)
+        c["page_visibility"] = gr.Textbox("visible", visible=False)
         c["lab_model_choices"] = c["lab_model"]
+        c["tr_preset_choices"] = c["tr_preset"]
 
         # ---------------------------------------------------------------- wiring
         def wire(trigger, method, inputs, outputs, api_name, **kw):
@@ -387,7 +394,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
         wire(
             pg_timer.tick,
             ex.playground_tick,
-            [],
+            [("visibility", c["page_visibility"])],
             pg_out[:3],
             "playground_tick",
             show_progress="hidden",
@@ -395,7 +402,27 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             # A tick that arrives while the last redraw is still in flight runs right after it ("once" would
             # drop it and wait a whole extra period: 2 redraws/s instead of ~3 when a redraw takes 0.3 s).
             trigger_mode="always_last",
+            js=VISIBILITY_JS,
         )
+        tabs_by_id = {
+            "playground": pg_tab,
+            "train": train_tab,
+            "lab": lab_tab,
+            "compare": compare_tab,
+            "about": about_tab,
+        }
+        for name, tab in tabs_by_id.items():
+            wire(
+                tab.select,
+                ex.tab_selected,
+                [],
+                ["pg_timer", "train_timer"],
+                None,
+                fixed={"tab": name},
+                api_visibility="private",
+                show_progress="hidden",
+            )
+
         for button, action in ((play, "play"), (pause, "pause"), (step, "step"), (reset, "reset")):
             wire(
                 button.click,
@@ -450,6 +477,17 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
         ]
         tr_out = ["train_status", "train_curves", "train_message", "train_timer", "runs_table"]
         wire(tr_start.click, ex.train_start, tr_form, tr_out, "train_start")
+        # The preset menu offers only presets of the chosen model for the chosen dataset's inputs.
+        for trigger in (c["tr_family"].input, c["tr_dataset"].input):
+            wire(
+                trigger,
+                ex.train_presets,
+                [("family", c["tr_family"]), ("dataset", c["tr_dataset"]), ("preset", c["tr_preset"])],
+                ["tr_preset_choices"],
+                None,
+                api_visibility="private",
+                show_progress="hidden",
+            )
         for button, action in ((tr_pause, "pause"), (tr_resume, "resume"), (tr_stop, "stop")):
             wire(button.click, ex.train_control, [], tr_out, f"train_{action}", fixed={"action": action})
         wire(
@@ -458,12 +496,13 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
         wire(
             c["train_timer"].tick,
             ex.train_tick,
-            [],
+            [("visibility", c["page_visibility"])],
             tr_out,
             "train_tick",
             show_progress="hidden",
             concurrency_limit=8,
             trigger_mode="always_last",
+            js=VISIBILITY_JS,
         )
         wire(show_gallery.click, ex.train_gallery, [], ["train_gallery", "train_message"], "train_gallery")
         refresh_runs.click(ex.runs_table, outputs=c["runs_table"], api_name="runs_list")
@@ -510,15 +549,15 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 trigger,
                 ex.lab_input,
                 lab_in,
-                ["lab_picture", "lab_caption", "lab_message"],
+                ["lab_picture", "lab_caption", "lab_message", "lab_sweep"],
                 None,
                 api_visibility="private",
                 show_progress="hidden",
             )
         wire(
             lab_tab.select,
-            lambda key: {"lab_model_choices": ex.lab_choices(key)},
-            [],
+            ex.lab_models,
+            [("model_key", c["lab_model"])],
             ["lab_model_choices"],
             "lab_models",
             show_progress="hidden",
@@ -533,7 +572,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 component.select,
                 pick,
                 [],
-                ["tabs", "lab_model_choices", "lab_split", "lab_index", *extra],
+                ["tabs", "lab_model_choices", "lab_split", "lab_index", "pg_timer", "train_timer", *extra],
                 None,
                 fixed={"select": True},
                 api_visibility="private",

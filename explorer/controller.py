@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from core.data import DatasetUnavailable
-from core.solvers.base import check_choice
+from core.data import DatasetUnavailable, dataset_info
+from core.solvers.base import check_choice, short_repr
 from core.training import CheckpointError
 
 from . import lab as lab_lib
-from .imagetrain import TrainSettings, check_number, new_run_dir
+from .imagetrain import TrainSettings, check_number, new_run_dir, presets_for
 from .playground import FAMILY_NAMES, PlaygroundSettings, flow_views, flow_visual, status_markdown
 from .plots import (
     RunPoint,
@@ -40,7 +40,7 @@ from .plots import (
     sweep_figure,
 )
 from .runs import RUN_COLUMNS, RunRecord, export_runs, read_metrics, read_runs, run_rows
-from .sessions import CapacityError, Lane, Session, SessionRegistry, SessionTrainer, Snapshot
+from .sessions import CapacityError, Lane, Session, SessionRegistry, SessionTrainer, Snapshot, backward_cell
 
 PATH_VIEWS = {"2-D": 2, "3-D": 3}
 COMPARE_SCOPES = ("all saved runs", "this tab's runs")
@@ -55,13 +55,22 @@ _NO_RUNS = "No saved runs yet: start one in the **Train** tab (or with `python -
 USER_ERRORS = (ValueError, DatasetUnavailable, CheckpointError, CapacityError)
 
 PLAYGROUND_RATE = 30.0  # steps per second: watchable, and leaves CPU for the page and other sessions
+PLAYGROUND_IDLE_PAUSE = 3.0  # seconds without a visible page's tick before a Playground pauses itself
 PG_PANELS = ("loss", "accuracy", "nfe")
 CURVES_SECONDS = 0.45  # Playground curves redraw about twice a second; the picture every tick
 TRAIN_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
 
 
+MAX_MESSAGE_CHARS = 600  # a message is a line or two; echoed input is cut before it gets here (short_repr)
+
+
 def _msg(text: str) -> str:
-    return f"⚠️ {text}" if text else ""
+    return f"⚠️ {cut_message(text)}" if text else ""
+
+
+def cut_message(text: str) -> str:
+    """The last guard against a message that would fill the page (one that quotes a long value in full)."""
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def _signature(snap: Snapshot) -> tuple:
@@ -82,7 +91,7 @@ class Explorer:
 
     def __init__(self, runs_dir: str | Path, device: str = "auto", max_trainings: int = 4, autoplay: bool = True):
         if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be one of auto, cpu, cuda, got {device!r}")
+            raise ValueError(f"device must be one of auto, cpu, cuda, got {short_repr(device)}")
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.device = device
@@ -129,9 +138,7 @@ class Explorer:
         """Page load: settings from the link, a fresh preset, autoplay; returns every Playground output."""
         settings, problems = PlaygroundSettings.from_query(params or {})
         session = self.session(key)
-        trainer = SessionTrainer(
-            settings.lanes(), gate=self.registry.gate, visual=flow_visual, steps_per_second=PLAYGROUND_RATE
-        )
+        trainer = self._new_playground(settings)
         with session.lock:
             previous, session.playground = session.playground, trainer
             session.playground_settings = settings
@@ -168,14 +175,20 @@ class Explorer:
         session = self.session(key)
         with session.lock:  # page load and a button may race to create it
             if session.playground is None:
-                session.playground = SessionTrainer(
-                    PlaygroundSettings().lanes(),
-                    gate=self.registry.gate,
-                    visual=flow_visual,
-                    steps_per_second=PLAYGROUND_RATE,
-                )
+                session.playground = self._new_playground(PlaygroundSettings())
                 session.playground_settings = PlaygroundSettings()
             return session, session.playground
+
+    def _new_playground(self, settings: PlaygroundSettings) -> SessionTrainer:
+        """The Playground's models, on the Playgrounds' own budget, paused by themselves while their page
+        is hidden (its timer stops polling: no tick for ``PLAYGROUND_IDLE_PAUSE`` seconds)."""
+        return SessionTrainer(
+            settings.lanes(),
+            gate=self.registry.playground_gate,
+            visual=flow_visual,
+            steps_per_second=PLAYGROUND_RATE,
+            idle_pause=PLAYGROUND_IDLE_PAUSE,
+        )
 
     def _playground_outputs(self, key: str, force: bool = False) -> dict[str, Any]:
         session = self.registry.peek(key)
@@ -199,8 +212,14 @@ class Explorer:
             out["pg_curves"] = curves_figure(snap.metrics, PG_PANELS, height=250)
         return out
 
-    def playground_tick(self, key: str) -> dict[str, Any]:
-        """Timer: redraw when something changed since the last draw of this session."""
+    def playground_tick(self, key: str, visibility: str = "visible") -> dict[str, Any]:
+        """Timer: redraw when something changed since the last draw of this session. A tick from a hidden
+        browser tab (browsers keep slow timers running there) neither redraws nor keeps the models playing."""
+        if visibility == "hidden":
+            return {}
+        session = self.registry.peek(key)
+        if session is not None and session.playground is not None:
+            session.playground.seen()
         return self._playground_outputs(key)
 
     def playground_control(self, key: str, action: str) -> dict[str, Any]:
@@ -219,7 +238,7 @@ class Explorer:
                 elif action == "reset":
                     trainer.reset()
                 else:
-                    raise ValueError(f"unknown action {action!r}")
+                    raise ValueError(f"unknown action {short_repr(action)}")
         except USER_ERRORS as err:
             out = self._playground_outputs(key, force=True)
             out.update(warning=str(err), pg_message=_msg(str(err)))
@@ -291,6 +310,17 @@ class Explorer:
         out.update(train_message=f"Started **{settings.display_name}**; saving to `{out_dir}`.", train_timer=True)
         return out
 
+    @staticmethod
+    def train_presets(key: str, family: str, dataset: str, preset: str = "auto") -> dict[str, Any]:
+        """The preset menu for this model and dataset: 'auto' and the presets that build that family for the
+        dataset's inputs, keeping the current pick when it still fits (else 'auto')."""
+        try:
+            kind = dataset_info(dataset).input_kind
+        except ValueError:
+            return {}
+        fitting = ["auto", *presets_for(family, kind)]
+        return {"tr_preset_choices": (fitting, preset if preset in fitting else "auto")}
+
     def train_control(self, key: str, action: str) -> dict[str, Any]:
         """⏸ pause, ▶ resume, ⏹ stop the session's current image run."""
         session = self.session(key)
@@ -308,7 +338,7 @@ class Explorer:
                 trainer.pause()
                 threading.Thread(target=trainer.stop, daemon=True).start()
             else:
-                raise ValueError(f"unknown action {action!r}")
+                raise ValueError(f"unknown action {short_repr(action)}")
         except USER_ERRORS as err:
             return {"warning": str(err), "train_message": _msg(str(err))}
         out = self._train_outputs(key, force=True)
@@ -326,7 +356,7 @@ class Explorer:
             return {"warning": text, "train_message": _msg(text)}
         try:
             if not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 < tol < 1:
-                raise ValueError(f"tolerance must be a number in (0, 1), got {tol!r}")
+                raise ValueError(f"tolerance must be a number in (0, 1), got {short_repr(tol)}")
             model = trainer.trainers[0].config.model
             changes: dict[str, Any] = {"lr": lr}
             if model.family == "deq":
@@ -349,13 +379,21 @@ class Explorer:
         if not self._changed(key, "train", snap, force):
             return {}
         out = {"train_status": _train_status(snap, trainer), "train_curves": curves_figure(snap.metrics, TRAIN_PANELS)}
-        if (snap.finished and len(snap.finished) == len(snap.metrics)) or snap.state == "failed":
+        if _settled(snap):
             out["train_timer"] = False  # summary written, nothing more will change: stop polling
             out["runs_table"] = self.runs_table()
         return out
 
-    def train_tick(self, key: str) -> dict[str, Any]:
-        return self._train_outputs(key)
+    def train_tick(self, key: str, visibility: str = "visible") -> dict[str, Any]:
+        return {} if visibility == "hidden" else self._train_outputs(key)
+
+    def tab_selected(self, key: str, tab: str) -> dict[str, Any]:
+        """Only the visible tab polls: the Playground's timer runs on its tab (elsewhere its models pause by
+        themselves), the Train tab's while a run there is live; the others draw on demand."""
+        session = self.registry.peek(key)
+        run = session.train if session is not None else None
+        live = run is not None and not _settled(run.read())
+        return {"pg_timer": tab == "playground", "train_timer": tab == "train" and live}
 
     def runs_table(self) -> list[list[Any]]:
         return run_rows(read_runs(self.runs_dir))
@@ -380,6 +418,11 @@ class Explorer:
             "train_message": "Misclassified first, then by NFE. Click an image to open it in the Solver lab.",
         }
 
+    @staticmethod
+    def _open_lab_tab() -> dict[str, Any]:
+        """Switch to the Solver lab from code (which fires no tab-select event): stop the other tabs' timers."""
+        return {"tabs": "lab", "pg_timer": False, "train_timer": False}
+
     def gallery_pick(self, key: str, position: int) -> dict[str, Any]:
         """A gallery tile was clicked: open that test image in the Solver lab with the current run."""
         session = self.session(key)
@@ -392,7 +435,7 @@ class Explorer:
             "lab_model_choices": (self.lab_choices(key), model_key),
             "lab_split": "test",
             "lab_index": indices[position],
-            "tabs": "lab",
+            **self._open_lab_tab(),
         }
 
     # ------------------------------------------------------------------ Solver lab
@@ -411,6 +454,13 @@ class Explorer:
         for name in lab_lib.FRESH_PRESETS:
             choices.append((f"untrained: {name}", f"fresh:{name}"))
         return choices
+
+    def lab_models(self, key: str, model_key: str | None = None) -> dict[str, Any]:
+        """Refresh the model menu; a pick that is no longer offered (an older run of this tab was dropped)
+        becomes the first choice, so the box never shows an internal key."""
+        choices = self.lab_choices(key)
+        keys = [k for _, k in choices]
+        return {"lab_model_choices": (choices, model_key if model_key in keys else keys[0])}
 
     def _lab_model(self, key: str, model_key: str, checkpoint: str = "") -> lab_lib.LabModel:
         session = self.session(key)
@@ -436,7 +486,9 @@ class Explorer:
             return self._load_run(session, path, model_key)
         if kind == "fresh":
             if rest not in lab_lib.FRESH_PRESETS:
-                raise ValueError(f"unknown preset {rest!r}; expected one of {', '.join(lab_lib.FRESH_PRESETS)}")
+                raise ValueError(
+                    f"unknown preset {short_repr(rest)}; expected one of {', '.join(lab_lib.FRESH_PRESETS)}"
+                )
             cache = session.lab.setdefault("fresh", {})
             if rest not in cache:
                 cache[rest] = lab_lib.fresh_model(rest)
@@ -463,7 +515,13 @@ class Explorer:
         caption = f"true class: **{lab.data.class_names[label]}**"
         if picture is None:
             caption += f" · point ({float(x[0, 0]):.2f}, {float(x[0, 1]):.2f})"
-        return {"lab_picture": picture, "lab_caption": caption}
+        out = {"lab_picture": picture, "lab_caption": caption, "lab_message": ""}  # the input is fine now
+        lab_state = self.session(key).lab
+        if lab_state.get("sweep_of") not in (None, lab.key):
+            # The sweep on screen is of another model: clear it rather than leave it looking like this one's.
+            del lab_state["sweep_of"]
+            out["lab_sweep"] = empty_figure(f"press “Sweep” to see accuracy vs NFE of {lab.label}", 300)
+        return out
 
     def lab_run(
         self,
@@ -544,7 +602,11 @@ class Explorer:
             text = lab_lib.describe_unavailable(err)
             return {"warning": text, "lab_message": _msg(text)}
         n = _as_int(samples, "sweep samples")
-        return {"lab_sweep": sweep_figure(curves), "lab_message": f"sweep of **{lab.label}** on {n} validation inputs"}
+        self.session(key).lab["sweep_of"] = lab.key
+        return {
+            "lab_sweep": sweep_figure(curves, title=f"sweep of {lab.label} ({n} validation inputs)"),
+            "lab_message": f"sweep of **{lab.label}** on {n} validation inputs",
+        }
 
     # ------------------------------------------------------------------ Compare
 
@@ -596,14 +658,14 @@ class Explorer:
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
             return {}  # not a run folder's name (the table only shows names; nothing else is opened)
         if not (self.runs_dir / name / "checkpoint.pt").is_file():
-            text = f"run {name!r} has no checkpoint yet (it is saved when the run ends or is stopped)"
+            text = f"run {short_repr(name)} has no checkpoint yet (it is saved when the run ends or is stopped)"
             return {"warning": text, "compare_message": _msg(text)}
         self.session(key).lab["open"] = True
         return {
             "lab_model_choices": (self.lab_choices(key), f"run:{name}"),
             "lab_split": "test",
             "lab_index": 0,
-            "tabs": "lab",
+            **self._open_lab_tab(),
             "compare_message": "",
         }
 
@@ -665,9 +727,9 @@ LAB_COLUMNS = ["solver", "status", "NFE", "Jacobian products", "residual", "seco
 
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {short_repr(value)}")
     if not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {short_repr(value)}")
     return int(value)
 
 
@@ -720,10 +782,12 @@ def _memory_plan(
         batches = sorted({int(b) for b in str(batch_sizes).replace(",", " ").split()})
     except ValueError:
         raise ValueError(
-            f"batch sizes must be whole numbers separated by commas, e.g. 8, 32, 128; got {batch_sizes!r}"
+            f"batch sizes must be whole numbers separated by commas, e.g. 8, 32, 128; got {short_repr(batch_sizes)}"
         ) from None
     if not batches or not all(1 <= b <= MAX_MEMORY_BATCH for b in batches) or len(batches) > 8:
-        raise ValueError(f"give 1 to 8 batch sizes from 1 to {MAX_MEMORY_BATCH}, e.g. 8, 32, 128; got {batch_sizes!r}")
+        raise ValueError(
+            f"give 1 to 8 batch sizes from 1 to {MAX_MEMORY_BATCH}, e.g. 8, 32, 128; got {short_repr(batch_sizes)}"
+        )
     plan = [(f, g, b, steps) for f, g in variants if f in families and g in gradients for b in batches]
     if not plan:
         raise ValueError(
@@ -735,7 +799,7 @@ def _memory_plan(
 
 def _split(split: str) -> str:
     if split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        raise ValueError(f"split must be 'val' or 'test', got {short_repr(split)}")
     return split
 
 
@@ -754,6 +818,11 @@ def _playground_from_form(form: dict[str, Any]) -> PlaygroundSettings:
     return PlaygroundSettings(**values)
 
 
+def _settled(snap: Snapshot) -> bool:
+    """Nothing more will change: every lane's summary is written, or the worker failed."""
+    return bool(snap.finished and len(snap.finished) == len(snap.metrics)) or snap.state == "failed"
+
+
 def _train_status(snap: Snapshot, trainer: SessionTrainer) -> str:
     name = trainer.lanes[0].name
     head = f"**{name}** · **{snap.state}** · step **{snap.step}** / {snap.total_steps}"
@@ -766,14 +835,21 @@ def _train_status(snap: Snapshot, trainer: SessionTrainer) -> str:
         lines.append(
             f"loss {last['loss']:.4f} · train acc {100 * last['train_acc']:.1f} % · val acc "
             f"{'–' if val is None else f'{100 * val:.1f} %'} · NFE fwd {last['nfe_forward']:.0f} / bwd "
-            f"{last['nfe_backward']:.0f} · {last['step_ms']:.0f} ms/step · peak {last['memory_mb']:.0f} MB"
+            f"{backward_cell(last['nfe_backward'], snap.gradients.get(name, ''))} · {last['step_ms']:.0f} ms/step · "
+            f"peak {last['memory_mb']:.0f} MB"
         )
     fin = snap.finished.get(name)
     if fin:
-        acc = fin.get("test_accuracy")
+        acc, best = fin.get("test_accuracy"), fin.get("best_step")
+        if acc is None:
+            which = "no step was trained"
+        elif best is None:
+            which = f"the last model, step {fin.get('steps', snap.step)}: it stopped before its first validation"
+        else:
+            which = f"model of step {best}, chosen on validation"
         lines.append(
-            f"**done**: test accuracy {'n/a' if acc is None else f'{100 * acc:.2f} %'} (model of step "
-            f"{fin.get('best_step')}, chosen on validation); saved in `{trainer.lanes[0].out_dir}`"
+            f"**done**: test accuracy {'n/a' if acc is None else f'{100 * acc:.2f} %'} ({which}); saved in "
+            f"`{trainer.lanes[0].out_dir}`"
         )
     for message, advice in snap.errors.values():
         lines.append(f"⚠️ **diverged**: {message}. **Advice:** {advice}. The last good checkpoint is kept.")

@@ -10,14 +10,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import core
 from core.data import DATASETS, dataset_info, is_available
+from core.solvers.base import short_repr
 from core.training import TrainConfig
 
 from .playground import ADAPTIVE_ODE, FAMILY_NAMES, FIXED_STEP_ODE
 
 IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.input_kind != "points")
-DEVICES = ("auto", "cpu", "cuda")
+#: Devices this server can train on: a web user is never offered (or told to pass a flag for) a missing GPU.
+DEVICES = ("auto", "cpu", "cuda") if torch.cuda.is_available() else ("auto", "cpu")
+#: Train-form fields that may be left blank (blank means "not used"); every other number must be filled in.
+OPTIONAL_FIELDS = {"train_limit": "training subset", "epochs": "epochs"}
+FIELD_LABELS = {
+    "steps": "steps",
+    "batch_size": "batch size",
+    "lr": "learning rate",
+    "n_steps": "fixed ODE steps",
+    "tol": "solver tolerance",
+    "eval_every": "validate every",
+    "seed": "seed",
+}
+
+
+def presets_for(family: str, input_kind: str) -> list[str]:
+    """The presets that build a ``family`` model for ``input_kind`` inputs (what the preset menu offers)."""
+    return sorted(name for name, cfg in core.PRESETS.items() if cfg.family == family and cfg.input_kind == input_kind)
 
 
 def dataset_choices() -> list[tuple[str, str]]:
@@ -37,7 +57,7 @@ def check_number(value: Any, name: str, low: float, high: float, integer: bool =
         ok = ok and float(value).is_integer()
     if not ok or not low <= value <= high:
         kind = "a whole number" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}")
+        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {short_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -62,24 +82,37 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.dataset not in IMAGE_DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(IMAGE_DATASETS)}, got {self.dataset!r}")
+            raise ValueError(f"dataset must be one of {', '.join(IMAGE_DATASETS)}, got {short_repr(self.dataset)}")
         if self.family not in FAMILY_NAMES:
-            raise ValueError(f"model family must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
-        if self.preset != "auto" and self.preset not in core.PRESETS:
-            raise ValueError(f"preset must be 'auto' or one of {', '.join(sorted(core.PRESETS))}, got {self.preset!r}")
+            raise ValueError(f"model family must be one of {', '.join(FAMILY_NAMES)}, got {short_repr(self.family)}")
+        if self.preset != "auto":
+            # The preset must build the model the form names, for the dataset's inputs: a DEQ run must never
+            # train a HomoODE preset while it is named and saved as a DEQ.
+            kind = dataset_info(self.dataset).input_kind
+            fitting = presets_for(self.family, kind)
+            if self.preset not in fitting:
+                raise ValueError(
+                    f"preset {short_repr(self.preset)} does not build a {FAMILY_NAMES[self.family]} for "
+                    f"{self.dataset} ({kind} inputs); pick 'auto'"
+                    + (f" or one of {', '.join(fitting)}" if fitting else "")
+                )
         check_number(self.steps, "steps", 1, 1_000_000, integer=True)
         check_number(self.batch_size, "batch size", 1, 4096, integer=True)
         check_number(self.lr, "learning rate", 1e-8, 10)
         if self.lr <= 0:
             raise ValueError("learning rate must be positive")
         if self.ode_method not in FIXED_STEP_ODE + ADAPTIVE_ODE:
-            raise ValueError(f"ODE method must be one of {', '.join(FIXED_STEP_ODE + ADAPTIVE_ODE)}")
+            raise ValueError(
+                f"ODE method must be one of {', '.join(FIXED_STEP_ODE + ADAPTIVE_ODE)}, "
+                f"got {short_repr(self.ode_method)}"
+            )
         check_number(self.n_steps, "ODE steps", 1, 64, integer=True)
         check_number(self.tol, "tolerance", 1e-10, 0.5)
         if self.deq_solver not in core.METHODS:
-            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {self.deq_solver!r}")
+            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {short_repr(self.deq_solver)}")
         if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            gpu = "" if "cuda" in DEVICES else " (this server has no CUDA GPU)"
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}{gpu}, got {short_repr(self.device)}")
         check_number(self.eval_every, "validate every", 1, 1_000_000, integer=True)
         if self.train_limit is not None:
             check_number(self.train_limit, "training subset", 1, 10_000_000, integer=True)
@@ -89,17 +122,22 @@ class TrainSettings:
 
     @classmethod
     def from_form(cls, **values: Any) -> TrainSettings:
-        """From the page's widgets: floats that are whole numbers become ints, blanks become defaults."""
+        """From the page's widgets, with the Playground's rule: a blank number is an error ("... is empty"),
+        except the optional fields (training subset, epochs), where blank (or 0) means "not used"; a whole
+        float becomes an int, and a fraction in a whole-number field is an error (never silently rounded)."""
         ints = {"steps", "batch_size", "n_steps", "eval_every", "train_limit", "seed", "epochs"}
         clean: dict[str, Any] = {}
         for key, value in values.items():
             if value is None or value == "":
-                if key in ("train_limit", "epochs"):
+                if key in OPTIONAL_FIELDS:
                     clean[key] = None
+                    continue
+                if key in FIELD_LABELS:
+                    raise ValueError(f"{FIELD_LABELS[key]} is empty: enter a number")
                 continue
             if key in ints and isinstance(value, float) and value.is_integer():
                 value = int(value)
-            if key in ("train_limit", "epochs") and value == 0:
+            if key in OPTIONAL_FIELDS and value == 0:
                 value = None
             clean[key] = value
         return cls(**clean)
@@ -107,12 +145,7 @@ class TrainSettings:
     def model_config(self) -> core.ModelConfig:
         info = dataset_info(self.dataset)
         name = self.preset if self.preset != "auto" else f"{info.input_kind}-{self.family}"
-        model = core.preset(name)
-        if model.input_kind != info.input_kind:
-            raise ValueError(
-                f"preset {name!r} is built for {model.input_kind} inputs but {self.dataset!r} gives "
-                f"{info.input_kind}; pick a {info.input_kind}-* preset or 'auto'"
-            )
+        model = core.preset(name)  # its family and input kind match the form's (checked on construction)
         ode = dataclasses.replace(model.ode, method=self.ode_method, n_steps=self.n_steps, rtol=self.tol, atol=self.tol)
         deq = dataclasses.replace(
             model.deq, solver=self.deq_solver, solver_options={"tol": max(self.tol, 1e-6), "max_iter": 30}
@@ -136,7 +169,8 @@ class TrainSettings:
 
     @property
     def display_name(self) -> str:
-        return f"{FAMILY_NAMES[self.family]} on {self.dataset}"
+        preset = "" if self.preset == "auto" else f" ({self.preset})"
+        return f"{FAMILY_NAMES[self.family]}{preset} on {self.dataset}"
 
 
 def new_run_dir(runs_dir: Path, settings: TrainSettings, session_key: str) -> Path:

@@ -20,6 +20,7 @@ from torch import nn
 
 import core
 from core.data import DataBundle, DatasetUnavailable, load_dataset
+from core.solvers.base import short_repr
 from core.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
 
 from .plots import PCABasis, ResidualTrace, fit_pca
@@ -53,23 +54,34 @@ def runs_with_checkpoints(runs_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+MAX_PATH_CHARS = 1024
+
+
 def resolve_checkpoint(path_text: str, runs_dir: Path) -> Path:
     """A checkpoint path typed by the user, restricted to the runs directory (the page may be reachable
     by others: it must not open arbitrary files)."""
     text = (path_text or "").strip()
     if not text:
         raise ValueError("enter the path of a checkpoint file (a run folder or its checkpoint.pt)")
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = runs_dir / path
-    path = path.resolve()
-    root = runs_dir.resolve()
-    if root not in (path, *path.parents):
-        raise ValueError(f"only checkpoints under the runs directory {root} can be opened here")
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise ValueError(f"no checkpoint file at {path}")
+    if len(text) > MAX_PATH_CHARS:
+        raise ValueError(
+            f"that path is {len(text):,} characters long; a checkpoint path here is at most {MAX_PATH_CHARS}"
+        )
+    try:
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = runs_dir / path
+        path = path.resolve()
+        root = runs_dir.resolve()
+        if root not in (path, *path.parents):
+            raise ValueError(f"only checkpoints under the runs directory {root} can be opened here")
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        if not path.is_file():
+            raise ValueError(f"no checkpoint file at {short_repr(str(path), 200)}")
+    except (OSError, RuntimeError) as err:  # a name too long for the file system, a symlink loop, ...
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise ValueError(f"cannot open {short_repr(text)}: {reason}") from None
     return path
 
 
@@ -103,7 +115,9 @@ def pick_input(lab: LabModel, index: int, split: str = "val") -> tuple[torch.Ten
     ds = lab.data.val if split == "val" else lab.data.test
     n = len(ds.targets)
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
-        raise ValueError(f"input index must be a whole number from 0 to {n - 1} ({split} split), got {index!r}")
+        raise ValueError(
+            f"input index must be a whole number from 0 to {n - 1} ({split} split), got {short_repr(index)}"
+        )
     x = ds.inputs[index : index + 1]
     return x, int(ds.targets[index]), to_picture(lab.data, x[0])
 
@@ -137,11 +151,11 @@ class LabResult:
 
 def _validate_solver_settings(tol: Any, max_iter: Any, ode_steps: Any) -> None:
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or not 0 < tol < 1:
-        raise ValueError(f"tolerance must be a number in (0, 1), e.g. 1e-4; got {tol!r}")
+        raise ValueError(f"tolerance must be a number in (0, 1), e.g. 1e-4; got {short_repr(tol)}")
     if not isinstance(max_iter, int) or isinstance(max_iter, bool) or not 1 <= max_iter <= 500:
-        raise ValueError(f"max iterations must be a whole number from 1 to 500, got {max_iter!r}")
+        raise ValueError(f"max iterations must be a whole number from 1 to 500, got {short_repr(max_iter)}")
     if not isinstance(ode_steps, int) or isinstance(ode_steps, bool) or not 1 <= ode_steps <= 200:
-        raise ValueError(f"homotopy ODE steps must be a whole number from 1 to 200, got {ode_steps!r}")
+        raise ValueError(f"homotopy ODE steps must be a whole number from 1 to 200, got {short_repr(ode_steps)}")
 
 
 def solver_options(method: str, tol: float, max_iter: int, ode_method: str, ode_steps: int) -> dict[str, Any]:
@@ -250,7 +264,7 @@ def sweep_plan(family: str, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(curve, point label, setting) triples: DEQ solvers over tolerances (or iteration caps); ODE models
     over fixed-step counts (rk4, euler) or dopri5 tolerances."""
     if kind not in ("tol", "steps"):
-        raise ValueError(f"sweep kind must be 'tol' or 'steps', got {kind!r}")
+        raise ValueError(f"sweep kind must be 'tol' or 'steps', got {short_repr(kind)}")
     plan: list[tuple[str, str, dict[str, Any]]] = []
     if family == "deq":
         for solver in ("fixed_point", "anderson", "broyden"):
@@ -274,7 +288,7 @@ def sweep(
     ``sweep_plan``; the model's own settings are untouched (a copy is changed)."""
     n_val = len(lab.data.val.targets)
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 1 <= n_samples <= n_val:
-        raise ValueError(f"sweep samples must be a whole number from 1 to {n_val}, got {n_samples!r}")
+        raise ValueError(f"sweep samples must be a whole number from 1 to {n_val}, got {short_repr(n_samples)}")
     model = copy.deepcopy(lab.model).eval()
     device = next(model.parameters()).device
     x_all = lab.data.val.inputs[:n_samples]

@@ -16,10 +16,11 @@ import torch
 
 import core
 from core.data import TOY_SETS
+from core.solvers.base import short_repr
 from core.training import TrainConfig, Trainer
 
 from .plots import FlowView, fit_pca
-from .sessions import Lane, Snapshot
+from .sessions import Lane, Snapshot, backward_cell
 
 FIXED_STEP_ODE = ("euler", "midpoint", "rk4")
 ADAPTIVE_ODE = ("dopri5", "bosh3", "adaptive_heun")
@@ -45,12 +46,12 @@ QUERY_KEYS = {
 def _positive(value: Any, name: str, high: float) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not 0 < value <= high:
-        raise ValueError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+        raise ValueError(f"{name} must be a number in (0, {high:g}], got {short_repr(value)}")
 
 
 def _int_in(value: Any, name: str, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {short_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class PlaygroundSettings:
 
     def __post_init__(self) -> None:
         if self.dataset not in TOY_SETS:
-            raise ValueError(f"dataset must be one of {', '.join(TOY_SETS)}, got {self.dataset!r}")
+            raise ValueError(f"dataset must be one of {', '.join(TOY_SETS)}, got {short_repr(self.dataset)}")
         models = tuple(self.models)
         object.__setattr__(self, "models", models)
         if not 1 <= len(models) <= MAX_MODELS:
@@ -82,11 +83,11 @@ class PlaygroundSettings:
         if bad or len(set(models)) != len(models):
             raise ValueError(f"models must be distinct names from {', '.join(FAMILY_NAMES)}, got {', '.join(models)}")
         if self.ode_method not in ODE_METHODS:
-            raise ValueError(f"ODE method must be one of {', '.join(ODE_METHODS)}, got {self.ode_method!r}")
+            raise ValueError(f"ODE method must be one of {', '.join(ODE_METHODS)}, got {short_repr(self.ode_method)}")
         _int_in(self.n_steps, "ODE steps", 1, 64)
         _positive(self.tol, "tolerance", 0.5)
         if self.deq_solver not in core.METHODS:
-            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {self.deq_solver!r}")
+            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {short_repr(self.deq_solver)}")
         _positive(self.lr, "learning rate", 10.0)
         _int_in(self.seed, "seed", 0, 2**31 - 1)
         _int_in(self.steps, "steps", 1, 100_000)
@@ -114,7 +115,7 @@ class PlaygroundSettings:
         for key, raw in params.items():
             if key not in QUERY_KEYS:
                 if key not in ("__theme", "view"):  # gradio's own parameters
-                    problems.append(f"unknown link parameter {key!r} ignored")
+                    problems.append(f"unknown link parameter {short_repr(key)} ignored")
                 continue
             name = QUERY_KEYS[key]
             try:
@@ -122,7 +123,7 @@ class PlaygroundSettings:
                 cls(**{**dataclasses.asdict(defaults), name: values[name]})  # validate this one alone
             except (ValueError, TypeError) as err:
                 values.pop(name, None)
-                problems.append(f"link parameter {key}={raw!r}: {err}; using the default")
+                problems.append(f"link parameter {short_repr(key, 30)}={short_repr(raw)}: {err}; using the default")
         try:
             return cls(**values), problems
         except ValueError as err:  # a combination that is invalid though each value is fine
@@ -174,7 +175,7 @@ def _parse(name: str, raw: str) -> Any:
     if name in ("n_steps", "seed", "steps"):
         value = float(raw)
         if not value.is_integer():
-            raise ValueError(f"{raw!r} is not a whole number")
+            raise ValueError(f"{short_repr(raw)} is not a whole number")
         return int(value)
     if name in ("tol", "lr"):
         return float(raw)
@@ -304,7 +305,7 @@ def status_markdown(snapshot: Snapshot) -> str:
         lines.append(
             f"| {name} | {last['loss']:.4f} | {100 * last['train_acc']:.0f} % | "
             f"{'–' if val is None else f'{100 * val:.0f} %'} | {last['nfe_forward']:.0f} | "
-            f"{last['nfe_backward']:.0f} | {last['step_ms']:.1f} |"
+            f"{backward_cell(last['nfe_backward'], snapshot.gradients.get(name, ''))} | {last['step_ms']:.1f} |"
         )
     for name, (message, advice) in snapshot.errors.items():
         lines += ["", f"⚠️ **{name} diverged**: {message}. **Advice:** {advice}. ▶ retries from the last good step."]

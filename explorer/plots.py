@@ -605,10 +605,14 @@ def path_figure(
     return fig
 
 
-def sweep_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], height: int = 340) -> go.Figure:
-    """Accuracy vs mean forward NFE: name -> (mean_nfe (S,), accuracy (S,), setting labels (S,)).
+def sweep_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], height: int = 340, title: str | None = None
+) -> go.Figure:
+    """Accuracy vs mean forward NFE: name -> (mean_nfe (S,), accuracy (S,), setting labels (S,)); ``title``
+    names the model swept (the figure stays on screen while other models are picked).
 
-    Traces: one line per curve.
+    Traces: one line per curve. The accuracy axis always spans 0-100 % (a flat untrained curve would
+    otherwise get an axis around its one value).
     """
     if not curves:
         return empty_figure("run a sweep to see accuracy vs NFE", height)
@@ -627,9 +631,9 @@ def sweep_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str
                 hovertemplate="%{text}<br>mean NFE %{x:.1f}<br>accuracy %{y:.1f} %<extra></extra>",
             )
         )
-    _layout(fig, height=height)
+    _layout(fig, title=title, height=height)
     fig.update_xaxes(title_text="mean forward NFE per batch")
-    fig.update_yaxes(title_text="accuracy (%)")
+    fig.update_yaxes(title_text="accuracy (%)", range=[-3, 105])
     return fig
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from core.solvers.base import short_repr
 from core.training import atomic_write_bytes, json_safe
 
 #: Columns of the runs table, in order; ``RunRecord.row()`` fills them.
@@ -263,7 +264,7 @@ def export_runs(records: list[RunRecord], fmt: str, dest_dir: str | Path | None 
     ``dest_dir`` defaults to a fresh temporary folder (the web app serves downloads from there).
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {short_repr(fmt)}")
     if not records:
         raise ValueError("there are no saved runs to export yet: train one in the Train tab (or with core.train)")
     folder = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="explorer-export-"))

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from core.models import ModelConfig
+from core.solvers.base import short_repr
 from core.training import Divergence, EvalEvent, StepEvent, TrainConfig, Trainer, atomic_write_json
 
 #: Worker states, as shown on the page.
@@ -42,12 +44,22 @@ class CapacityError(RuntimeError):
 
 
 class TrainingGate:
-    """Server-wide cap on concurrently *running* trainings (paused ones hold no slot)."""
+    """Server-wide cap on concurrently *running* trainings (paused ones hold no slot).
 
-    def __init__(self, limit: int):
+    Args:
+        limit: slots.
+        full_message: what a user is told when every slot is taken: what they can do about it, in words
+            that fit the tab they are on (format fields: ``{limit}``).
+    """
+
+    def __init__(self, limit: int, full_message: str | None = None):
         if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"the training cap must be an integer >= 1, got {limit!r}")
+            raise ValueError(f"the training cap must be an integer >= 1, got {short_repr(limit)}")
         self.limit = limit
+        self.full_message = full_message or (
+            "this server already runs {limit} training(s) at once (the cap protects the CPU); try again when one "
+            "finishes"
+        )
         self._holders: set[int] = set()
         self._lock = threading.Lock()
 
@@ -56,10 +68,7 @@ class TrainingGate:
             if id(owner) in self._holders:
                 return
             if len(self._holders) >= self.limit:
-                raise CapacityError(
-                    f"this server already runs {self.limit} training{'s' if self.limit > 1 else ''} at once "
-                    "(the cap protects the CPU); pause a run in another tab, or try again when one finishes"
-                )
+                raise CapacityError(self.full_message.format(limit=self.limit))
             self._holders.add(id(owner))
 
     def release(self, owner: object) -> None:
@@ -123,6 +132,7 @@ class Snapshot:
     steps_per_second: float
     message: str
     version: int = 0  # bumps with every new picture
+    gradients: dict[str, str] = field(default_factory=dict)  # lane -> direct, adjoint, implicit or phantom
 
 
 class SessionTrainer:
@@ -143,6 +153,9 @@ class SessionTrainer:
             the animation is watchable and the CPU stays free for the page.
         eval_every: validate every this many steps (None: the config's ``eval_every`` or each epoch).
         max_points: keep at most this many step rows per lane (older rows are thinned by half).
+        idle_pause: pause by itself (freeing its slot) when the page has not called :meth:`seen` for this
+            many seconds, and play again on the next ``seen`` (None: never). The Playground uses it: its
+            page only polls while it is visible, so a hidden tab holds no slot and burns no CPU.
     """
 
     def __init__(
@@ -154,6 +167,7 @@ class SessionTrainer:
         steps_per_second: float | None = None,
         eval_every: int | None = None,
         max_points: int = 20_000,
+        idle_pause: float | None = None,
     ):
         if not lanes:
             raise ValueError("a SessionTrainer needs at least one model")
@@ -164,6 +178,9 @@ class SessionTrainer:
         self.steps_per_second = steps_per_second
         self.eval_every = eval_every
         self.max_points = max_points
+        self.idle_pause = idle_pause
+        self._last_seen = time.monotonic()
+        self._auto_paused = False  # paused by idle_pause (not by the user): the next seen() plays again
         self._cond = threading.Condition()
         self._buffer_lock = threading.Lock()
         self.model_lock = threading.RLock()  # held by the worker during each step; taken to copy a model
@@ -226,6 +243,8 @@ class SessionTrainer:
             if self.gate is not None:
                 self.gate.acquire(self)
             self._playing = True
+            self._auto_paused = False
+            self._last_seen = time.monotonic()
             self._state = RUNNING
             self._message = ""
             self._clear_errors()  # a diverged lane (rolled back) gets another try, e.g. after a lower lr
@@ -236,6 +255,7 @@ class SessionTrainer:
         """Pause after the step in progress (waits for it); the step counter then stays put."""
         with self._cond:
             self._playing = False
+            self._auto_paused = False
             if self._state == RUNNING:
                 self._state = PAUSED
             self._cond.notify_all()
@@ -322,6 +342,28 @@ class SessionTrainer:
         """Stop without waiting (the tab closed); the worker ends after its current step."""
         self.stop(wait=False)
 
+    def seen(self) -> None:
+        """The page is looking (its visible tab polled): keep playing, or play again if :attr:`idle_pause`
+        paused the run while nobody looked. A full server leaves it paused, saying why."""
+        self._last_seen = time.monotonic()
+        if not self._auto_paused:
+            return
+        try:
+            self.play()
+        except (CapacityError, ValueError) as err:
+            with self._cond:
+                self._message = str(err)
+
+    def _idle_check(self) -> bool:
+        """Under ``_cond``: pause (and say so) when nobody has looked for ``idle_pause`` seconds."""
+        if not (self._playing and self.idle_pause) or time.monotonic() - self._last_seen <= self.idle_pause:
+            return False
+        self._playing = False
+        self._auto_paused = True
+        self._state = PAUSED
+        self._message = "paused while this page was hidden; it plays on when you look again"
+        return True
+
     def _halt_worker(self, finish: bool, timeout: float) -> None:
         thread = self._thread
         with self._cond:
@@ -385,6 +427,7 @@ class SessionTrainer:
             steps_per_second=self._rate,
             message=self._message,
             version=self._visual_version,
+            gradients={lane.name: gradient_method(lane.config.model) for lane in self.lanes},
         )
 
     def clone_model(self, lane: int = 0):
@@ -399,6 +442,10 @@ class SessionTrainer:
         tick_started = time.perf_counter()
         rate_window: list[float] = []
         while True:
+            with self._cond:
+                idled = self._idle_check()
+            if idled and self.gate is not None:
+                self.gate.release(self)  # before waiting: a hidden page must not hold its slot
             with self._cond:
                 while not (self._halt or self._playing or self._pending_steps or self._changes):
                     self._cond.wait(timeout=1.0)
@@ -565,6 +612,19 @@ class SessionTrainer:
         self._close_files()
 
 
+def gradient_method(model: ModelConfig) -> str:
+    """How a model's gradient is computed: a DEQ's backward (implicit or phantom), an ODE's adjoint, or
+    direct backprop through the solver's operations (no backward solve, so its backward NFE is 0)."""
+    if model.family == "deq":
+        return model.deq.backward
+    return "adjoint" if model.ode.adjoint else "direct"
+
+
+def backward_cell(nfe_backward: float, gradient: str) -> str:
+    """What a page shows for a step's backward NFE: a number, or what 0 means for direct backprop."""
+    return "backprop (no solve)" if gradient == "direct" else f"{nfe_backward:.0f}"
+
+
 def _relevant(trainer: Trainer, changes: dict[str, Any]) -> dict[str, Any]:
     """The changes that apply to this lane's family: one control panel drives models of several families,
     and a DEQ has no ODE settings while the ODE families have no root solver."""
@@ -621,12 +681,24 @@ class SessionRegistry:
     """Server-side dict of sessions keyed by ``gr.Request.session_hash``, created lazily.
 
     Args:
-        max_trainings: server-wide cap on trainings running at once.
+        max_trainings: server-wide cap on image trainings (and memory measurements) running at once.
         max_sessions: oldest sessions are closed beyond this many (tabs that vanished without unload).
+        max_playgrounds: server-wide cap on Playgrounds animating at once (their own budget).
     """
 
-    def __init__(self, max_trainings: int = 4, max_sessions: int = 64):
-        self.gate = TrainingGate(max_trainings)
+    def __init__(self, max_trainings: int = 4, max_sessions: int = 64, max_playgrounds: int = 8):
+        # Two budgets: a user's image run must never be blocked by Playground previews in other tabs (tiny,
+        # throttled, and paused by themselves when their page is hidden), and the reverse.
+        self.gate = TrainingGate(
+            max_trainings,
+            "this server already trains {limit} image model(s) at once (the cap protects the CPU; Playground "
+            "previews do not count): wait for one to finish, or pause or stop your own run in the Train tab",
+        )
+        self.playground_gate = TrainingGate(
+            max_playgrounds,
+            "{limit} Playgrounds are animating on this server right now: press ▶ Play again in a moment (a "
+            "Playground pauses by itself while its page is hidden)",
+        )
         self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()

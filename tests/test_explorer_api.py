@@ -133,8 +133,9 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     out = c.predict(f"run:{rows[0][0]}", "", "test", 3, 1e-4, 30, "rk4", 4, "3-D", api_name="/lab_run")
     assert [r[0] for r in out[2]["data"]] == ["fixed_point", "anderson", "broyden", "homotopy"]
     assert '"scatter3d"' in out[1]["plot"]
-    choices = c.predict(api_name="/lab_models")
-    assert choices is not None
+    # A pick that is no longer offered (a dropped run of this tab) becomes the first choice, never a raw key.
+    menu = c.predict("session:train:99", api_name="/lab_models")
+    assert menu["value"] == menu["choices"][0][1] == "session:train:0"
     # Compare: the run is in the table (this tab started it), its curves are drawn, the table exports.
     table, picked, curves, _, message = c.predict("this tab's runs", [], api_name="/compare_refresh")
     assert [r[0] for r in table["data"]] == [rows[0][0]] and picked["value"] == [rows[0][0]] and "1 run" in message

@@ -248,7 +248,7 @@ def test_memory_measure_takes_a_training_slot(tmp_path):
     holder = object()
     ex.registry.gate.acquire(holder)
     out = ex.compare_memory("m", ["node"], ["direct"], "4", "points", 1)
-    assert "already runs 1 training" in out["warning"] and "compare_memory" not in out
+    assert "already trains 1 image model" in out["warning"] and "compare_memory" not in out
     ex.registry.gate.release(holder)
     assert "compare_memory" in ex.compare_memory("m", ["node"], ["direct"], "4", "points", 1)
 

@@ -315,7 +315,10 @@ def test_bad_link_values_fall_back_to_defaults_with_a_message():
         ({"tol": -1e-3}, "tolerance must be a number"),
         ({"lr": float("nan")}, "learning rate must be a number"),
         ({"dataset": "circles"}, "dataset must be one of"),
-        ({"preset": "image32-deq"}, "preset 'image32-deq' is built for image32 inputs"),
+        ({"preset": "image32-deq"}, "preset 'image32-deq' does not build a HomoODE for digits"),
+        # The model and the preset must not disagree: a DEQ run must never train a HomoODE preset.
+        ({"family": "deq", "preset": "image28-homoode"}, "does not build a DEQ for digits .* image28-deq"),
+        ({"family": "node", "preset": "paper-cifar10"}, "does not build a NODE"),
     ],
 )
 def test_train_settings_validation(changes, message):
@@ -463,7 +466,7 @@ def test_controller_train_rejects_bad_values(explorer):
     out = explorer.train_start("s1", **form)
     assert "batch size must be" in out["warning"] and explorer.session("s1").train is None
     out = explorer.train_start("s1", **{**form, "batch_size": 8, "dataset": "cifar10", "preset": "image28-deq"})
-    assert "preset 'image28-deq' is built for image28" in out["warning"]
+    assert "preset 'image28-deq' does not build a HomoODE for cifar10" in out["warning"]
     assert "no image run" in explorer.train_control("s1", "pause")["warning"]
 
 

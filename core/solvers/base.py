@@ -151,6 +151,15 @@ class SolverError(RuntimeError):
 # Options
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: error messages echo what the user typed, and a
+    5,000-character value must not fill the page (or a terminal) and push the advice off screen."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}…{text[-8:]} ({len(text):,} characters)"
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
@@ -212,7 +221,7 @@ class SolverOptions:
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
     _check(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        f"{name} must be an integer >= {minimum}, got {value!r}",
+        f"{name} must be an integer >= {minimum}, got {short_repr(value)}",
     )
 
 
@@ -220,11 +229,11 @@ def check_in_range(value: Any, name: str, low: float, high: float, low_open: boo
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and value <= high
     bracket = "(" if low_open else "["
-    _check(ok, f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    _check(ok, f"{name} must be in {bracket}{low}, {high}], got {short_repr(value)}")
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    _check(value in choices, f"{name} must be one of {', '.join(map(repr, choices))}, got {short_repr(value)}")
 
 
 # ----------------------------------------------------------------------------------------------

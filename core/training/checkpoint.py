@@ -67,10 +67,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for bad files: name the file, not the internals
+    except Exception:  # torch raises many types for bad files
+        # Name the file, never torch's text: for a file that is not a plain checkpoint it advises loading
+        # with weights_only=False, which runs whatever code the file holds.
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, corrupt, or not a PyTorch file): "
-            f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            f"{path.name} is not a readable checkpoint (a truncated or corrupt file, or another kind of file: a "
+            "run's checkpoint is its checkpoint.pt)"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a checkpoint of this project (format {FORMAT})")
