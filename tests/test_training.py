@@ -11,10 +11,12 @@ import torch
 
 from core.models import ODEConfig, preset
 from core.training import (
+    ChangeEvent,
     CheckpointError,
     ErrorEvent,
     EvalEvent,
     FinishedEvent,
+    SavedTensorMeter,
     StepEvent,
     TrainConfig,
     Trainer,
@@ -60,12 +62,14 @@ def test_event_stream_order_and_fields(tmp_path):
     for e in steps:
         assert e.nfe_forward == 8 and e.nfe_backward == 0
         assert e.loss > 0 and 0 <= e.train_acc <= 1 and e.peak_memory_bytes > 0 and e.step_seconds > 0
+        assert e.graph_bytes > 0
     lrs = [e.lr for e in steps]
     assert lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay per step
     evals = [e for e in events if isinstance(e, EvalEvent)]
     assert evals[0].is_best and 0 <= evals[0].accuracy <= 1
     final = events[-1]
     assert final.step == 8 and final.test_accuracy is not None and final.params > 0
+    assert final.peak_graph_bytes == max(e.graph_bytes for e in steps)
     assert (tmp_path / "config.json").is_file() and (tmp_path / "checkpoint.pt").is_file()
     json.dumps([e.to_dict() for e in events])  # every event is JSON-ready
 
@@ -74,7 +78,7 @@ def test_deq_steps_report_residual_and_backward_nfe():
     events = list(train(points_config("deq", steps=2, eval_every=2)))
     step = next(e for e in events if isinstance(e, StepEvent))
     assert step.residual is not None and step.residual <= 1e-4
-    assert step.nfe_backward > 0
+    assert step.nfe_backward > 0 and step.graph_bytes > 0
 
 
 def test_stop_between_steps_leaves_a_consistent_model(tmp_path):
@@ -148,6 +152,8 @@ def test_resume_continues_exactly(tmp_path):
     assert [e.step for e in events if isinstance(e, StepEvent)] == [4, 5, 6]
     for k, v in straight.model.state_dict().items():
         assert torch.allclose(v, resumed.model.state_dict()[k], atol=1e-7, rtol=0), k
+    # The run's own peak covers the steps before the resume too (it is in the checkpoint).
+    assert events[-1].peak_graph_bytes == straight.peak_graph_bytes > 0
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path):
@@ -204,11 +210,15 @@ def test_cli_tiny_run_writes_its_files_and_resumes(tmp_path):
     assert config["model"]["family"] == "anode" and config["dataset"] == "circles"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in lines if r["kind"] == "step"] == ["step"] * 4 and lines[-1]["kind"] == "finished"
+    graph = [r["graph_bytes"] for r in lines if r["kind"] == "step"]
+    assert all(isinstance(b, int) and b > 0 for b in graph)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["params"] > 0 and 0 <= summary["test_accuracy"] <= 1
-    # Resuming a finished run adds no step but finishes again.
+    assert summary["peak_graph_bytes"] == max(graph) == lines[-1]["peak_graph_bytes"]
+    # Resuming a finished run adds no step but finishes again, with the run's own peak from the checkpoint.
     again = _cli("--resume", str(out), "--quiet")
     assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["peak_graph_bytes"] == max(graph)
 
 
 @pytest.mark.parametrize(
@@ -242,7 +252,11 @@ def test_cli_jac_reg_reaches_the_deq_config_and_keeps_the_preset_solver():
 def test_settings_change_without_reset():
     trainer = Trainer(points_config(steps=10))
     trainer.step()
-    trainer.apply(lr=1e-3, ode=ODEConfig(method="rk4", n_steps=3))
+    change = trainer.apply(lr=1e-3, ode=ODEConfig(method="rk4", n_steps=3))
+    assert change.step == 1 and change.changes == {
+        "ode.n_steps": {"old": 2, "new": 3},
+        "lr": {"old": 1e-2, "new": 1e-3},
+    }
     event = trainer.step()
     assert event.nfe_forward == 12  # rk4, 3 steps
     assert event.lr < 1e-3 and event.lr > 9e-4  # the new base rate, one step down its cosine
@@ -272,7 +286,74 @@ def test_json_safe_turns_every_non_finite_float_into_null():
     assert json_safe(value) == {"a": None, "b": [1.5, None, {"c": None}], "d": 2, "e": "x"}
     event = StepEvent(
         step=1, epoch=0, loss=float("nan"), train_acc=0.5, nfe_forward=3, nfe_backward=0, residual=None,
-        start_loss=None, lr=1e-3, peak_memory_bytes=1, step_seconds=0.1, wall_seconds=float("inf"),
+        start_loss=None, lr=1e-3, peak_memory_bytes=1, graph_bytes=1, step_seconds=0.1, wall_seconds=float("inf"),
     )  # fmt: skip
     line = json.dumps(event.to_dict(), allow_nan=False)
     assert json.loads(line)["loss"] is None and json.loads(line)["wall_seconds"] is None
+
+
+def test_saved_tensor_meter_counts_each_saved_storage_once():
+    x = torch.randn(8, 4, requires_grad=True)  # float32: 8 * 4 * 4 = 128 bytes
+    w = torch.randn(8, 4)
+    with SavedTensorMeter() as meter:
+        y = (x * w).sum()  # mul saves w (the gradient of x needs it), not x; sum saves no tensor
+    assert meter.nbytes == 128 and meter.storages == 1
+    y.backward()
+    w.requires_grad_()
+    with meter:  # a new count
+        (x * w).sum()  # both saved
+    assert meter.nbytes == 256 and meter.storages == 2
+    with meter:
+        (x * x).sum()  # x saved twice: one storage
+    assert meter.nbytes == 128
+    with meter:
+        (x[:, :2] * w[:, 2:]).sum()  # views count as their whole storage
+    assert meter.nbytes == 256
+    with meter, torch.no_grad():
+        (x * w).sum()
+    assert meter.nbytes == 0
+    (x * w).sum()  # outside the context: not counted
+    assert meter.nbytes == 0
+
+
+def test_graph_bytes_grow_with_batch_and_rk4_steps_and_adjoint_keeps_them_small():
+    def graph_bytes(batch: int, n_steps: int, adjoint: bool = False) -> int:
+        model = preset("points-homoode").replace(ode=ODEConfig(method="rk4", n_steps=n_steps, adjoint=adjoint))
+        event = Trainer(points_config(model=model, batch_size=batch)).step()
+        assert event.nfe_backward == (4 * n_steps if adjoint else 0)
+        return event.graph_bytes
+
+    assert graph_bytes(8, 2) == graph_bytes(8, 2)  # deterministic
+    assert 2.5 <= graph_bytes(32, 2) / graph_bytes(8, 2) <= 4.5
+    direct = graph_bytes(32, 8)
+    assert 2.5 <= direct / graph_bytes(32, 2) <= 4.5
+    assert graph_bytes(32, 8, adjoint=True) < 0.2 * direct
+
+
+def test_apply_returns_change_events_with_old_and_new_values():
+    from core.models import DEQConfig
+
+    trainer = Trainer(points_config(steps=10))
+    trainer.step()
+    rate = trainer.optimizer.param_groups[0]["lr"]
+    first = trainer.apply(lr=5e-3)
+    # The current rate keeps its place on the cosine curve: scaled by new / old base rate.
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rate * 0.5)
+    trainer.step()
+    rate = trainer.optimizer.param_groups[0]["lr"]
+    second = trainer.apply(lr=1e-3, grad_clip=1.0)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rate * 0.2)
+    assert isinstance(first, ChangeEvent) and first.kind == "change"
+    assert (first.step, first.changes) == (1, {"lr": {"old": 1e-2, "new": 5e-3}})
+    assert second.step == 2
+    assert second.changes == {"lr": {"old": 5e-3, "new": 1e-3}, "grad_clip": {"old": None, "new": 1.0}}
+    assert trainer.step().lr == pytest.approx(rate * 0.2)  # the next step runs at that rate
+    line = json.dumps(second.to_dict(), allow_nan=False)
+    assert json.loads(line) == {"kind": "change", "step": 2, "epoch": 0, "changes": second.changes}
+    assert trainer.apply(lr=1e-3).changes == {}  # nothing changed
+    nested = trainer.apply(ode=ODEConfig(method="dopri5", rtol=1e-4, n_steps=2))
+    assert nested.changes == {"ode.method": {"old": "rk4", "new": "dopri5"}, "ode.rtol": {"old": 1e-3, "new": 1e-4}}
+
+    deq = Trainer(points_config("deq", steps=4))
+    tighter = DEQConfig(**{**vars(deq.config.model.deq), "solver_options": {"tol": 1e-5, "max_iter": 30}})
+    assert deq.apply(deq=tighter).changes == {"deq.solver_options.tol": {"old": 1e-4, "new": 1e-5}}

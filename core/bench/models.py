@@ -106,6 +106,7 @@ def run_models(args: argparse.Namespace) -> int:
             "peak_memory_bytes": summary["peak_memory_bytes"],
             "baseline_memory_bytes": summary["baseline_memory_bytes"],
             "memory_measure": summary["memory_measure"],
+            "peak_graph_bytes": summary["peak_graph_bytes"],
             "seconds_per_epoch": summary["seconds_per_epoch"],
             "epochs": summary["epochs"],
             "steps": summary["steps"],
@@ -203,7 +204,7 @@ def memory_probe(family: str, gradient: str, batch: int, n_steps: int, kind: str
     from torch import nn
 
     from ..models import build_model, preset
-    from ..training import peak_memory, resolve_device
+    from ..training import SavedTensorMeter, peak_memory, resolve_device
 
     dev = resolve_device(device)
     cfg = preset(f"{kind}-{family}")
@@ -218,17 +219,12 @@ def memory_probe(family: str, gradient: str, batch: int, n_steps: int, kind: str
     x = torch.randn((batch, *cfg.input_shape), generator=gen).to(dev)
     y = torch.randint(0, cfg.num_classes, (batch,), generator=gen).to(dev)
 
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        # Bytes the forward graph keeps for backward, each storage once: deterministic, unlike RSS.
-        storage = t.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return t
+    # Bytes the forward graph keeps for backward, each storage once: deterministic, unlike RSS.
+    meter = SavedTensorMeter()
 
     def step() -> tuple[int, int]:
         opt.zero_grad(set_to_none=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with meter:
             out = model(x)
             loss = nn.functional.cross_entropy(out.logits, y)
         loss.backward()
@@ -255,7 +251,7 @@ def memory_probe(family: str, gradient: str, batch: int, n_steps: int, kind: str
         "peak_bytes": peak,
         "before_bytes": before,
         "training_bytes": peak - before,
-        "graph_bytes": sum(saved.values()),
+        "graph_bytes": meter.nbytes,
         "memory_measure": measure,
     }
 

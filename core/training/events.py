@@ -45,7 +45,11 @@ class StepEvent(Event):
         residual: worst relative equilibrium residual of the batch (DEQ), else None.
         start_loss: the start-point SmoothL1 loss when the start point was updated this step.
         lr: learning rate used for this step.
-        peak_memory_bytes: CUDA max_memory_allocated on a GPU, peak RSS of the process on the CPU.
+        peak_memory_bytes: the whole process's peak so far, shared by every run trained in that process
+            (CUDA max_memory_allocated on a GPU, peak RSS on the CPU); see ``graph_bytes`` for the run's own.
+        graph_bytes: bytes of the tensors this step's forward pass kept for backward: the run's own
+            memory, deterministic; excludes weights' optimizer state (each storage once, see
+            :class:`~core.training.memory.SavedTensorMeter`).
         step_seconds: wall time of this step; wall_seconds: since the run (or resume) started.
     """
 
@@ -58,6 +62,7 @@ class StepEvent(Event):
     start_loss: float | None
     lr: float
     peak_memory_bytes: int
+    graph_bytes: int
     step_seconds: float
     wall_seconds: float
 
@@ -86,6 +91,9 @@ class FinishedEvent(Event):
     """The run ended. Test accuracy is measured once, on the model selected by validation.
 
     ``stopped`` is True when the run was stopped before its planned number of steps.
+    ``peak_memory_bytes`` / ``memory_measure`` are the whole process's peak (shared by every run in it);
+    ``peak_graph_bytes`` is the run's own: the largest ``graph_bytes`` of its steps (kept in the
+    checkpoint, so a resumed run's figure covers the steps before the resume too).
     """
 
     kind: ClassVar[str] = "finished"
@@ -98,8 +106,22 @@ class FinishedEvent(Event):
     mean_nfe_backward: float
     peak_memory_bytes: int
     memory_measure: str
+    peak_graph_bytes: int
     seconds: float
     stopped: bool
+
+
+@dataclass(frozen=True)
+class ChangeEvent(Event):
+    """Settings changed during a run (``Trainer.apply``), effective from step ``step + 1`` on.
+
+    ``changes`` maps each changed setting to ``{"old": ..., "new": ...}``, JSON-ready: ``lr`` is the
+    base rate of the schedule, ODE and DEQ settings appear field by field with dotted names
+    (``ode.rtol``, ``deq.solver_options.tol``). Empty when the call changed nothing.
+    """
+
+    kind: ClassVar[str] = "change"
+    changes: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)

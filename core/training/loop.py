@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import resource
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +28,8 @@ from ..models.blocks import ODEStepLimitError
 from ..solvers import SolverError
 from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .events import CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
+from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
+from .memory import SavedTensorMeter, peak_memory
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,12 +41,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def peak_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, what was measured): CUDA max_memory_allocated on a GPU, else the process's peak RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024), "cpu_peak_rss"
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, dict[str, Any]]:
+    """``{name: {"old": ..., "new": ...}}`` for every setting that differs, nested ones by dotted name
+    (``lr``, ``ode.rtol``, ``deq.solver_options.tol``; model settings without the ``model.`` prefix)."""
+
+    def flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flat(v, f"{prefix}{k}.", out)
+        else:
+            out[prefix[:-1]] = value
+        return out
+
+    before, after = flat(old.to_dict(), "", {}), flat(new.to_dict(), "", {})
+    missing = object()
+    changed = {}
+    for key in [*before, *(k for k in after if k not in before)]:
+        a, b = before.get(key, missing), after.get(key, missing)
+        if a != b:
+            name = key.removeprefix("model.")
+            changed[name] = json_safe({"old": None if a is missing else a, "new": None if b is missing else b})
+    return changed
 
 
 class Divergence(RuntimeError):
@@ -110,12 +124,13 @@ class Trainer:
         self.best_step: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.nfe_sums = [0, 0]
+        self.peak_graph_bytes = 0  # the largest graph_bytes of the run's steps
         self.last_checkpoint: str | None = None
         self.started = time.perf_counter()
         self.train_seconds = 0.0  # time inside step(), evaluation excluded
         if resume is not None:
             self._load_state(resume)
-        # Memory before the first step (model, optimizer, data): subtract it from the peak to see training's own.
+        # The process's memory before the first step (model, optimizer, data; other runs in this process too).
         self.baseline_memory_bytes = peak_memory(self.device)[0]
 
     # ------------------------------------------------------------------ the step
@@ -150,18 +165,21 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         backup = self._snapshot()
+        meter = SavedTensorMeter()
         try:
             self.optimizer.zero_grad(set_to_none=True)
-            out = self.model(x)
-            if out.stats.rel_residual is not None and not torch.isfinite(out.stats.rel_residual).all():
-                raise Divergence(
-                    f"the equilibrium solver produced a non-finite state at step {self.step_count}",
-                    "lower the learning rate (lr), add damping (beta < 1) or use a tighter solver tol",
-                )
-            loss = nn.functional.cross_entropy(out.logits, y)
-            total = loss  # what is minimised; the events report the cross-entropy, comparable to validation
-            if out.stats.jac_loss is not None:
-                total = loss + self.config.model.deq.jac_reg * out.stats.jac_loss
+            # The forward pass and the loss only: backward (implicit, adjoint) runs its own autograd.
+            with meter:
+                out = self.model(x)
+                if out.stats.rel_residual is not None and not torch.isfinite(out.stats.rel_residual).all():
+                    raise Divergence(
+                        f"the equilibrium solver produced a non-finite state at step {self.step_count}",
+                        "lower the learning rate (lr), add damping (beta < 1) or use a tighter solver tol",
+                    )
+                loss = nn.functional.cross_entropy(out.logits, y)
+                total = loss  # what is minimised; the events report the cross-entropy, comparable to validation
+                if out.stats.jac_loss is not None:
+                    total = loss + self.config.model.deq.jac_reg * out.stats.jac_loss
             if not torch.isfinite(total):
                 advice = (
                     "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol"
@@ -195,6 +213,8 @@ class Trainer:
         self.step_count += 1
         self.nfe_sums[0] += out.stats.nfe
         self.nfe_sums[1] += nfe_backward
+        graph_bytes = meter.nbytes
+        self.peak_graph_bytes = max(self.peak_graph_bytes, graph_bytes)
         residual = None if out.stats.rel_residual is None else float(out.stats.rel_residual.max())
         mem, _ = peak_memory(self.device)
         now = time.perf_counter()
@@ -210,6 +230,7 @@ class Trainer:
             start_loss=start_loss,
             lr=lr,
             peak_memory_bytes=mem,
+            graph_bytes=graph_bytes,
             step_seconds=now - t0,
             wall_seconds=now - self.started,
         )
@@ -290,15 +311,23 @@ class Trainer:
             mean_nfe_backward=self.nfe_sums[1] / steps,
             peak_memory_bytes=mem,
             memory_measure=measure,
+            peak_graph_bytes=self.peak_graph_bytes,
             seconds=time.perf_counter() - self.started,
             stopped=stopped,
         )
 
-    def apply(self, **changes: Any) -> None:
-        """Change settings of a running trainer between steps, without a reset.
+    def apply(self, **changes: Any) -> ChangeEvent:
+        """Change settings of a running trainer between steps, without a reset; returns what changed.
 
-        Accepts ``lr`` (the cosine schedule continues from the new base rate), ``grad_clip``,
-        ``ode`` (an ODEConfig) and ``deq`` (a DEQConfig); the saved config follows the change.
+        Accepts ``lr``, ``grad_clip``, ``ode`` (an ODEConfig) and ``deq`` (a DEQConfig); the saved
+        config follows the change. Everything is validated before anything changes: a ValueError
+        leaves the trainer as it was. ``lr`` is the new base rate of the schedule: the optimizer's
+        current rate is multiplied by new / old base rate, so it keeps its position on the cosine
+        curve (``lr_min`` drops to ``lr`` when it was above it).
+
+        Returns:
+            a :class:`ChangeEvent` at the current step, with old and new value of every setting that
+            differs (``changes`` is empty when nothing did); record it with the run's other events.
         """
         allowed = {"lr", "grad_clip", "ode", "deq"}
         unknown = sorted(set(changes) - allowed)
@@ -310,6 +339,7 @@ class Trainer:
         new_model = self.config.model.replace(**model_changes) if model_changes else self.config.model
         lr_min = min(self.config.lr_min, changes.get("lr", self.config.lr))
         config = self.config.replace(model=new_model, lr_min=lr_min, **changes)  # validates everything first
+        event = ChangeEvent(step=self.step_count, epoch=self.epoch, changes=config_changes(self.config, config))
         if "ode" in model_changes:
             self.model.set_ode(model_changes["ode"])
         if "deq" in model_changes:
@@ -322,6 +352,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = group["lr"] * ratio
         self.config = config
+        return event
 
     def summary(self, event: FinishedEvent) -> dict[str, Any]:
         """The run's ``summary.json``: what the CLI and the app write when a run ends."""
@@ -339,6 +370,7 @@ class Trainer:
             "mean_nfe_backward": event.mean_nfe_backward,
             "peak_memory_bytes": event.peak_memory_bytes,
             "memory_measure": event.memory_measure,
+            "peak_graph_bytes": event.peak_graph_bytes,
             "baseline_memory_bytes": self.baseline_memory_bytes,
             "seconds": event.seconds,
             "train_seconds": self.train_seconds,
@@ -382,6 +414,7 @@ class Trainer:
             "best_step": self.best_step,
             "best_model": self.best_state,
             "nfe_sums": list(self.nfe_sums),
+            "peak_graph_bytes": self.peak_graph_bytes,
             "rng": torch.get_rng_state(),
         }
 
@@ -395,6 +428,7 @@ class Trainer:
         self.best_val, self.best_step = state.get("best_val"), state.get("best_step")
         self.best_state = state.get("best_model")
         self.nfe_sums = list(state.get("nfe_sums", [0, 0]))
+        self.peak_graph_bytes = int(state.get("peak_graph_bytes", 0))  # 0 in checkpoints older than the field
         torch.set_rng_state(state["rng"])
 
     def save(self, name: str = "checkpoint.pt") -> str | None:
