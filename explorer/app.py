@@ -20,7 +20,7 @@ from .controller import COMPARE_SCOPES, LAB_COLUMNS, PATH_VIEWS, RUN_COLUMNS, Ex
 from .imagetrain import DEVICES, TrainSettings, dataset_choices
 from .lab import FRESH_PRESETS
 from .playground import FAMILY_NAMES, ODE_METHODS, PlaygroundSettings
-from .plots import GRADIENT_DASH, empty_figure
+from .plots import CURVE_X, GRADIENT_DASH, empty_figure
 
 #: System fonts only: the page must not fetch fonts (or anything) from the internet.
 THEME_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
@@ -112,6 +112,15 @@ def _plot(label: str, elem_id: str, placeholder: str | None = None, height: int 
     its first figure arrives."""
     value = empty_figure(placeholder, height) if placeholder is not None else None
     return gr.Plot(value, label=label, elem_id=elem_id, show_label=False)
+
+
+def _curve_controls(tab: str) -> list[Any]:
+    """Smoothing, x axis and loss axis of a tab's training curves (TensorBoard's three)."""
+    with gr.Row():
+        smoothing = gr.Slider(0, 0.99, value=0, step=0.01, label="smoothing", elem_id=f"{tab}-smoothing")
+        x_axis = gr.Radio(list(CURVE_X), value="step", label="x axis", elem_id=f"{tab}-x-axis")
+        scale = gr.Radio(["log", "linear"], value="log", label="loss axis", elem_id=f"{tab}-loss-scale")
+    return [smoothing, x_axis, scale]
 
 
 def _value(name: str, result: dict[str, Any]) -> Any:
@@ -222,6 +231,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 c["train_message"] = gr.Markdown("", elem_id="train-message")
                 c["train_status"] = gr.Markdown("No image run yet.", elem_id="train-status")
                 c["train_curves"] = _plot("training curves", "train-curves")
+                train_curve_controls = _curve_controls("train")
                 with gr.Row():
                     show_gallery = gr.Button("Show test predictions")
                 c["train_gallery"] = gr.Gallery(
@@ -314,8 +324,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 c["compare_file"] = gr.File(label="exported table", interactive=False, elem_id="compare-file")
                 c["compare_table"] = gr.Dataframe(
                     headers=RUN_COLUMNS,
-                    label="runs (click a row to open its model in the Solver lab; peak MB: CUDA allocator on a GPU, "
-                    "process RSS on the CPU)",
+                    label="runs (click a row to open its model in the Solver lab; graph MB: the most memory one "
+                    "training step's forward pass kept for backward, the run's own figure)",
                     interactive=False,
                     wrap=True,
                     elem_id="compare-table",
@@ -326,6 +336,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 c["compare_curves"] = _plot(
                     "training curves", "compare-curves", "open this tab or press Refresh to list the saved runs", 300
                 )
+                compare_curve_controls = _curve_controls("compare")
                 c["compare_accuracy"] = _plot(
                     "accuracy vs NFE", "compare-accuracy", "accuracy vs NFE of every run appears here", 300
                 )
@@ -583,6 +594,24 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 api_visibility="private",
             )
 
+        for tab, controls, extra, out_names in (
+            ("train", train_curve_controls, [], ["train_status", "train_curves", "train_message"]),
+            ("compare", compare_curve_controls, [("scope", c["compare_scope"]), ("selected", c["compare_runs"])],
+             ["compare_curves", "compare_message"]),
+        ):  # fmt: skip
+            inputs = [("smoothing", controls[0]), ("x_axis", controls[1]), ("loss_scale", controls[2]), *extra]
+            for i, control in enumerate(controls):
+                wire(
+                    control.release if i == 0 else control.input,
+                    ex.curves_set,
+                    inputs,
+                    out_names,
+                    f"{tab}_curves" if i == 0 else None,
+                    fixed={"tab": tab},
+                    show_progress="hidden",
+                    trigger_mode="always_last",
+                    **({} if i == 0 else {"api_visibility": "private"}),
+                )
         compare_in = [("scope", c["compare_scope"]), ("selected", c["compare_runs"])]
         compare_out = ["compare_table", "compare_runs", "compare_curves", "compare_accuracy", "compare_message"]
         wire(compare_refresh.click, ex.compare_refresh, compare_in, compare_out, "compare_refresh")

@@ -29,9 +29,11 @@ from . import lab as lab_lib
 from .imagetrain import TrainSettings, check_number, new_run_dir, presets_for
 from .playground import FAMILY_NAMES, PlaygroundSettings, flow_views, flow_visual, status_markdown
 from .plots import (
+    CURVE_X,
     RunPoint,
     curves_figure,
     empty_figure,
+    family_colors,
     memory_figure,
     path_figure,
     playground_figure,
@@ -209,7 +211,7 @@ class Explorer:
             if due:
                 self._drawn[(key, "curves")] = now
         if due:
-            out["pg_curves"] = curves_figure(snap.metrics, PG_PANELS, height=250)
+            out["pg_curves"] = curves_figure(snap.metrics, PG_PANELS, height=250, colors=_lane_colors(trainer))
         return out
 
     def playground_tick(self, key: str, visibility: str = "visible") -> dict[str, Any]:
@@ -378,7 +380,12 @@ class Explorer:
         snap = trainer.read()
         if not self._changed(key, "train", snap, force):
             return {}
-        out = {"train_status": _train_status(snap, trainer), "train_curves": curves_figure(snap.metrics, TRAIN_PANELS)}
+        out = {
+            "train_status": _train_status(snap, trainer),
+            "train_curves": curves_figure(
+                snap.metrics, TRAIN_PANELS, colors=_lane_colors(trainer), **self._curve_options(key, "train")
+            ),
+        }
         if _settled(snap):
             out["train_timer"] = False  # summary written, nothing more will change: stop polling
             out["runs_table"] = self.runs_table()
@@ -635,7 +642,7 @@ class Explorer:
         return {
             "compare_table": run_rows(records),
             "compare_runs": (names, keep),
-            "compare_curves": self._compare_curves(records, keep),
+            "compare_curves": self._compare_curves(records, keep, self._curve_options(key, "compare")),
             "compare_accuracy": runs_accuracy_figure(points),
             "compare_message": f"{len(records)} run(s) in `{self.runs_dir}`" if records else _NO_RUNS,
         }
@@ -647,7 +654,9 @@ class Explorer:
         except ValueError as err:
             return {"warning": str(err), "compare_message": _msg(str(err))}
         picked = list(selected or [])
-        out: dict[str, Any] = {"compare_curves": self._compare_curves(records, picked)}
+        out: dict[str, Any] = {
+            "compare_curves": self._compare_curves(records, picked, self._curve_options(key, "compare"))
+        }
         if len(picked) > MAX_OVERLAID:
             out["compare_message"] = f"showing the curves of the first {MAX_OVERLAID} of {len(picked)} picked runs"
         return out
@@ -670,11 +679,35 @@ class Explorer:
         }
 
     @staticmethod
-    def _compare_curves(records: list[RunRecord], selected: list[str]) -> Any:
+    def _compare_curves(records: list[RunRecord], selected: list[str], options: dict[str, Any]) -> Any:
         chosen = [r for r in records if r.name in set(selected)][:MAX_OVERLAID]
         if not chosen:
             return empty_figure("pick runs above to overlay their training curves", 300)
-        return curves_figure({r.name: read_metrics(r.folder) for r in chosen}, COMPARE_PANELS)
+        colors = family_colors({r.name: r.family for r in chosen})
+        return curves_figure({r.name: read_metrics(r.folder) for r in chosen}, COMPARE_PANELS, colors=colors, **options)
+
+    # ------------------------------------------------------------------ curve options (Train, Compare)
+
+    def _curve_options(self, key: str, tab: str) -> dict[str, Any]:
+        return dict(self.session(key).curves.get(tab, {}))
+
+    def curves_set(
+        self, key: str, tab: str, smoothing: Any, x_axis: str, loss_scale: str, scope: str = "", selected=None
+    ) -> dict[str, Any]:
+        """Smoothing, x axis (step or wall time) and the loss axis (log or linear) of a tab's curves; redraws
+        them. The options stay with the tab (the Train tab's live redraws use them too)."""
+        message = "train_message" if tab == "train" else "compare_message"
+        try:
+            check_choice(tab, "tab", ("train", "compare"))
+            check_number(smoothing, "smoothing", 0, 0.99)
+            check_choice(x_axis, "x axis", tuple(CURVE_X))
+            check_choice(loss_scale, "loss axis", ("log", "linear"))
+        except ValueError as err:
+            return {"warning": str(err), message: _msg(str(err))}
+        self.session(key).curves[tab] = dict(smoothing=float(smoothing), x_axis=x_axis, log_loss=loss_scale == "log")
+        if tab == "train":
+            return {**self._train_outputs(key, force=True), "train_message": ""}
+        return {**self.compare_select(key, scope or COMPARE_SCOPES[0], selected), "compare_message": ""}
 
     def compare_export(self, key: str, scope: str, fmt: str) -> dict[str, Any]:
         """Write the runs table as CSV or JSON for download."""
@@ -818,6 +851,11 @@ def _playground_from_form(form: dict[str, Any]) -> PlaygroundSettings:
     return PlaygroundSettings(**values)
 
 
+def _lane_colors(trainer: SessionTrainer) -> dict[str, str]:
+    """Each lane in its model family's colour (the same colour in every plot of the app)."""
+    return family_colors({lane.name: lane.config.model.family for lane in trainer.lanes})
+
+
 def _settled(snap: Snapshot) -> bool:
     """Nothing more will change: every lane's summary is written, or the worker failed."""
     return bool(snap.finished and len(snap.finished) == len(snap.metrics)) or snap.state == "failed"
@@ -836,7 +874,7 @@ def _train_status(snap: Snapshot, trainer: SessionTrainer) -> str:
             f"loss {last['loss']:.4f} · train acc {100 * last['train_acc']:.1f} % · val acc "
             f"{'–' if val is None else f'{100 * val:.1f} %'} · NFE fwd {last['nfe_forward']:.0f} / bwd "
             f"{backward_cell(last['nfe_backward'], snap.gradients.get(name, ''))} · {last['step_ms']:.0f} ms/step · "
-            f"peak {last['memory_mb']:.0f} MB"
+            f"{last['memory_mb']:.1f} MB kept for backward"
         )
     fin = snap.finished.get(name)
     if fin:

@@ -19,6 +19,9 @@ from plotly.subplots import make_subplots
 
 #: Class colours (points, trajectories) and one colour per model / solver, colour-blind safe (Okabe-Ito).
 CLASS_COLORS = ("#0072B2", "#D55E00")
+#: One colour per model family in every plot of the app, none of them a class colour (the Playground draws
+#: classes and models side by side).
+FAMILY_COLORS = {"node": "#6A3D9A", "anode": "#CC79A7", "deq": "#000000", "homoode": "#009E73"}
 SERIES_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 # Heatmap of P(class 1): class-0 blue through white to class-1 orange, pale so points stay visible.
 PROB_SCALE = [[0.0, "#9ecae1"], [0.5, "#ffffff"], [1.0, "#fdae6b"]]
@@ -322,29 +325,96 @@ CURVE_PANELS: dict[str, tuple[str, list[tuple[str, str, str]], str]] = {
         [("nfe_forward", " fwd", "solid"), ("nfe_backward", " bwd", "dot")],
         "linear",
     ),
-    "memory": ("peak memory (MB)", [("memory_mb", "", "solid")], "linear"),
+    "memory": ("memory kept for backward (MB)", [("memory_mb", "", "solid")], "linear"),
     "time": ("step time (ms)", [("step_ms", "", "solid")], "linear"),
 }
+
+
+def smooth(y: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: a debiased exponential moving average, s_t = EMA_t / (1 - w^t) with
+    EMA_t = w EMA_(t-1) + (1 - w) y_t; NaNs are skipped (they keep the average). weight 0: y unchanged."""
+    y = np.asarray(y, dtype=np.float64)
+    if weight <= 0 or len(y) == 0:
+        return y
+    out = np.empty_like(y)
+    ema, norm = 0.0, 0.0
+    for i, v in enumerate(y):
+        if np.isfinite(v):
+            ema = weight * ema + (1 - weight) * v
+            norm = weight * norm + (1 - weight)
+        out[i] = ema / norm if norm > 0 else np.nan
+    return out
+
+
+def lighter(color: str, amount: float) -> str:
+    """``color`` (#rrggbb) mixed with white by ``amount`` in [0, 1]."""
+    rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def family_colors(families: Mapping[str, str | None]) -> dict[str, str]:
+    """Run name -> colour: its family's colour, lighter for each further run of the same family, so one
+    family keeps one hue in every plot of the app."""
+    seen: dict[str, int] = {}
+    out = {}
+    for i, (name, family) in enumerate(families.items()):
+        if family in FAMILY_COLORS:
+            k = seen[family] = seen.get(family, -1) + 1
+            out[name] = FAMILY_COLORS[family] if k == 0 else lighter(FAMILY_COLORS[family], min(0.6, 0.3 * k))
+        else:
+            out[name] = SERIES_COLORS[i % len(SERIES_COLORS)]
+    return out
+
+
+#: x axes the curves can be drawn against: metric key and axis title.
+CURVE_X = {"step": ("step", "step"), "wall time": ("wall_s", "wall time (s)")}
+
+
+def _curve_x(m: Mapping[str, np.ndarray], prefix: str, x_key: str) -> np.ndarray | None:
+    """x values of the per-step (prefix ""), validation ("val_") or change ("change_") series. Wall times
+    of validations and changes are read off the steps' wall clock at their step."""
+    steps = m.get(prefix + "step")
+    if x_key == "step" or prefix == "":
+        return m.get(prefix + x_key)
+    wall, at = m.get("wall_s"), m.get("step")
+    if steps is None or wall is None or at is None or len(at) == 0 or len(wall) != len(at):
+        return None
+    return np.interp(np.asarray(steps, dtype=np.float64), np.asarray(at, dtype=np.float64), wall)
 
 
 def curves_figure(
     runs: Mapping[str, Mapping[str, np.ndarray]],
     panels: Sequence[str] = ("loss", "accuracy", "nfe", "memory", "time"),
     height: int | None = None,
+    colors: Mapping[str, str] | None = None,
+    smoothing: float = 0.0,
+    x_axis: str = "step",
+    log_loss: bool = True,
 ) -> go.Figure:
     """Live training curves, one colour per run, one panel per metric group (three panels per row).
 
     Args:
         runs: run name -> metric arrays: ``step`` (S,), ``loss``, ``train_acc``, ``nfe_forward``,
-            ``nfe_backward``, ``memory_mb``, ``step_ms`` (each (S,)), and ``val_step``, ``val_acc`` (E,).
-            Missing metrics are skipped.
+            ``nfe_backward``, ``memory_mb``, ``step_ms``, ``wall_s`` (each (S,)), ``val_step``, ``val_acc``,
+            ``val_wall_s`` (E,), and ``change_step``, ``change_wall_s`` (C,) with ``change_text`` (live
+            setting changes, drawn as labelled vertical lines). Missing metrics are skipped.
         panels: which of ``CURVE_PANELS`` to draw, in order.
+        colors: run name -> colour (default: the series colours in order).
+        smoothing: TensorBoard-style EMA weight in [0, 1) for the per-step series (validation points and the
+            raw series' hover stay exact: the raw curve is drawn faint behind the smoothed one).
+        x_axis: ``"step"`` or ``"wall time"`` (seconds since the run started).
+        log_loss: the loss panel on a log axis (else linear).
     """
     unknown = [p for p in panels if p not in CURVE_PANELS]
     if unknown:
         raise ValueError(f"unknown panel(s) {unknown}; expected some of {', '.join(CURVE_PANELS)}")
+    if x_axis not in CURVE_X:
+        raise ValueError(f"x axis must be one of {', '.join(CURVE_X)}, got {x_axis!r}")
+    if not (isinstance(smoothing, (int, float)) and 0 <= smoothing < 1):
+        raise ValueError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
     if not runs or all(len(r.get("step", ())) == 0 for r in runs.values()):
         return empty_figure("no steps yet: press ▶", height or 260)
+    x_key, x_title = CURVE_X[x_axis]
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     height = height or (230 * rows + 40)
@@ -353,41 +423,69 @@ def curves_figure(
     layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top")
     layout["margin"]["r"] = 120
     data: list[dict] = []
+    shapes: list[dict] = []
     for r_i, (name, m) in enumerate(runs.items()):
-        color = SERIES_COLORS[r_i % len(SERIES_COLORS)]
+        color = (colors or {}).get(name) or SERIES_COLORS[r_i % len(SERIES_COLORS)]
         for p_i, panel in enumerate(panels):
             row, col = divmod(p_i, cols)
             axes = _axes(row + 1, col + 1, cols)
             for key, suffix, dash in CURVE_PANELS[panel][1]:
                 y = m.get(key)
-                x = m.get("val_step" if key.startswith("val_") else "step")
-                if y is None or x is None or len(y) == 0:
+                per_eval = key.startswith("val_")
+                x = _curve_x(m, "val_" if per_eval else "", x_key)
+                if y is None or x is None or len(y) == 0 or len(x) != len(y):
                     continue
+                y = np.asarray(y, dtype=np.float64)
                 idx = decimate(np.asarray(x))
-                data.append(
-                    dict(
-                        type="scatter",
-                        x=f32(np.asarray(x)[idx]),
-                        y=f32(np.asarray(y, dtype=np.float64)[idx]),
-                        mode="lines+markers" if key.startswith("val_") else "lines",
-                        marker=dict(size=4),
-                        line=dict(color=color, width=1.5, dash=dash),
-                        name=name + suffix,
-                        legendgroup=name,
-                        showlegend=p_i == 0 and not suffix,
-                        **axes,  # one legend entry per run
-                    )
+                line = dict(
+                    type="scatter",
+                    x=f32(np.asarray(x)[idx]),
+                    mode="lines+markers" if per_eval else "lines",
+                    marker=dict(size=4),
+                    name=name + suffix,
+                    legendgroup=name,
+                    **axes,
                 )
+                if smoothing > 0 and not per_eval:
+                    data.append({**line, "y": f32(y[idx]), "line": dict(color=lighter(color, 0.7), width=1, dash=dash),
+                                 "showlegend": False, "hoverinfo": "skip"})  # fmt: skip
+                    y = smooth(y, smoothing)
+                data.append(
+                    {
+                        **line,
+                        "y": f32(y[idx]),
+                        "line": dict(color=color, width=1.5, dash=dash),
+                        "showlegend": p_i == 0 and not suffix,  # one legend entry per run
+                    }
+                )
+            # Live setting changes (lr, tolerance) as labelled vertical lines: where the curve changed course.
+            cx = _curve_x(m, "change_", x_key)
+            if cx is not None and len(cx):
+                for x0, text in zip(cx, m.get("change_text", [""] * len(cx))):
+                    shapes.append(
+                        dict(type="line", x0=float(x0), x1=float(x0), y0=0, y1=1, xref=axes["xaxis"],
+                             yref=axes["yaxis"] + " domain", line=dict(color=color, width=1, dash="dashdot"),
+                             name=f"{name}: {text}")
+                    )  # fmt: skip
     for p_i, panel in enumerate(panels):
         row, col = divmod(p_i, cols)
         axes = _axes(row + 1, col + 1, cols)
-        if CURVE_PANELS[panel][2] == "log":
+        if CURVE_PANELS[panel][2] == "log" and (panel != "loss" or log_loss):
             layout["yaxis" + axes["yaxis"][1:]]["type"] = "log"
             if _decades(runs, CURVE_PANELS[panel][1]) > 1:
                 # Over more than a decade label 1, 2, 5 only: plotly's 2..9 labels crowd a small panel.
                 layout["yaxis" + axes["yaxis"][1:]]["dtick"] = "D2"
         if row == rows - 1:
-            layout["xaxis" + axes["xaxis"][1:]]["title"] = dict(text="step")
+            layout["xaxis" + axes["xaxis"][1:]]["title"] = dict(text=x_title)
+    annotations = list(layout.get("annotations", []))
+    for shape in shapes:
+        if shape["xref"] in ("x", "x1"):  # label each change once, in the first panel
+            annotations.append(
+                dict(x=shape["x0"], y=1, xref=shape["xref"], yref="y domain", text="⚙", showarrow=False,
+                     yanchor="bottom", font=dict(size=11, color=shape["line"]["color"]), hovertext=shape["name"])
+            )  # fmt: skip
+    layout["shapes"] = shapes
+    layout["annotations"] = annotations
     return go.Figure(dict(data=data, layout=layout))
 
 
@@ -642,7 +740,6 @@ def sweep_figure(
 
 
 #: One colour per model family, the same in every Compare figure.
-FAMILY_COLORS = {"node": "#0072B2", "anode": "#56B4E9", "deq": "#D55E00", "homoode": "#009E73"}
 #: Line style per gradient method of the memory chart: stored graph (solid) vs O(1)-memory methods.
 GRADIENT_DASH = {"direct": "solid", "adjoint": "dash", "implicit": "dot", "phantom": "dashdot"}
 

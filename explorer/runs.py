@@ -35,7 +35,7 @@ RUN_COLUMNS = [
     "best val %",
     "NFE fwd",
     "NFE bwd",
-    "peak MB",
+    "graph MB",
     "s",
     "device",
     "state",
@@ -127,7 +127,8 @@ class RunRecord:
             "best val %": pct("best_val_accuracy"),
             "NFE fwd": rounded("mean_nfe_forward", 1),
             "NFE bwd": rounded("mean_nfe_backward", 1),
-            "peak MB": rounded("peak_memory_bytes", 0, 2**20),
+            # The run's own memory (what its forward kept for backward), not the shared process's peak.
+            "graph MB": rounded("peak_graph_bytes", 1, 2**20),
             "s": rounded("seconds", 1),
             "device": s.get("device") or self.config.get("device"),
             "state": self.state,
@@ -205,15 +206,27 @@ def run_rows(records: list[RunRecord]) -> list[list[Any]]:
     return [r.row() for r in records]
 
 
+def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
+    """``{"lr": {"old": 0.002, "new": 0.0005}}`` -> ``"lr 0.002 → 0.0005"`` (several joined by commas)."""
+
+    def show(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{k} {show(v.get('old'))} → {show(v.get('new'))}" for k, v in changes.items())
+
+
 def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
     """A run's curves from ``metrics.jsonl``, in the arrays ``plots.curves_figure`` draws.
 
     Returns ``step``, ``loss``, ``train_acc``, ``nfe_forward``, ``nfe_backward``, ``memory_mb``,
-    ``step_ms`` (one entry per step event, shape (S,)) and ``val_step``, ``val_acc`` (validation events,
+    ``step_ms``, ``wall_s`` (one entry per step event, shape (S,); ``memory_mb`` is the run's own
+    ``graph_bytes``, NaN in runs recorded before it existed), ``change_step`` (C,) and ``change_text``
+    (live setting changes) and ``val_step``, ``val_acc`` (validation events,
     (E,)). A resumed run appends to the same file, so a step seen twice keeps its last record.
     """
     steps: dict[int, dict[str, Any]] = {}
     evals: dict[int, float] = {}
+    changes: list[tuple[int, str]] = []
     try:
         lines = Path(folder, "metrics.jsonl").read_text().splitlines()
     except OSError:
@@ -229,6 +242,11 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
             steps[event["step"]] = event
         elif event.get("kind") == "eval" and event.get("split", "val") == "val":
             evals[event["step"]] = event.get("accuracy")
+        elif event.get("kind") == "change" and isinstance(event.get("changes"), dict) and event["changes"]:
+            try:
+                changes.append((event["step"], describe_changes(event["changes"])))
+            except (AttributeError, TypeError):  # a hand-edited line: skip it, keep the rest
+                continue
 
     def column(key: str, scale: float = 1.0) -> np.ndarray:
         values = [_finite(steps[k].get(key)) for k in sorted(steps)]
@@ -241,10 +259,13 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
         "train_acc": column("train_acc"),
         "nfe_forward": column("nfe_forward"),
         "nfe_backward": column("nfe_backward"),
-        "memory_mb": column("peak_memory_bytes", 1 / 2**20),
+        "memory_mb": column("graph_bytes", 1 / 2**20),
         "step_ms": column("step_seconds", 1000.0),
+        "wall_s": column("wall_seconds"),
         "val_step": np.asarray(sorted(evals), dtype=np.float64),
         "val_acc": np.asarray([np.nan if v is None else v for v in val_acc], dtype=np.float64),
+        "change_step": np.asarray([s for s, _ in changes], dtype=np.float64),
+        "change_text": [t for _, t in changes],
     }
 
 

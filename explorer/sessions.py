@@ -27,6 +27,8 @@ from core.models import ModelConfig
 from core.solvers.base import short_repr
 from core.training import Divergence, EvalEvent, StepEvent, TrainConfig, Trainer, atomic_write_json
 
+from .runs import describe_changes
+
 #: Worker states, as shown on the page.
 READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
     "ready",
@@ -91,6 +93,10 @@ class Lane:
     out_dir: Path | None = None
 
 
+#: The per-step series a lane keeps (one value per step row).
+STEP_SERIES = ("step", "loss", "train_acc", "nfe_forward", "nfe_backward", "memory_mb", "step_ms", "lr", "wall_s")
+
+
 @dataclass
 class LaneMetrics:
     """The buffer of one lane; only the worker appends, under the trainer's buffer lock."""
@@ -103,17 +109,21 @@ class LaneMetrics:
     memory_mb: list[float] = field(default_factory=list)
     step_ms: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
     val_step: list[int] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
+    change_step: list[int] = field(default_factory=list)  # live setting changes: after which step
+    change_text: list[str] = field(default_factory=list)  # ... and what changed ("lr 0.002 → 0.0005")
     error: tuple[str, str] | None = None  # (message, advice) of the last divergence
     finished: dict[str, Any] | None = None
     visual: Any = None  # whatever the visual callback computed last (read-only for the page)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        keys = ("step", "loss", "train_acc", "nfe_forward", "nfe_backward", "memory_mb", "step_ms", "lr")
-        out = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in keys}
+        out = {k: np.asarray(getattr(self, k), dtype=np.float64) for k in STEP_SERIES}
         out["val_step"] = np.asarray(self.val_step, dtype=np.float64)
         out["val_acc"] = np.asarray(self.val_acc, dtype=np.float64)
+        out["change_step"] = np.asarray(self.change_step, dtype=np.float64)
+        out["change_text"] = list(self.change_text)
         return out
 
 
@@ -412,7 +422,7 @@ class SessionTrainer:
         last = {}
         for name, m in metrics.items():
             if len(m["step"]):
-                last[name] = {k: float(v[-1]) for k, v in m.items() if len(v) and not k.startswith("val_")}
+                last[name] = {k: float(m[k][-1]) for k in STEP_SERIES if len(m[k])}
                 if len(m["val_acc"]):
                     last[name]["val_acc"] = float(m["val_acc"][-1])
         return Snapshot(
@@ -511,9 +521,16 @@ class SessionTrainer:
             changes, self._changes = self._changes, []
         for change in changes:
             with self.model_lock:
-                for trainer in self.trainers:
-                    trainer.apply(**_relevant(trainer, change))
-            for lane, trainer in zip(self.lanes, self.trainers):
+                events = [trainer.apply(**_relevant(trainer, change)) for trainer in self.trainers]
+            for i, (lane, trainer, event) in enumerate(zip(self.lanes, self.trainers, events)):
+                if not event.changes:
+                    continue
+                # The history of live changes is in metrics.jsonl (and on the curves); config.json holds
+                # the settings in force now, which a resume continues with.
+                self._record(i, event.to_dict())
+                with self._buffer_lock:
+                    self.metrics[i].change_step.append(event.step)
+                    self.metrics[i].change_text.append(describe_changes(event.changes))
                 if lane.out_dir is not None:
                     atomic_write_json(lane.out_dir / "config.json", trainer.config.to_dict())
         return bool(changes)
@@ -553,12 +570,13 @@ class SessionTrainer:
             m.train_acc.append(e.train_acc)
             m.nfe_forward.append(e.nfe_forward)
             m.nfe_backward.append(e.nfe_backward)
-            m.memory_mb.append(e.peak_memory_bytes / 2**20)
+            m.memory_mb.append(e.graph_bytes / 2**20)  # the run's own: what its forward kept for backward
             m.step_ms.append(1000 * e.step_seconds)
             m.lr.append(e.lr)
+            m.wall_s.append(e.wall_seconds)
             if len(m.step) > self.max_points:
                 # Thin the older half: long runs keep their shape at a bounded cost.
-                for key in ("step", "loss", "train_acc", "nfe_forward", "nfe_backward", "memory_mb", "step_ms", "lr"):
+                for key in STEP_SERIES:
                     values = getattr(m, key)
                     half = len(values) // 2
                     setattr(m, key, values[:half:2] + values[half:])
@@ -649,6 +667,7 @@ class Session:
     next_run_id: int = 0
     run_dirs: list[Path] = field(default_factory=list)  # folders of every image run this tab started
     lab: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)  # tab -> curves_figure options
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def trainers(self) -> list[SessionTrainer]:

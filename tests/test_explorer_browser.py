@@ -315,6 +315,7 @@ def write_fake_run(folder: Path) -> None:
                 "start_loss": None,
                 "lr": 2e-3,
                 "peak_memory_bytes": 300 * 2**20,
+                "graph_bytes": 12 * 2**20,
                 "step_seconds": 0.2,
                 "wall_seconds": 0.2 * k,
             }
@@ -342,6 +343,7 @@ def write_fake_run(folder: Path) -> None:
         "mean_nfe_forward": 8.0,
         "mean_nfe_backward": 0.0,
         "peak_memory_bytes": 300 * 2**20,
+        "peak_graph_bytes": 12 * 2**20,
         "seconds": 4.0,
         "stopped": False,
     }

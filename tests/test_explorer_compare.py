@@ -46,7 +46,8 @@ def step(k, loss, nfe=10, nfe_b=0, mem=2**20):
         "residual": None,
         "start_loss": None,
         "lr": 1e-3,
-        "peak_memory_bytes": mem,
+        "peak_memory_bytes": 7 * mem,  # the process's: never shown as the run's
+        "graph_bytes": mem,
         "step_seconds": 0.01 * k,
         "wall_seconds": k,
     }
@@ -73,7 +74,8 @@ SUMMARY = {
     "best_val_accuracy": 0.9,
     "mean_nfe_forward": 12.34,
     "mean_nfe_backward": 5.0,
-    "peak_memory_bytes": 3 * 2**20,
+    "peak_memory_bytes": 30 * 2**20,
+    "peak_graph_bytes": 3 * 2**20,
     "seconds": 7.25,
     "device": "cpu",
     "stopped": False,
@@ -94,6 +96,8 @@ def runs(tmp_path):
             val(2, 0.5),
             step(2, 2.0, nfe=30),
             val(2, 0.6),
+            {"kind": "change", "step": 2, "epoch": 0, "changes": {"lr": {"old": 0.002, "new": 0.0005}}},
+            {"kind": "change", "step": 2, "epoch": 0, "changes": {}},  # a change that changed nothing
             val(2, 0.99, split="test"),
             step(3, 1.5, nfe=40),
         ],
@@ -117,7 +121,7 @@ def test_read_runs_table_cells(runs):
         "best val %": 90.0,
         "NFE fwd": 12.3,
         "NFE bwd": 5.0,
-        "peak MB": 3.0,
+        "graph MB": 3.0,
         "s": 7.2,
         "device": "cpu",
         "state": "finished",
@@ -138,6 +142,9 @@ def test_read_metrics_keeps_the_last_record_of_a_step_and_skips_a_torn_line(runs
     np.testing.assert_allclose(m["step_ms"], [10.0, 20.0, 30.0])
     np.testing.assert_array_equal(m["val_step"], [2])
     np.testing.assert_array_equal(m["val_acc"], [0.6])  # the test-split eval is not a validation point
+    np.testing.assert_array_equal(m["wall_s"], [1, 2, 3])
+    np.testing.assert_array_equal(m["change_step"], [2])  # a live lr change, where it happened
+    assert m["change_text"] == ["lr 0.002 → 0.0005"]
     assert read_metrics(runs / "not-a-run")["step"].shape == (0,)
 
 

@@ -12,16 +12,18 @@ import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import numpy as np
 import pytest
 import torch
 
 from core.solvers.base import short_repr
 from core.training import CheckpointError, load_checkpoint
-from explorer import controller, imagetrain
+from explorer import controller, imagetrain, plots
 from explorer import lab as lab_lib
 from explorer.controller import Explorer
 from explorer.imagetrain import TrainSettings, presets_for
 from explorer.playground import PlaygroundSettings, status_markdown
+from explorer.runs import read_metrics
 from explorer.sessions import Lane, SessionTrainer, TrainingGate, backward_cell, gradient_method
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -293,3 +295,103 @@ def test_direct_backprop_reads_as_backprop_not_zero():
     text = status_markdown(st.read())
     assert "backprop (no solve)" in text and "| 0 |" not in text
     st.stop()
+
+
+# ------------------------------------------------------------------ 5. live changes are recorded
+
+
+def test_a_live_lr_change_is_an_event_in_the_run_folder_and_a_mark_on_the_curve(tmp_path):
+    settings = TrainSettings(steps=50, batch_size=8, train_limit=32, eval_every=40, device="cpu", family="deq")
+    st = SessionTrainer([Lane(settings.display_name, settings.train_config(), tmp_path)])
+    try:
+        st.step_once()
+        st.apply(lr=5e-4)
+        st.step_once()
+        st.apply(lr=1e-4)  # applied by the worker between steps
+        assert wait_for(lambda: len(st.read().metrics[settings.display_name]["change_step"]) == 2)
+        snap = st.read()
+        metrics = snap.metrics[settings.display_name]
+        assert list(metrics["change_step"]) == [1, 2] and metrics["change_text"][0] == "lr 0.002 → 0.0005"
+        fig = plots.curves_figure(snap.metrics, ("loss",))
+        assert [s.x0 for s in fig.layout.shapes] == [1, 2]  # where the curve changed course
+    finally:
+        st.stop()
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    changes = [e for e in events if e["kind"] == "change"]
+    assert [c["changes"]["lr"] for c in changes] == [{"old": 2e-3, "new": 5e-4}, {"old": 5e-4, "new": 1e-4}]
+    assert [c["step"] for c in changes] == [1, 2]
+    assert list(read_metrics(tmp_path)["change_step"]) == [1, 2]  # the Compare tab reads them back
+
+
+# ------------------------------------------------------------------ 4. per-run memory
+
+
+def test_two_runs_in_one_process_report_their_own_memory(tmp_path):
+    small = TrainSettings(steps=5, batch_size=4, train_limit=32, device="cpu", family="homoode")
+    large = TrainSettings(steps=5, batch_size=32, train_limit=64, device="cpu", family="homoode")
+    lanes = [Lane("small", small.train_config()), Lane("large", large.train_config())]
+    trainers = [SessionTrainer([lane]) for lane in lanes]
+    try:
+        for st in trainers:
+            st.step_once()
+        mb = [st.read().metrics[lane.name]["memory_mb"][-1] for st, lane in zip(trainers, lanes)]
+    finally:
+        for st in trainers:
+            st.stop()
+    # The process's peak is one number for both; each run's own figure grows with its batch (4 -> 32).
+    assert 4 < mb[1] / mb[0] < 12, mb
+
+
+# ------------------------------------------------------------------ 14. curves: smoothing, wall time, log
+
+
+def test_smoothing_is_tensorboards_debiased_ema():
+    y = np.array([1.0, 3.0, np.nan, 5.0])
+    out = plots.smooth(y, 0.5)
+    # EMA_t = 0.5 EMA_(t-1) + 0.5 y_t, divided by 1 - 0.5^t; a NaN keeps the average.
+    e1 = 0.5
+    e2 = 0.5 * e1 + 1.5
+    e4 = 0.5 * e2 + 2.5
+    np.testing.assert_allclose(out, [e1 / 0.5, e2 / 0.75, e2 / 0.75, e4 / 0.875])
+    np.testing.assert_array_equal(plots.smooth(y, 0.0), y)
+
+
+def test_curve_options_smoothing_wall_time_and_linear_loss():
+    runs = {
+        "a": {
+            "step": np.arange(1.0, 6.0),
+            "loss": np.array([5.0, 4.0, 3.0, 2.0, 1.0]),
+            "wall_s": np.array([0.5, 1.0, 1.5, 2.0, 2.5]),
+            "val_step": np.array([4.0]),
+            "val_acc": np.array([0.5]),
+        }
+    }
+    plain = plots.curves_figure(runs, ("loss", "accuracy"))
+    assert len(plain.data) == 2 and plain.layout.yaxis.type == "log"
+    fig = plots.curves_figure(runs, ("loss", "accuracy"), smoothing=0.6, x_axis="wall time", log_loss=False)
+    assert len(fig.data) == 3  # the raw loss stays, faint, behind the smoothed one
+    assert list(fig.data[0].x) == [0.5, 1.0, 1.5, 2.0, 2.5] and fig.layout.yaxis.type != "log"
+    assert list(fig.data[2].x) == [2.0]  # the validation at step 4 is placed at its wall time
+    assert fig.layout.xaxis.title.text == "wall time (s)"
+    with pytest.raises(ValueError, match="smoothing"):
+        plots.curves_figure(runs, smoothing=1.5)
+
+
+def test_curve_controls_redraw_the_tab_and_reject_bad_values(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    out = ex.curves_set("c", "train", 2.0, "step", "log")
+    assert "smoothing must be" in out["warning"]
+    out = ex.curves_set("c", "train", 0.5, "wall time", "linear")
+    assert "warning" not in out and ex.session("c").curves["train"] == dict(
+        smoothing=0.5, x_axis="wall time", log_loss=False
+    )
+
+
+# ------------------------------------------------------------------ 11. one colour per family
+
+
+def test_one_colour_per_model_family_and_none_is_a_class_colour():
+    colors = plots.family_colors({"r1": "deq", "r2": "homoode", "r3": "deq"})
+    assert colors["r1"] == plots.FAMILY_COLORS["deq"] and colors["r2"] == plots.FAMILY_COLORS["homoode"]
+    assert colors["r3"] != colors["r1"]  # a second DEQ run: the same hue, lighter
+    assert not set(plots.FAMILY_COLORS.values()) & set(plots.CLASS_COLORS)
