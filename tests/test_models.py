@@ -431,3 +431,19 @@ def test_models_doctest():
 
     result = doctest.testmod(core.models)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_point_field_depth_adds_hidden_layers_and_keeps_depth_one_unchanged():
+    base = core.preset("points-homoode")
+    shallow, deep = core.build_model(base), core.build_model(base.replace(depth=3))
+    h = base.hidden
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(deep) - n(shallow) == 2 * (h * h + h)  # two more hidden layers V h + c
+    # depth 1 is the model every earlier checkpoint holds: the same parameter names.
+    assert not any(".mid." in k for k in shallow.state_dict())
+    for family in ("node", "anode", "deq"):
+        cfg = core.preset(f"points-{family}").replace(depth=2)
+        out = core.build_model(cfg)(torch.randn(5, 2))
+        assert out.logits.shape == (5, 2) and torch.isfinite(out.logits).all()
+    with pytest.raises(ValueError, match="depth must be at most 8"):
+        base.replace(depth=9)

@@ -357,3 +357,16 @@ def test_apply_returns_change_events_with_old_and_new_values():
     deq = Trainer(points_config("deq", steps=4))
     tighter = DEQConfig(**{**vars(deq.config.model.deq), "solver_options": {"tol": 1e-5, "max_iter": 30}})
     assert deq.apply(deq=tighter).changes == {"deq.solver_options.tol": {"old": 1e-4, "new": 1e-5}}
+
+
+def test_toy_size_and_noise_reach_the_generated_data():
+    config = TrainConfig(
+        model=preset("points-node"), dataset="moons", steps=1, toy_size=120, toy_noise=0.0, device="cpu"
+    )
+    trainer = Trainer(config)
+    assert len(trainer.test_y) == 120 and "noise 0.0" in trainer.data.source
+    with pytest.raises(ValueError, match="toy_noise must be a number >= 0"):
+        config.replace(toy_noise=-1.0)
+    assert (
+        TrainConfig.from_dict({k: v for k, v in config.to_dict().items() if not k.startswith("toy")}).toy_size == 1000
+    )

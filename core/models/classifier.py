@@ -132,14 +132,14 @@ def _build_points(c: ModelConfig) -> ImplicitClassifier:
     # NODE keeps the input's 2 dimensions (the story: its trajectories cannot cross); ANODE adds
     # augment_dim zeros; DEQ and HomoODE solve for a `width`-dimensional state conditioned on x.
     if c.family == "node":
-        dim, block = 2, NODEBlock(MLPField(2, c.hidden), c.ode)
+        dim, block = 2, NODEBlock(MLPField(2, c.hidden, depth=c.depth), c.ode)
     elif c.family == "anode":
         dim = 2 + c.augment_dim
-        block = NODEBlock(MLPField(dim, c.hidden), c.ode, augment_dim=c.augment_dim)
+        block = NODEBlock(MLPField(dim, c.hidden, depth=c.depth), c.ode, augment_dim=c.augment_dim)
     elif c.family == "homoode":
         dim = c.width
-        block = HomoODEBlock(MLPField(dim, c.hidden, cond_dim=2), c.ode, (dim,), start=c.start)
+        block = HomoODEBlock(MLPField(dim, c.hidden, cond_dim=2, depth=c.depth), c.ode, (dim,), start=c.start)
     else:
         dim = c.width
-        block = DEQBlock(MLPCell(dim, c.hidden, cond_dim=2), c.deq, (dim,))
+        block = DEQBlock(MLPCell(dim, c.hidden, cond_dim=2, depth=c.depth), c.deq, (dim,))
     return ImplicitClassifier(c, nn.Identity(), block, nn.Linear(dim, c.num_classes))

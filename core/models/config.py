@@ -107,6 +107,9 @@ class DEQConfig:
         check_positive_int(self.phantom_steps, "phantom_steps")
 
 
+MAX_DEPTH = 8  # hidden layers of a point field: deeper tanh MLPs only slow the solvers down
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything ``build_model`` needs.
@@ -117,6 +120,7 @@ class ModelConfig:
         num_classes: classifier outputs.
         width: channels of the implicit state (images) or its dimension (points; NODE keeps 2 there).
         hidden: hidden units of the MLP fields (points only).
+        depth: hidden layers of the MLP fields (points only; 1: F(z) = W2 tanh(W1 z + U x + b1) + b2).
         augment_dim: extra zero channels of ANODE (images: taken out of ``width`` so the state keeps
             ``width`` channels; points: added to the 2 input dimensions).
         head_dim: channels of the 1x1 conv in the image head.
@@ -133,6 +137,7 @@ class ModelConfig:
     num_classes: int = 10
     width: int = 32
     hidden: int = 32
+    depth: int = 1
     augment_dim: int = 0
     head_dim: int = 64
     head_pool: int = 1
@@ -148,6 +153,9 @@ class ModelConfig:
         check_positive_int(self.num_classes, "num_classes", minimum=2)
         check_positive_int(self.width, "width")
         check_positive_int(self.hidden, "hidden")
+        check_positive_int(self.depth, "depth")
+        if self.depth > MAX_DEPTH:
+            _fail(f"depth must be at most {MAX_DEPTH}, got {self.depth!r}")
         check_positive_int(self.augment_dim, "augment_dim", minimum=0)
         check_positive_int(self.head_dim, "head_dim")
         check_positive_int(self.head_pool, "head_pool")

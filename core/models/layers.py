@@ -129,32 +129,39 @@ class ConvHead(nn.Module):
 class MLPField(nn.Module):
     """Vector field on (B, D) states, optionally conditioned on points x (B, 2).
 
-    F(z) = W2 tanh(W1 z + b1) + b2, and with a condition F(z; x) = W2 tanh(W1 z + U x + b1) + b2.
+    F(z) = W2 tanh(W1 z + b1) + b2, and with a condition F(z; x) = W2 tanh(W1 z + U x + b1) + b2; with
+    ``depth`` > 1, ``depth - 1`` more hidden layers h <- tanh(V h + c) sit between W1 and W2.
     """
 
-    def __init__(self, dim: int, hidden: int, cond_dim: int = 0):
+    def __init__(self, dim: int, hidden: int, cond_dim: int = 0, depth: int = 1):
         super().__init__()
         self.inp = nn.Linear(dim, hidden)
         self.cond = nn.Linear(cond_dim, hidden, bias=False) if cond_dim else None
+        self.mid = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))  # none at depth 1
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         h = self.inp(z)
         if x is not None:
             h = h + self.cond(x)
-        return self.out(torch.tanh(h))
+        h = torch.tanh(h)
+        for layer in self.mid:
+            h = torch.tanh(layer(h))
+        return self.out(h)
 
 
 class MLPCell(nn.Module):
-    """DEQ cell on (B, D): f(z; x) = tanh(W2 tanh(W1 z + U x + b1) + b2)."""
+    """DEQ cell on (B, D): f(z; x) = tanh(W2 tanh(W1 z + U x + b1) + b2) (``depth`` as in MLPField)."""
 
-    def __init__(self, dim: int, hidden: int, cond_dim: int):
+    def __init__(self, dim: int, hidden: int, cond_dim: int, depth: int = 1):
         super().__init__()
-        self.field = MLPField(dim, hidden, cond_dim)
+        self.field = MLPField(dim, hidden, cond_dim, depth)
         # Keep the untrained map contractive (||∂f/∂z|| well below 1).
         with torch.no_grad():
             self.field.inp.weight.mul_(0.5)
             self.field.out.weight.mul_(0.5)
+            for layer in self.field.mid:
+                layer.weight.mul_(0.5)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.field(z, x))

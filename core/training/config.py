@@ -37,6 +37,8 @@ class TrainConfig:
         eval_every: validate every this many steps (0: at the end of each epoch).
         eval_batches: cap on validation batches (None: the whole split).
         train_limit: use only the first N training examples (quick experiments, tests).
+        toy_size, toy_noise: generated toy sets only: points in the train and in the test split, and the
+            Gaussian noise of the points (None: the set's default).
         seed: seeds the data order, augmentation and dropout.
         device: auto (CUDA when present), cpu or cuda.
         threads: torch CPU threads (None: leave torch's default).
@@ -62,6 +64,8 @@ class TrainConfig:
     eval_every: int = 0
     eval_batches: int | None = None
     train_limit: int | None = None
+    toy_size: int = 1000
+    toy_noise: float | None = None
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -70,7 +74,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
             _fail("model must be a ModelConfig")
-        for name in ("epochs", "batch_size", "start_every"):
+        for name in ("epochs", "batch_size", "start_every", "toy_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 _fail(f"{name} must be an integer >= 1, got {value!r}")
@@ -94,6 +98,10 @@ class TrainConfig:
             not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1
         ):
             _fail(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.toy_noise is not None and (
+            not isinstance(self.toy_noise, (int, float)) or not math.isfinite(self.toy_noise) or self.toy_noise < 0
+        ):
+            _fail(f"toy_noise must be a number >= 0 (or unset), got {self.toy_noise!r}")
         if self.time_budget is not None and (
             not isinstance(self.time_budget, (int, float))
             or not math.isfinite(self.time_budget)

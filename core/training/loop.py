@@ -97,6 +97,8 @@ class Trainer:
             augment=config.augment,
             download=config.download,
             limit=config.train_limit,
+            toy_size=config.toy_size,
+            toy_noise=config.toy_noise,
         )
         if self.data.input_kind != config.model.input_kind or self.data.num_classes != config.model.num_classes:
             raise ValueError(
