@@ -19,7 +19,7 @@ from core.models import INPUT_KINDS
 from .controller import COMPARE_SCOPES, LAB_COLUMNS, PATH_VIEWS, RUN_COLUMNS, Explorer, cut_message
 from .imagetrain import DEVICES, TrainSettings, dataset_choices
 from .lab import FRESH_PRESETS
-from .playground import FAMILY_NAMES, ODE_METHODS, PlaygroundSettings
+from .playground import FAMILY_NAMES, HIDDEN_CHOICES, ODE_METHODS, PlaygroundSettings
 from .plots import CURVE_X, GRADIENT_DASH, empty_figure
 
 #: System fonts only: the page must not fetch fonts (or anything) from the internet.
@@ -186,6 +186,21 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                         with gr.Row():
                             c["pg_seed"] = gr.Number(pg0.seed, label="seed")
                             c["pg_steps"] = gr.Number(pg0.steps, label="steps")
+                        with gr.Accordion("data and model size", open=False, elem_id="pg-more"):
+                            with gr.Row():
+                                c["pg_noise"] = gr.Number(pg0.data_noise, label="noise", elem_id="pg-noise")
+                                c["pg_points"] = gr.Number(pg0.points, label="training points", elem_id="pg-points")
+                            with gr.Row():
+                                c["pg_batch"] = gr.Number(pg0.batch_size, label="batch size", elem_id="pg-batch")
+                                c["pg_hidden"] = gr.Dropdown(
+                                    list(HIDDEN_CHOICES), value=pg0.hidden, label="hidden units", elem_id="pg-hidden"
+                                )
+                                c["pg_depth"] = gr.Dropdown(
+                                    [1, 2, 3, 4], value=pg0.depth, label="hidden layers", elem_id="pg-depth"
+                                )
+                            c["pg_show_test"] = gr.Checkbox(
+                                pg0.show_test, label="show test data (never trained on)", elem_id="pg-show-test"
+                            )
                         c["pg_link"] = gr.Textbox(
                             label="link to this configuration (also in the address bar)",
                             interactive=False,
@@ -271,6 +286,17 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                             c["lab_index"] = gr.Number(0, label="input index", elem_id="lab-index")
                         c["lab_picture"] = gr.Image(label="input", height=140, interactive=False)
                         c["lab_caption"] = gr.Markdown("")
+                        with gr.Accordion("✏️ or draw your own digit", open=True, elem_id="lab-draw-box"):
+                            c["lab_drawing"] = gr.Sketchpad(
+                                label="draw a digit: every solver runs as you draw (28 × 28 digit models)",
+                                canvas_size=(280, 280),
+                                fixed_canvas=True,
+                                layers=False,
+                                transforms=(),
+                                brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
+                                height=300,
+                                elem_id="lab-drawing",
+                            )
                         c["lab_tol"] = gr.Number(1e-4, label="tolerance", elem_id="lab-tol")
                         c["lab_max_iter"] = gr.Number(40, label="max iterations")
                         with gr.Row():
@@ -395,6 +421,12 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             "pg_lr",
             "pg_seed",
             "pg_steps",
+            "pg_noise",
+            "pg_points",
+            "pg_batch",
+            "pg_hidden",
+            "pg_depth",
+            "pg_show_test",
             "pg_link",
         ]
         demo.load(
@@ -454,10 +486,18 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             ("lr", c["pg_lr"]),
             ("seed", c["pg_seed"]),
             ("steps", c["pg_steps"]),
+            ("noise", c["pg_noise"]),
+            ("points", c["pg_points"]),
+            ("batch_size", c["pg_batch"]),
+            ("hidden", c["pg_hidden"]),
+            ("depth", c["pg_depth"]),
+            ("show_test", c["pg_show_test"]),
         ]
-        triggers = [c["pg_dataset"].input, c["pg_models"].input, c["pg_ode"].input, c["pg_solver"].input]
-        triggers += [c[n].submit for n in ("pg_n_steps", "pg_tol", "pg_lr", "pg_seed", "pg_steps")]
-        triggers += [c[n].blur for n in ("pg_n_steps", "pg_tol", "pg_lr", "pg_seed", "pg_steps")]
+        menus = ("pg_dataset", "pg_models", "pg_ode", "pg_solver", "pg_hidden", "pg_depth", "pg_show_test")
+        numbers = ("pg_n_steps", "pg_tol", "pg_lr", "pg_seed", "pg_steps", "pg_noise", "pg_points", "pg_batch")
+        triggers = [c[n].input for n in menus]
+        triggers += [c[n].submit for n in numbers]
+        triggers += [c[n].blur for n in numbers]
         wire(
             lambda fn, **kw: gr.on(triggers, fn, **kw),
             ex.playground_apply,
@@ -536,6 +576,16 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             ],
         )
         wire(lab_go.click, ex.lab_run, run_lab["inputs"], lab_out, "lab_run")
+        draw_inputs = [*lab_in[:2], ("drawing", c["lab_drawing"]), *run_lab["inputs"][len(lab_in) :]]
+        wire(
+            c["lab_drawing"].change,
+            ex.lab_draw,
+            draw_inputs,
+            lab_out,
+            "lab_draw",
+            show_progress="hidden",
+            trigger_mode="always_last",  # a stroke that lands mid-solve runs once the solve is done
+        )
         # The slider is the public endpoint; the 2-D / 3-D switch redraws through the same logic.
         for i, trigger in enumerate((c["lab_position"].input, c["lab_view"].input)):
             wire(

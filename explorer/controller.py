@@ -170,6 +170,12 @@ class Explorer:
             "pg_lr": s.lr,
             "pg_seed": s.seed,
             "pg_steps": s.steps,
+            "pg_noise": s.data_noise,
+            "pg_points": s.points,
+            "pg_batch": s.batch_size,
+            "pg_hidden": s.hidden,
+            "pg_depth": s.depth,
+            "pg_show_test": s.show_test,
             "pg_link": "?" + s.to_query(),
         }
 
@@ -200,7 +206,8 @@ class Explorer:
         snap = trainer.read()
         if not self._changed(key, "playground", snap, force):
             return {}
-        out = {"pg_status": status_markdown(snap), "pg_flow": playground_figure(flow_views(snap))}
+        show_test = bool(session.playground_settings and session.playground_settings.show_test)
+        out = {"pg_status": status_markdown(snap), "pg_flow": playground_figure(flow_views(snap, show_test))}
         # The curves move less per redraw than the picture: redraw them at most every CURVES_SECONDS while
         # running (the browser's redraw time is the limit), and always once a run stops or is forced.
         now = time.monotonic()
@@ -259,6 +266,8 @@ class Explorer:
             return {"warning": str(err), "pg_message": _msg(str(err))}
         with session.lock:
             old: PlaygroundSettings = session.playground_settings
+            if new.dataset != old.dataset and new.noise == old.data_noise:
+                new = new.replace(noise=None)  # an untouched noise follows the dataset's own default
             changes = old.live_changes(new)
             try:
                 if changes is None:
@@ -272,7 +281,7 @@ class Explorer:
                 return {"warning": str(err), "pg_message": _msg(str(err))}
             session.playground_settings = new
         out = self._playground_outputs(key, force=True)
-        out.update(pg_link="?" + new.to_query(), pg_message="")
+        out.update(pg_link="?" + new.to_query(), pg_message="", pg_noise=new.data_noise)
         return out
 
     # ------------------------------------------------------------------ Train (images)
@@ -544,11 +553,56 @@ class Explorer:
         view: str = "2-D",
     ) -> dict[str, Any]:
         """Solve the chosen input with every solver (DEQ) or integrate its ODE (NODE, ANODE, HomoODE)."""
+        try:
+            lab = self._lab_model(key, model_key, checkpoint)
+            x, label, picture = lab_lib.pick_input(lab, _as_int(index, "input index"), _split(split))
+        except USER_ERRORS as err:
+            text = lab_lib.describe_unavailable(err)
+            return {"warning": text, "lab_message": _msg(text)}
+        note = f"**{lab.label}** · true class **{lab.data.class_names[label]}**"
+        return self._lab_solve(key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view)
+
+    def lab_draw(
+        self,
+        key: str,
+        model_key: str,
+        checkpoint: str,
+        drawing: Any,
+        tol: Any,
+        max_iter: Any,
+        ode_method: str,
+        ode_steps: Any,
+        view: str = "2-D",
+    ) -> dict[str, Any]:
+        """Your own input: a digit drawn on the page, prepared as MNIST's, through every solver (or the ODE).
+        Runs again as the drawing changes, so the prediction follows the pen."""
+        try:
+            lab = self._lab_model(key, model_key, checkpoint)
+            x = lab_lib.drawing_to_input(drawing, lab.data)
+        except USER_ERRORS as err:
+            text = lab_lib.describe_unavailable(err)
+            return {"lab_message": _msg(text)}  # no toast: this runs on every stroke
+        picture = lab_lib.to_picture(lab.data, x[0])
+        note = f"**{lab.label}** · your drawing"
+        return self._lab_solve(key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view)
+
+    def _lab_solve(
+        self,
+        key: str,
+        lab: lab_lib.LabModel,
+        x: Any,
+        picture: Any,
+        note: str,
+        tol: Any,
+        max_iter: Any,
+        ode_method: str,
+        ode_steps: Any,
+        view: str,
+    ) -> dict[str, Any]:
+        """The lab's outputs for one input ``x`` (1, *input_shape): residuals, paths, the solver table."""
         session = self.session(key)
         try:
             dims = _dims(view)
-            lab = self._lab_model(key, model_key, checkpoint)
-            x, label, picture = lab_lib.pick_input(lab, _as_int(index, "input index"), _split(split))
             result = lab_lib.compare_solvers(
                 lab,
                 x,
@@ -570,7 +624,8 @@ class Explorer:
                 360,
             )
         rows = [[r[c] for c in LAB_COLUMNS] for r in result.rows]
-        note = f"**{lab.label}** · true class **{lab.data.class_names[label]}**"
+        predictions = sorted({str(r["prediction"]) for r in result.rows})
+        note += f" · predicted **{' / '.join(predictions)}**"
         return {
             "lab_residual": residual,
             "lab_path": path_figure(result.paths, 1.0, result.inner, result.basis.explained, dims=dims),
@@ -839,14 +894,17 @@ def _split(split: str) -> str:
 def _playground_from_form(form: dict[str, Any]) -> PlaygroundSettings:
     """The Playground's widgets -> settings; whole floats become ints, a blank number is an error."""
     values = dict(form)
-    for name in ("n_steps", "seed", "steps"):
-        v = values.get(name)
-        if v is None:
-            raise ValueError(f"{name.replace('_', ' ')} is empty")
-        values[name] = _as_int(v, name.replace("_", " "))
-    for name in ("lr", "tol"):
-        if values.get(name) is None:
-            raise ValueError(f"{'learning rate' if name == 'lr' else 'tolerance'} is empty")
+    labels = {"n_steps": "ODE steps", "points": "training points", "batch_size": "batch size"}
+    for name in ("n_steps", "seed", "steps", "points", "batch_size", "depth"):
+        if name not in values:
+            continue
+        label = labels.get(name, name)
+        if values[name] is None:
+            raise ValueError(f"{label} is empty: enter a number")
+        values[name] = _as_int(values[name], label)
+    for name, label in (("lr", "learning rate"), ("tol", "tolerance"), ("noise", "noise")):
+        if name in values and values[name] is None:
+            raise ValueError(f"{label} is empty: enter a number")
     values["models"] = tuple(values.get("models") or ())
     return PlaygroundSettings(**values)
 

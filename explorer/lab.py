@@ -122,6 +122,54 @@ def pick_input(lab: LabModel, index: int, split: str = "val") -> tuple[torch.Ten
     return x, int(ds.targets[index]), to_picture(lab.data, x[0])
 
 
+def drawing_to_input(drawing: Any, data: DataBundle) -> torch.Tensor:
+    """A sketch from the page -> a (1, 1, 28, 28) normalised digit, prepared as MNIST's were.
+
+    Ink is dark strokes on a light or transparent canvas: ink = alpha * (1 - luminance). As in MNIST, the
+    ink's bounding box is scaled (anti-aliased) so its longer side is 20 pixels and placed in a 28 x 28
+    frame with its centre of mass at the centre; then normalised with the dataset's mean and std.
+
+    Args:
+        drawing: (H, W, 4) RGBA or (H, W, 3) RGB or (H, W) grey uint8 canvas, or gradio's editor value
+            (a dict whose ``composite`` is that canvas).
+        data: the model's data (its input kind must be image28).
+
+    Raises:
+        ValueError: not a 28 x 28 digit model, or nothing drawn.
+    """
+    if data.input_kind != "image28":
+        raise ValueError(
+            "drawing works with 28 x 28 digit models: pick a run on digits / MNIST / Fashion-MNIST or an "
+            "untrained image28 preset"
+        )
+    canvas = drawing.get("composite") if isinstance(drawing, dict) else drawing
+    if canvas is None:
+        raise ValueError("draw a digit in the box first")
+    img = np.asarray(canvas, dtype=np.float64) / 255.0
+    if img.ndim == 2:
+        ink = 1 - img
+    else:
+        alpha = img[..., 3] if img.shape[-1] == 4 else 1.0
+        ink = alpha * (1 - img[..., :3] @ np.array([0.299, 0.587, 0.114]))
+    rows, cols = np.nonzero(ink > 0.1)
+    if len(rows) == 0:
+        raise ValueError("draw a digit in the box first (the canvas is empty)")
+    box = torch.from_numpy(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]).float()
+    scale = 20.0 / max(box.shape)
+    size = (max(1, round(box.shape[0] * scale)), max(1, round(box.shape[1] * scale)))
+    small = nn.functional.interpolate(box[None, None], size=size, mode="bilinear", antialias=True)[0, 0]
+    small = small.clamp(0, 1)
+    frame = torch.zeros(28, 28)
+    weights = small.sum()
+    cy = float((small.sum(1) * torch.arange(size[0])).sum() / weights)
+    cx = float((small.sum(0) * torch.arange(size[1])).sum() / weights)
+    top = min(max(round(14 - cy), 0), 28 - size[0])
+    left = min(max(round(14 - cx), 0), 28 - size[1])
+    frame[top : top + size[0], left : left + size[1]] = small
+    mean, std = data.mean[0], data.std[0]
+    return ((frame - mean) / std)[None, None]
+
+
 def to_picture(data: DataBundle, x: torch.Tensor, zoom: int = 4) -> np.ndarray | None:
     """A normalised (C, H, W) image back to uint8 pixels (zoom*H, zoom*W[, 3]), enlarged by pixel
     repetition so that a 28x28 digit stays crisp on the page; None for points."""

@@ -40,7 +40,16 @@ QUERY_KEYS = {
     "lr": "lr",
     "seed": "seed",
     "steps": "steps",
+    "noise": "noise",
+    "points": "points",
+    "batch": "batch_size",
+    "width": "hidden",
+    "depth": "depth",
+    "test": "show_test",
 }
+#: Choices of the hidden-units menu; "auto" keeps each family's preset width (matched parameter counts).
+HIDDEN_CHOICES = ("auto", "8", "16", "32", "64", "128")
+MAX_POINTS_PER_SPLIT = 5000
 
 
 def _positive(value: Any, name: str, high: float) -> None:
@@ -58,8 +67,13 @@ def _int_in(value: Any, name: str, low: int, high: int) -> None:
 class PlaygroundSettings:
     """Everything the Playground's controls set; validated on construction.
 
-    ``lr``, ``tol``, ``ode_method``, ``n_steps`` and ``deq_solver`` change a running model in place;
-    the others (dataset, models, seed, steps) need a reset.
+    ``lr``, ``tol``, ``ode_method``, ``n_steps`` and ``deq_solver`` change a running model in place and
+    ``show_test`` only the picture; the others (dataset, models, seed, steps, data noise and size, batch,
+    width, depth) need a reset. ``noise`` None is the dataset's own default; ``hidden`` "auto" is each
+    family's preset width (the presets match parameter counts), a number sets every model's.
+
+    The test split is generated apart from the training points (the same size), so its accuracy stays
+    comparable when the number of training points changes: there is no fixed pool to split by a ratio.
     """
 
     dataset: str = "circles"
@@ -71,6 +85,12 @@ class PlaygroundSettings:
     lr: float = 0.01
     seed: int = 0
     steps: int = 2000
+    noise: float | None = None
+    points: int = 1000
+    batch_size: int = 128
+    hidden: str = "auto"
+    depth: int = 1
+    show_test: bool = False
 
     def __post_init__(self) -> None:
         if self.dataset not in TOY_SETS:
@@ -91,6 +111,22 @@ class PlaygroundSettings:
         _positive(self.lr, "learning rate", 10.0)
         _int_in(self.seed, "seed", 0, 2**31 - 1)
         _int_in(self.steps, "steps", 1, 100_000)
+        if self.noise is not None:
+            ok = isinstance(self.noise, (int, float)) and not isinstance(self.noise, bool)
+            if not ok or not math.isfinite(self.noise) or not 0 <= self.noise <= 1:
+                raise ValueError(f"noise must be a number from 0 to 1, got {short_repr(self.noise)}")
+        _int_in(self.points, "training points", 20, MAX_POINTS_PER_SPLIT)
+        _int_in(self.batch_size, "batch size", 1, 1024)
+        if self.hidden not in HIDDEN_CHOICES:
+            raise ValueError(f"hidden units must be one of {', '.join(HIDDEN_CHOICES)}, got {short_repr(self.hidden)}")
+        _int_in(self.depth, "depth", 1, 4)
+        if not isinstance(self.show_test, bool):
+            raise ValueError(f"show test data must be true or false, got {short_repr(self.show_test)}")
+
+    @property
+    def data_noise(self) -> float:
+        """The noise the data is generated with: the setting, else the dataset's default."""
+        return TOY_SETS[self.dataset][0] if self.noise is None else float(self.noise)
 
     def replace(self, **changes: Any) -> PlaygroundSettings:
         return dataclasses.replace(self, **changes)
@@ -103,6 +139,11 @@ class PlaygroundSettings:
         values["models"] = ",".join(self.models)
         values["tol"] = f"{self.tol:g}"
         values["lr"] = f"{self.lr:g}"
+        if self.noise is None:
+            del values["noise"]  # the dataset's own default: it follows the dataset in a shared link too
+        else:
+            values["noise"] = f"{self.noise:g}"
+        values["test"] = int(self.show_test)
         return urlencode(values, safe=",")
 
     @classmethod
@@ -138,17 +179,21 @@ class PlaygroundSettings:
         return core.DEQConfig(solver=self.deq_solver, solver_options={"tol": self.tol, "max_iter": DEQ_MAX_ITER})
 
     def train_config(self, family: str) -> TrainConfig:
-        model = core.preset(f"points-{family}").replace(ode=self.ode_config(), deq=self.deq_config(), seed=self.seed)
+        model = core.preset(f"points-{family}")
+        width = {} if self.hidden == "auto" else {"hidden": int(self.hidden)}
+        model = model.replace(ode=self.ode_config(), deq=self.deq_config(), seed=self.seed, depth=self.depth, **width)
         # Toy models are tiny: the CPU beats a GPU's launch overhead, and the page stays device-independent.
         return TrainConfig(
             model=model,
             dataset=self.dataset,
             steps=self.steps,
-            batch_size=128,
+            batch_size=self.batch_size,
             lr=self.lr,
             seed=self.seed,
             eval_every=50,
             device="cpu",
+            toy_size=self.points,
+            toy_noise=self.data_noise,
         )
 
     def lanes(self) -> list[Lane]:
@@ -156,7 +201,8 @@ class PlaygroundSettings:
 
     def live_changes(self, new: PlaygroundSettings) -> dict[str, Any] | None:
         """What ``Trainer.apply`` must change to go from self to ``new``; None when a reset is needed."""
-        if (new.dataset, new.models, new.seed, new.steps) != (self.dataset, self.models, self.seed, self.steps):
+        rebuild = ("dataset", "models", "seed", "steps", "noise", "points", "batch_size", "hidden", "depth")
+        if any(getattr(new, k) != getattr(self, k) for k in rebuild):
             return None
         changes: dict[str, Any] = {}
         if new.lr != self.lr:
@@ -172,13 +218,17 @@ def _parse(name: str, raw: str) -> Any:
     raw = str(raw).strip()
     if name == "models":
         return tuple(m.strip().lower() for m in raw.split(",") if m.strip())
-    if name in ("n_steps", "seed", "steps"):
+    if name in ("n_steps", "seed", "steps", "points", "batch_size", "depth"):
         value = float(raw)
         if not value.is_integer():
             raise ValueError(f"{short_repr(raw)} is not a whole number")
         return int(value)
-    if name in ("tol", "lr"):
+    if name in ("tol", "lr", "noise"):
         return float(raw)
+    if name == "show_test":
+        if raw.lower() not in ("0", "1", "true", "false"):
+            raise ValueError(f"{short_repr(raw)} is not 0 or 1")
+        return raw.lower() in ("1", "true")
     return raw
 
 
@@ -242,6 +292,8 @@ def flow_visual(trainer: Trainer) -> dict[str, Any]:
             "prob": prob.cpu().numpy(),
             "points": x_train[keep].numpy(),
             "labels": y_train[keep].numpy(),
+            "test_points": trainer.test_x[keep].numpy(),
+            "test_labels": trainer.test_y[keep].numpy(),
             "paths": paths,
             "path_labels": ys.numpy(),
             "axes": axes,
@@ -253,8 +305,9 @@ def flow_visual(trainer: Trainer) -> dict[str, Any]:
         model.train(was_training)
 
 
-def flow_views(snapshot: Snapshot) -> list[FlowView]:
-    """The Playground's panels from a trainer snapshot (no torch)."""
+def flow_views(snapshot: Snapshot, show_test: bool = False) -> list[FlowView]:
+    """The Playground's panels from a trainer snapshot (no torch); ``show_test`` draws the test points
+    (never trained on) instead of the training points over each decision boundary."""
     views = []
     for name, pic in snapshot.visuals.items():
         if not pic or "error" in pic:
@@ -266,14 +319,17 @@ def flow_views(snapshot: Snapshot) -> list[FlowView]:
             title += f" · val acc {100 * acc:.0f} %"
         if name in snapshot.errors:
             title += " · <span style='color:#c00'>diverged</span>"
+        test = show_test and "test_points" in pic
+        if test:
+            title += " · test data"
         views.append(
             FlowView(
                 title=title,
                 grid_x=pic["grid_x"],
                 grid_y=pic["grid_y"],
                 prob=pic["prob"],
-                points=pic["points"],
-                labels=pic["labels"],
+                points=pic["test_points" if test else "points"],
+                labels=pic["test_labels" if test else "labels"],
                 paths=pic["paths"],
                 path_labels=pic["path_labels"],
                 state_axes=pic["axes"],

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.data import load_dataset
 from core.solvers.base import short_repr
 from core.training import CheckpointError, load_checkpoint
 from explorer import controller, imagetrain, plots
@@ -395,3 +396,98 @@ def test_one_colour_per_model_family_and_none_is_a_class_colour():
     assert colors["r1"] == plots.FAMILY_COLORS["deq"] and colors["r2"] == plots.FAMILY_COLORS["homoode"]
     assert colors["r3"] != colors["r1"]  # a second DEQ run: the same hue, lighter
     assert not set(plots.FAMILY_COLORS.values()) & set(plots.CLASS_COLORS)
+
+
+# ------------------------------------------------------------------ 13. Playground: data and model controls
+
+
+def test_playground_data_and_model_controls_reach_the_models():
+    s = PlaygroundSettings(dataset="moons", noise=0.3, points=200, batch_size=32, hidden="64", depth=2)
+    cfg = s.train_config("homoode")
+    assert (cfg.toy_noise, cfg.toy_size, cfg.batch_size) == (0.3, 200, 32)
+    assert (cfg.model.hidden, cfg.model.depth) == (64, 2)
+    assert PlaygroundSettings().train_config("node").model.hidden == 64  # "auto": the preset's matched width
+    assert PlaygroundSettings(dataset="spirals").data_noise == 0.05  # no noise set: the dataset's own
+    for bad, message in (
+        ({"noise": 2.0}, "noise must be"),
+        ({"points": 5}, "training points"),
+        ({"depth": 9}, "depth"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PlaygroundSettings(**bad)
+    # Only the picture changes for show_test; data and model size rebuild the models.
+    assert s.live_changes(s.replace(show_test=True)) == {}
+    assert s.live_changes(s.replace(points=300)) is None and s.live_changes(s.replace(hidden="auto")) is None
+
+
+def test_show_test_data_draws_the_test_points(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    form = dict(dataset="moons", models=["node"], ode_method="rk4", n_steps=2, tol=1e-3, deq_solver="anderson",
+                lr=0.01, seed=0, steps=50, noise=0.1, points=100, batch_size=64, hidden="auto", depth=1)  # fmt: skip
+    try:
+        ex.playground_load("t", {"dataset": "moons", "models": "node", "ode": "rk4", "n": "2", "points": "100"})
+        ex.playground_control("t", "step")
+        trainer = ex.session("t").playground.trainers[0]
+        train_fig = ex.playground_apply("t", **form, show_test=False)["pg_flow"]
+        test_fig = ex.playground_apply("t", **form, show_test=True)["pg_flow"]
+        assert "test data" in test_fig.layout.annotations[0].text
+
+        def xs(fig) -> list[float]:  # the data points drawn over the boundary (one trace per class)
+            points = [t for t in fig.data if t.type == "scatter" and (t.name or "").startswith("class ")]
+            return sorted(float(v) for t in points for v in t.x)
+
+        assert np.allclose(xs(train_fig), sorted(trainer.train_x[:, 0].numpy()), atol=1e-6)
+        assert np.allclose(xs(test_fig), sorted(trainer.test_x[:, 0].numpy()), atol=1e-6)
+        # A new dataset with the noise left as it was takes that dataset's own noise.
+        out = ex.playground_apply("t", **{**form, "dataset": "spirals"}, show_test=False)
+        assert out["pg_noise"] == 0.05
+    finally:
+        close(ex, "t")
+
+
+# ------------------------------------------------------------------ 15. draw your own input
+
+
+def canvas_from_digit(pixels: np.ndarray, size: int = 280) -> np.ndarray:
+    """A (28, 28) digit in [0, 1] as a page would send it: black ink, alpha = ink, on a transparent canvas."""
+    zoom = size // 28
+    ink = np.kron(pixels, np.ones((zoom, zoom)))
+    canvas = np.zeros((size, size, 4), dtype=np.uint8)
+    canvas[..., 3] = (ink * 255).round().astype(np.uint8)
+    return canvas
+
+
+def test_a_drawn_digit_is_prepared_as_mnist_digits_are():
+    data = load_dataset("digits")
+    for i in range(5):
+        x = data.test.inputs[i]
+        pixels = data.denormalize(x[None])[0, 0].numpy()
+        drawn = lab_lib.drawing_to_input({"composite": canvas_from_digit(pixels)}, data)
+        assert drawn.shape == (1, 1, 28, 28)
+        # MNIST digits were boxed to 20 px and centred by mass: redrawing one gives it back closely.
+        assert np.corrcoef(drawn.flatten().numpy(), x.flatten().numpy())[0, 1] > 0.9
+    # A bar drawn anywhere lands centred, its longer side 20 px.
+    canvas = np.full((280, 280, 3), 255, dtype=np.uint8)
+    canvas[20:120, 200:240] = 0  # black on white, top right
+    frame = data.denormalize(lab_lib.drawing_to_input(canvas, data))[0, 0]
+    rows, cols = torch.nonzero(frame > 0.5, as_tuple=True)
+    assert int(rows.max() - rows.min()) + 1 in (19, 20, 21) and abs(float(rows.float().mean()) - 13.5) <= 1
+    assert abs(float(cols.float().mean()) - 13.5) <= 1
+    with pytest.raises(ValueError, match="draw a digit"):
+        lab_lib.drawing_to_input({"composite": np.zeros((280, 280, 4), dtype=np.uint8)}, data)
+
+
+def test_drawing_runs_every_solver_and_refuses_non_digit_models(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    data = load_dataset("digits")
+    pixels = data.denormalize(data.test.inputs[0][None])[0, 0].numpy()
+    try:
+        out = ex.lab_draw("d", "fresh:image28-deq", "", {"composite": canvas_from_digit(pixels)}, 1e-4, 30, "rk4", 4)
+        assert [r[0] for r in out["lab_table"]] == ["fixed_point", "anderson", "broyden", "homotopy"]
+        assert "your drawing" in out["lab_message"] and "predicted" in out["lab_message"]
+        assert out["lab_picture"].shape == (112, 112)
+        ex.playground_load("d", {}, autoplay=False)  # a 2-D point model cannot take a drawn digit
+        out = ex.lab_draw("d", "session:pg:0", "", {"composite": canvas_from_digit(pixels)}, 1e-4, 30, "rk4", 4)
+        assert "28 x 28 digit models" in out["lab_message"] and "lab_table" not in out
+    finally:
+        close(ex, "d")

@@ -294,6 +294,8 @@ def test_query_string_round_trip():
         seed=7,
         steps=900,
     )
+    rich = s.replace(noise=0.25, points=300, batch_size=32, hidden="64", depth=2, show_test=True)
+    assert PlaygroundSettings.from_query(dict(p.split("=") for p in rich.to_query().split("&"))) == (rich, [])
     query = s.to_query()
     params = dict(pair.split("=") for pair in query.split("&"))
     back, problems = PlaygroundSettings.from_query(params)
