@@ -27,6 +27,11 @@ THEME_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", 
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 CSS = """
 #pg-buttons button { font-size: 1rem; }
+/* Table headers break between words only ("device", not "devic e"); long run names stay whole. */
+#compare-table th, #compare-table th *, #runs-table th, #runs-table th *, #lab-table th, #lab-table th * {
+  white-space: nowrap; word-break: keep-all; overflow-wrap: normal;
+}
+#compare-table td:first-child, #runs-table td:first-child { word-break: break-all; min-width: 14em; }
 #pg-status table, #train-status table { font-size: 0.85rem; }
 .story { font-size: 0.95rem; }
 """
@@ -86,6 +91,7 @@ def _handler(
                 extra["row"] = list(event.row_value)
         if query:
             extra["params"] = dict(request.query_params)
+            extra["page_url"] = request.headers.get("referer", "")
         result = method(request.session_hash, **dict(zip(inputs, values)), **extra)
         if result.get("warning"):
             gr.Warning(cut_message(result["warning"]))
@@ -127,6 +133,10 @@ def _value(name: str, result: dict[str, Any]) -> Any:
     if name not in result:
         return gr.skip()
     value = result[name]
+    if name in ("pg_play", "pg_pause"):
+        return gr.Button(**value)
+    if name == "compare_file":
+        return gr.File(value=value, visible=True)
     if name.endswith("_timer"):
         return gr.Timer(active=bool(value))
     if name == "tabs":
@@ -169,8 +179,10 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 with gr.Row():
                     with gr.Column(scale=1, min_width=250):
                         with gr.Row(elem_id="pg-buttons"):
-                            play = gr.Button("▶ Play", variant="primary", elem_id="pg-play", min_width=60)
-                            pause = gr.Button("❚❚ Pause", elem_id="pg-pause", min_width=60)
+                            c["pg_play"] = play = gr.Button(
+                                "▶ Play", variant="primary", elem_id="pg-play", min_width=60
+                            )
+                            c["pg_pause"] = pause = gr.Button("❚❚ Pause", elem_id="pg-pause", min_width=60)
                             step = gr.Button("▶❚ Step", elem_id="pg-step", min_width=60)
                             reset = gr.Button("⟲ Reset", elem_id="pg-reset", min_width=60)
                         c["pg_dataset"] = gr.Dropdown(list(TOY_SETS), value=pg0.dataset, label="dataset")
@@ -264,11 +276,12 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     label=f"saved runs in {ex.runs_dir}",
                     interactive=False,
                     wrap=True,
+                    elem_id="runs-table",
                 )
             # ---------------------------------------------------------------- Solver lab
             with gr.Tab("Solver lab", id="lab") as lab_tab:
                 with gr.Row():
-                    with gr.Column(scale=1, min_width=260):
+                    with gr.Column(scale=1, min_width=320):
                         choices = ex.lab_choices("__startup__")
                         ex.close_session("__startup__")
                         c["lab_model"] = gr.Dropdown(
@@ -326,7 +339,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                             label="position along every path (k / K, λ or t)",
                             elem_id="lab-position",
                         )
-                        c["lab_table"] = gr.Dataframe(headers=LAB_COLUMNS, label="solvers", interactive=False)
+                        c["lab_table"] = gr.Dataframe(
+                            headers=LAB_COLUMNS, label="solvers", interactive=False, elem_id="lab-table"
+                        )
                         with gr.Row():
                             c["lab_kind"] = gr.Radio(
                                 [("tolerance", "tol"), ("steps / iterations", "steps")], value="tol", label="sweep"
@@ -347,7 +362,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     compare_csv = gr.Button("Export table as CSV", elem_id="compare-csv")
                     compare_json = gr.Button("Export as JSON (with configs)", elem_id="compare-json")
                 c["compare_message"] = gr.Markdown("", elem_id="compare-message")
-                c["compare_file"] = gr.File(label="exported table", interactive=False, elem_id="compare-file")
+                c["compare_file"] = gr.File(
+                    label="exported table", interactive=False, elem_id="compare-file", visible=False
+                )  # shown once there is a file to download
                 c["compare_table"] = gr.Dataframe(
                     headers=RUN_COLUMNS,
                     label="runs (click a row to open its model in the Solver lab; graph MB: the most memory one "
@@ -410,7 +427,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                 **kw,
             )
 
-        pg_out = ["pg_status", "pg_flow", "pg_curves", "pg_message"]
+        pg_out = ["pg_status", "pg_flow", "pg_curves", "pg_message", "pg_play", "pg_pause"]
         pg_settings = [
             "pg_dataset",
             "pg_models",
@@ -438,7 +455,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             pg_timer.tick,
             ex.playground_tick,
             [("visibility", c["page_visibility"])],
-            pg_out[:3],
+            [n for n in pg_out if n != "pg_message"],
             "playground_tick",
             show_progress="hidden",
             concurrency_limit=8,

@@ -136,10 +136,16 @@ class Explorer:
 
     # ------------------------------------------------------------------ Playground
 
-    def playground_load(self, key: str, params: dict[str, str], autoplay: bool | None = None) -> dict[str, Any]:
-        """Page load: settings from the link, a fresh preset, autoplay; returns every Playground output."""
+    def playground_load(
+        self, key: str, params: dict[str, str], autoplay: bool | None = None, page_url: str = ""
+    ) -> dict[str, Any]:
+        """Page load: settings from the link, a fresh preset, autoplay; returns every Playground output.
+        ``page_url`` (the page's address) makes the share link a whole URL."""
         settings, problems = PlaygroundSettings.from_query(params or {})
+        if len(problems) > 3:
+            problems = [*problems[:3], f"and {len(problems) - 3} more problems in the link"]
         session = self.session(key)
+        session.page_base = _page_base(page_url)
         trainer = self._new_playground(settings)
         with session.lock:
             previous, session.playground = session.playground, trainer
@@ -152,14 +158,14 @@ class Explorer:
                 except CapacityError as err:
                     problems.append(str(err))
         out = self._playground_outputs(key, force=True)
-        out.update(self._settings_outputs(settings))
+        out.update(self._settings_outputs(settings, session.page_base))
         if problems:
             out["warning"] = "; ".join(problems)
             out["pg_message"] = _msg(out["warning"])
         return out
 
     @staticmethod
-    def _settings_outputs(s: PlaygroundSettings) -> dict[str, Any]:
+    def _settings_outputs(s: PlaygroundSettings, page_base: str = "") -> dict[str, Any]:
         return {
             "pg_dataset": s.dataset,
             "pg_models": list(s.models),
@@ -176,7 +182,7 @@ class Explorer:
             "pg_hidden": s.hidden,
             "pg_depth": s.depth,
             "pg_show_test": s.show_test,
-            "pg_link": "?" + s.to_query(),
+            "pg_link": page_base + "?" + s.to_query(),
         }
 
     def _trainer(self, key: str) -> tuple[Session, SessionTrainer]:
@@ -208,6 +214,11 @@ class Explorer:
             return {}
         show_test = bool(session.playground_settings and session.playground_settings.show_test)
         out = {"pg_status": status_markdown(snap), "pg_flow": playground_figure(flow_views(snap, show_test))}
+        with self._drawn_lock:
+            buttons_changed = force or self._drawn.get((key, "buttons")) != snap.state
+            self._drawn[(key, "buttons")] = snap.state
+        if buttons_changed:  # Play and Pause show the state: the highlighted one is what a click does next
+            out["pg_play"], out["pg_pause"] = play_pause_buttons(snap.state)
         # The curves move less per redraw than the picture: redraw them at most every CURVES_SECONDS while
         # running (the browser's redraw time is the limit), and always once a run stops or is forced.
         now = time.monotonic()
@@ -281,7 +292,7 @@ class Explorer:
                 return {"warning": str(err), "pg_message": _msg(str(err))}
             session.playground_settings = new
         out = self._playground_outputs(key, force=True)
-        out.update(pg_link="?" + new.to_query(), pg_message="", pg_noise=new.data_noise)
+        out.update(pg_link=session.page_base + "?" + new.to_query(), pg_message="", pg_noise=new.data_noise)
         return out
 
     # ------------------------------------------------------------------ Train (images)
@@ -907,6 +918,28 @@ def _playground_from_form(form: dict[str, Any]) -> PlaygroundSettings:
             raise ValueError(f"{label} is empty: enter a number")
     values["models"] = tuple(values.get("models") or ())
     return PlaygroundSettings(**values)
+
+
+def play_pause_buttons(state: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(label, variant) of ▶ and ❚❚ for a run's state: running -> "▶ Playing" quiet, "❚❚ Pause" highlighted;
+    otherwise "▶ Play" highlighted and "❚❚ Paused" (or "❚❚ Pause") quiet."""
+    if state == "running":
+        return {"value": "▶ Playing", "variant": "secondary"}, {"value": "❚❚ Pause", "variant": "primary"}
+    pause = "❚❚ Paused" if state == "paused" else "❚❚ Pause"
+    return {"value": "▶ Play", "variant": "primary"}, {"value": pause, "variant": "secondary"}
+
+
+def _page_base(url: str) -> str:
+    """``http://host:port/path`` of the page's address (no query, nothing but http(s)), or "" when unknown."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url or "")[:500])
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def _lane_colors(trainer: SessionTrainer) -> dict[str, str]:

@@ -251,7 +251,10 @@ def compare_solvers(
             z, stats = core.solve(f, z0, method=method, **solver_options(method, tol, max_iter, ode_method, ode_steps))
             seconds = time.perf_counter() - t0
             trace = stats.trace_rel[:, 0].numpy() if stats.trace_rel.numel() else np.zeros(0)
-            traces.append(ResidualTrace(method, stats.trace_nfe.numpy().astype(np.float32), trace, stats.status.value))
+            cost = f"{stats.n_jac:,} J·v · {seconds:.2f} s" if stats.n_jac else f"{seconds:.2f} s"
+            traces.append(
+                ResidualTrace(method, stats.trace_nfe.numpy().astype(np.float32), trace, stats.status.value, cost)
+            )
             if stats.path is not None:
                 states[method] = stats.path.states[:, 0].reshape(stats.path.states.shape[0], -1).cpu().numpy()
                 inner[method] = stats.path.lambdas.cpu().numpy()

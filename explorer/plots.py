@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,9 +64,11 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 360, legend_
 
 
 def empty_figure(message: str, height: int = 300) -> go.Figure:
-    """A blank figure carrying a centred message (e.g. "press ▶ to start")."""
+    """A blank figure carrying a centred message (e.g. "press ▶ to start"), wrapped at ~55 characters so a
+    long note fits a half-width panel."""
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
+    text = "<br>".join(textwrap.wrap(message, 55)) or message
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
     _layout(fig, height=height)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -503,12 +506,15 @@ def _decades(runs: Mapping[str, Mapping[str, np.ndarray]], series: list[tuple[st
 
 @dataclass(frozen=True)
 class ResidualTrace:
-    """One solver's residual history: ``nfe`` (K,) x-values, ``residual`` (K,) and how it ended."""
+    """One solver's residual history: ``nfe`` (K,) x-values, ``residual`` (K,), how it ended, and what it
+    cost besides f-evaluations (e.g. "1,284 J·v · 5.3 s": the NFE axis alone hides homotopy's Jacobian
+    products)."""
 
     name: str
     nfe: np.ndarray
     residual: np.ndarray
     status: str
+    cost: str = ""
 
 
 def residual_figure(traces: Sequence[ResidualTrace], tol: float | None = None, height: int = 360) -> go.Figure:
@@ -533,7 +539,7 @@ def residual_figure(traces: Sequence[ResidualTrace], tol: float | None = None, h
                 mode="lines+markers",
                 marker=dict(size=4),
                 line=dict(color=color, width=2),
-                name=f"{tr.name} ({tr.status})",
+                name=f"{tr.name} ({tr.status}{' · ' + tr.cost if tr.cost else ''})",
                 hovertemplate=f"{tr.name}<br>NFE %{{x}}<br>residual %{{y:.3g}}<extra></extra>",
             )
         )
@@ -694,8 +700,10 @@ def path_figure(
                 yaxis=dict(title=dict(text=titles[1]), **axis),
                 zaxis=dict(title=dict(text=titles[2]), **axis),
                 aspectmode="cube",
+                # Camera pulled back so the axis titles stay inside the panel.
+                camera=dict(eye=dict(x=1.9, y=1.9, z=1.3)),
             ),
-            margin=dict(l=0, r=0, t=30, b=0),
+            margin=dict(l=10, r=10, t=30, b=10),
         )
     else:
         fig.update_xaxes(title_text=titles[0])

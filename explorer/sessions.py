@@ -668,6 +668,7 @@ class Session:
     run_dirs: list[Path] = field(default_factory=list)  # folders of every image run this tab started
     lab: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)  # tab -> curves_figure options
+    page_base: str = ""  # the page's address without its query: share links are whole URLs
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def trainers(self) -> list[SessionTrainer]:

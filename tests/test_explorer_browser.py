@@ -249,6 +249,132 @@ def test_closing_the_tab_stops_its_training(server, demo, page):
     assert trainer.step_count == n and not trainer.running
 
 
+def step_moves_js(after: int) -> str:
+    """A page predicate: the Playground's status shows a step past ``after``."""
+    return (
+        "() => { const m = document.querySelector('#pg-status').innerText.match(/step (\\d+)/);"
+        f" return m && +m[1] > {after}; }}"
+    )
+
+
+def test_playground_pauses_on_another_tab_and_resumes(server, demo, page):
+    pg, log = page
+    registry = demo.explorer.registry
+    before = set(registry.keys())
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    first = flow_title(pg)
+    pg.wait_for_function(
+        "t => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text !== t",
+        arg=first,
+        timeout=15_000,
+    )
+    # This page's session: the one that appeared with a Playground.
+    keys = [k for k in registry.keys() if k not in before and registry.peek(k).playground is not None]
+    assert len(keys) == 1, keys
+    trainer = registry.peek(keys[0]).playground
+    assert trainer.state == "running"
+    pg.get_by_role("tab", name="About").click()
+    # Only the visible tab polls: with the Playground out of sight its timer stops, and the models pause
+    # themselves after a few seconds without a look.
+    time.sleep(5)
+    assert trainer.state == "paused", trainer.state
+    n = trainer.step_count
+    time.sleep(1.5)
+    assert trainer.step_count == n and trainer.state == "paused"
+    pg.screenshot(path=ARTIFACTS / "about-tab-playground-paused.png", full_page=True)
+
+    pg.get_by_role("tab", name="Playground").click()  # looking again plays on, without a click
+    pg.wait_for_function(step_moves_js(n), timeout=10_000)
+    assert trainer.state == "running"
+    pg.wait_for_function(step_moves_js(n + 2), timeout=10_000)
+    pg.screenshot(path=ARTIFACTS / "playground-resumed.png", full_page=True)
+    pg.click("#pg-pause")
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
+
+
+def test_solver_lab_runs_every_solver_on_a_drawing(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Solver lab").click()
+    assert "deq" in pg.locator("#lab-model input").input_value().lower()  # an untrained image28-deq
+    # Gradio's sketchpad starts with no tool: the pen draws only once its "Brush" tool is picked.
+    pg.locator("#lab-drawing").get_by_role("button", name="Brush", exact=True).click()
+    # It stacks two canvases of the same size; the first takes the pointer (the other has pointer-events none).
+    canvas = pg.locator("#lab-drawing canvas").first
+    canvas.wait_for(state="visible", timeout=30_000)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 100, box
+    x = box["x"] + box["width"] * 0.5
+    pg.mouse.move(x, box["y"] + box["height"] * 0.2)
+    pg.mouse.down()
+    pg.mouse.move(x + 3, box["y"] + box["height"] * 0.8, steps=25)  # a "1"
+    pg.mouse.up()
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#lab-residual .js-plotly-plot');"
+        " const m = document.querySelector('#lab-message').innerText;"
+        " return d && d.data && d.data.length >= 5 && m.includes('your drawing') && m.includes('predicted'); }",
+        timeout=90_000,
+    )
+    pg.locator("#lab-message").scroll_into_view_if_needed()
+    pg.screenshot(path=ARTIFACTS / "solver-lab-drawing.png", full_page=True)
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
+
+
+def test_playground_data_and_model_controls(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.locator("#pg-more").get_by_text("data and model size").click()
+    points = pg.locator("#pg-points input")
+    points.wait_for(state="visible")
+    points.fill("200")
+    points.press("Enter")
+    pg.wait_for_function(
+        "() => document.querySelector('#pg-link textarea').value.includes('points=200')", timeout=30_000
+    )
+    assert "points=200" in pg.url  # and the address bar follows
+    pg.locator("#pg-show-test input[type=checkbox]").check()
+    pg.wait_for_function(
+        "() => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text.includes('test data')",
+        timeout=30_000,
+    )
+    assert "test=1" in pg.locator("#pg-link textarea").input_value()
+    pg.click("#pg-pause")
+    pg.screenshot(path=ARTIFACTS / "playground-controls.png", full_page=True)
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
+
+
+def test_train_preset_menu_follows_the_model(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Train").click()
+    pg.locator("#tr-family input").click()
+    pg.get_by_role("option", name="DEQ", exact=True).click()
+    options: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the menu is refreshed by a server event after the pick
+        pg.locator("#tr-preset input").click()
+        pg.get_by_role("option").first.wait_for(timeout=5_000)
+        options = [t.strip() for t in pg.get_by_role("option").all_inner_texts()]
+        if options == ["auto", "image28-deq"]:
+            break
+        pg.keyboard.press("Escape")
+        time.sleep(0.5)
+    pg.screenshot(path=ARTIFACTS / "train-preset-menu.png", full_page=True)
+    assert options == ["auto", "image28-deq"], options
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()
+
+
 def test_compare_lists_runs_measures_memory_and_exports(server, demo, page):
     pg, log = page
     write_fake_run(demo.explorer.runs_dir / "20990101-000000-homoode-digits-fake")
@@ -266,6 +392,17 @@ def test_compare_lists_runs_measures_memory_and_exports(server, demo, page):
         timeout=30_000,
     )
     assert trace_count(pg, "compare-accuracy") >= 2
+    # The curve controls redraw the overlay: wall time on the x axes, a linear loss axis.
+    assert pg.evaluate(f"{CURVES_LAYOUT}.yaxis.type") == "log"
+    pg.locator("#compare-x-axis").get_by_text("wall time", exact=True).click()
+    pg.wait_for_function(
+        f"() => {{ const t = {X_TITLES}; return t.length > 0 && t.every(s => s === 'wall time (s)'); }}",
+        timeout=30_000,
+    )
+    pg.locator("#compare-loss-scale").get_by_text("linear", exact=True).click()
+    pg.wait_for_function(f"() => {CURVES_LAYOUT}.yaxis.type === 'linear'", timeout=30_000)
+    assert set(pg.evaluate(f"() => {X_TITLES}")) == {"wall time (s)"}  # the x axis stayed on wall time
+    pg.screenshot(path=ARTIFACTS / "compare-wall-time-linear.png", full_page=True)
     pg.locator("#memory-batches input, #memory-batches textarea").first.fill("4, 16")
     pg.click("#memory-run")
     pg.wait_for_function(
@@ -289,6 +426,14 @@ def test_compare_lists_runs_measures_memory_and_exports(server, demo, page):
     pg.wait_for_function("() => document.querySelector('#compare-message').innerText.includes('no checkpoint yet')")
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
+
+
+#: The Compare tab's curves figure layout, and the titles of its x axes that have one (the bottom row's).
+CURVES_LAYOUT = "document.querySelector('#compare-curves .js-plotly-plot').layout"
+X_TITLES = (
+    f"Object.entries({CURVES_LAYOUT}).filter(([k, v]) => k.startsWith('xaxis') && v && v.title && v.title.text)"
+    ".map(([k, v]) => v.title.text)"
+)
 
 
 def write_fake_run(folder: Path) -> None:
