@@ -18,7 +18,7 @@ import torch
 
 from core.data import load_dataset
 from core.solvers.base import short_repr
-from core.training import CheckpointError, load_checkpoint
+from core.training import CheckpointError, Trainer, load_checkpoint
 from explorer import controller, imagetrain, plots
 from explorer import lab as lab_lib
 from explorer.controller import Explorer
@@ -491,3 +491,18 @@ def test_drawing_runs_every_solver_and_refuses_non_digit_models(tmp_path):
         assert "28 x 28 digit models" in out["lab_message"] and "lab_table" not in out
     finally:
         close(ex, "d")
+
+
+# ------------------------------------------------------------------ 13. defaults learn in about a minute
+
+
+@pytest.mark.parametrize("dataset, steps", [("circles", 200), ("moons", 200), ("crossing", 200), ("spirals", 600)])
+def test_playground_defaults_reach_a_good_boundary_in_about_a_minute(dataset, steps):
+    """The page trains the default pair (NODE, HomoODE) at about 10 steps/s on this 2-core machine
+    (``python -m explorer.bench``): 600 steps is about a minute. Deterministic: seeded, one thread."""
+    settings = PlaygroundSettings(dataset=dataset)
+    for family in settings.models:
+        trainer = Trainer(settings.train_config(family))
+        for _ in range(steps):
+            trainer.step()
+        assert trainer.validate().accuracy >= 0.9, (dataset, family)
