@@ -361,6 +361,15 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     compare_refresh = gr.Button("Refresh", elem_id="compare-refresh")
                     compare_csv = gr.Button("Export table as CSV", elem_id="compare-csv")
                     compare_json = gr.Button("Export as JSON (with configs)", elem_id="compare-json")
+                with gr.Row():
+                    c["compare_filter"] = gr.Textbox(
+                        label="filter (every word must appear in the row: e.g. deq digits finished)",
+                        elem_id="compare-filter",
+                        scale=3,
+                    )
+                    c["compare_new_name"] = gr.Textbox(label="new name for the picked run", elem_id="compare-new-name")
+                    compare_rename = gr.Button("Rename", elem_id="compare-rename", scale=0, min_width=90)
+                    compare_delete = gr.Button("Delete picked runs", elem_id="compare-delete", scale=0, min_width=90)
                 c["compare_message"] = gr.Markdown("", elem_id="compare-message")
                 c["compare_file"] = gr.File(
                     label="exported table", interactive=False, elem_id="compare-file", visible=False
@@ -679,11 +688,27 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     trigger_mode="always_last",
                     **({} if i == 0 else {"api_visibility": "private"}),
                 )
-        compare_in = [("scope", c["compare_scope"]), ("selected", c["compare_runs"])]
+        compare_in = [("scope", c["compare_scope"]), ("selected", c["compare_runs"]), ("text", c["compare_filter"])]
         compare_out = ["compare_table", "compare_runs", "compare_curves", "compare_accuracy", "compare_message"]
         wire(compare_refresh.click, ex.compare_refresh, compare_in, compare_out, "compare_refresh")
-        for trigger in (compare_tab.select, c["compare_scope"].input):
-            wire(trigger, ex.compare_refresh, compare_in, compare_out, None, api_visibility="private")
+        for trigger in (compare_tab.select, c["compare_scope"].input, c["compare_filter"].input):
+            wire(
+                trigger,
+                ex.compare_refresh,
+                compare_in,
+                compare_out,
+                None,
+                api_visibility="private",
+                trigger_mode="always_last",
+            )
+        wire(
+            compare_rename.click,
+            ex.compare_rename,
+            [*compare_in[:2], ("new_name", c["compare_new_name"]), compare_in[2]],
+            compare_out,
+            "compare_rename",
+        )
+        wire(compare_delete.click, ex.compare_delete, compare_in, compare_out, "compare_delete")
         wire(
             c["compare_runs"].input,
             ex.compare_select,
@@ -696,7 +721,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             wire(
                 button.click,
                 ex.compare_export,
-                [("scope", c["compare_scope"])],
+                [("scope", c["compare_scope"]), ("text", c["compare_filter"])],
                 ["compare_file", "compare_message"],
                 f"compare_export_{fmt}",
                 fixed={"fmt": fmt},

@@ -41,13 +41,25 @@ from .plots import (
     runs_accuracy_figure,
     sweep_figure,
 )
-from .runs import RUN_COLUMNS, RunRecord, export_runs, read_metrics, read_runs, run_rows
+from .runs import (
+    RUN_COLUMNS,
+    RunRecord,
+    delete_run,
+    export_runs,
+    filter_runs,
+    read_metrics,
+    read_runs,
+    rename_run,
+    run_folder,
+    run_rows,
+)
 from .sessions import CapacityError, Lane, Session, SessionRegistry, SessionTrainer, Snapshot, backward_cell
 
 PATH_VIEWS = {"2-D": 2, "3-D": 3}
 COMPARE_SCOPES = ("all saved runs", "this tab's runs")
 COMPARE_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
 MAX_OVERLAID = 8  # curves of more runs than colours are unreadable
+DELETE_CONFIRM_SECONDS = 15  # a second press of Delete within this time deletes
 # One probe keeps its whole forward graph: image32 NODE, direct backprop, rk4 x 8 at batch 128 saves ~0.6 GB.
 MAX_MEMORY_BATCH = 128
 MAX_MEMORY_STEPS = 8
@@ -683,10 +695,10 @@ class Explorer:
 
     # ------------------------------------------------------------------ Compare
 
-    def _compare_records(self, key: str, scope: str) -> list[RunRecord]:
+    def _compare_records(self, key: str, scope: str, text: str = "") -> list[RunRecord]:
         check_choice(scope, "show", COMPARE_SCOPES)
         only = set(self.session(key).run_dirs) if scope == "this tab's runs" else None
-        return read_runs(self.runs_dir, only=only)
+        return filter_runs(read_runs(self.runs_dir, only=only), text)
 
     def _export_dir(self, key: str | None) -> Path:
         """This tab's download folder inside the Explorer's temporary folder (made on first use)."""
@@ -695,11 +707,14 @@ class Explorer:
             weakref.finalize(self, shutil.rmtree, str(self._exports), True)
         return self._exports / (re.sub(r"[^A-Za-z0-9]", "", key or "") or "local")
 
-    def compare_refresh(self, key: str, scope: str, selected: list[str] | None = None) -> dict[str, Any]:
-        """Re-read the runs directory: the table, the run picker (keeping what is still there, else the
-        three newest), the overlaid curves of the picked runs and every run's accuracy vs NFE."""
+    def compare_refresh(
+        self, key: str, scope: str, selected: list[str] | None = None, text: str = ""
+    ) -> dict[str, Any]:
+        """Re-read the runs directory: the table (only rows containing every word of ``text``), the run
+        picker (keeping what is still there, else the three newest), the overlaid curves of the picked runs
+        and every run's accuracy vs NFE."""
         try:
-            records = self._compare_records(key, scope)
+            records = self._compare_records(key, scope, text)
         except ValueError as err:
             return {"warning": str(err), "compare_message": _msg(str(err))}
         names = [r.name for r in records]
@@ -710,8 +725,84 @@ class Explorer:
             "compare_runs": (names, keep),
             "compare_curves": self._compare_curves(records, keep, self._curve_options(key, "compare")),
             "compare_accuracy": runs_accuracy_figure(points),
-            "compare_message": f"{len(records)} run(s) in `{self.runs_dir}`" if records else _NO_RUNS,
+            "compare_message": f"{len(records)} run(s) in `{self.runs_dir}`"
+            + (f" matching “{short_repr(text, 40)[1:-1]}”" if str(text or "").strip() else "")
+            if records
+            else (_NO_RUNS if not str(text or "").strip() else "no run matches the filter"),
         }
+
+    # ------------------------------------------------------------------ rename / delete (runs dir only)
+
+    def _live_run_dirs(self) -> set[Path]:
+        """Folders a trainer of any tab still writes to (its summary not written yet)."""
+        live = set()
+        for session_key in self.registry.keys():
+            session = self.registry.peek(session_key)
+            for trainer in session.trainers() if session is not None else []:
+                finished = trainer.read().finished
+                live |= {lane.out_dir.resolve() for lane in trainer.lanes if lane.out_dir and lane.name not in finished}
+        return live
+
+    def _one_picked(self, selected: list[str] | None, action: str) -> str:
+        picked = list(selected or [])
+        if len(picked) != 1:
+            raise ValueError(f"pick exactly one run to {action} (in “overlay the curves of these runs”)")
+        return picked[0]
+
+    def compare_rename(
+        self, key: str, scope: str, selected: list[str] | None, new_name: str, text: str = ""
+    ) -> dict[str, Any]:
+        """Rename the one picked run (a folder directly in the runs directory; never one still training)."""
+        try:
+            name = self._one_picked(selected, "rename")
+            folder = run_folder(self.runs_dir, name)
+            if folder.resolve() in self._live_run_dirs():
+                raise ValueError(f"run {short_repr(name)} is still training: stop it first")
+            target = rename_run(self.runs_dir, name, new_name)
+        except (ValueError, OSError) as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        for session_key in self.registry.keys():  # tabs that started it still list it as theirs
+            session = self.registry.peek(session_key)
+            if session is not None:
+                session.run_dirs = [target if p.resolve() == folder.resolve() else p for p in session.run_dirs]
+        out = self.compare_refresh(key, scope, [target.name], text)
+        out["compare_message"] = f"renamed {name} to **{target.name}**"
+        return out
+
+    def compare_delete(self, key: str, scope: str, selected: list[str] | None, text: str = "") -> dict[str, Any]:
+        """Delete the picked runs: the first press names them, a second press within
+        ``DELETE_CONFIRM_SECONDS`` (same runs picked) deletes them. Never a run still training."""
+        session = self.session(key)
+        picked = sorted(selected or [])
+        try:
+            if not picked:
+                raise ValueError("pick the runs to delete (in “overlay the curves of these runs”)")
+            folders = [run_folder(self.runs_dir, name) for name in picked]
+            live = self._live_run_dirs()
+            busy = [f.name for f in folders if f.resolve() in live]
+            if busy:
+                raise ValueError(f"still training: {', '.join(busy)}; stop it first")
+        except ValueError as err:
+            return {"warning": str(err), "compare_message": _msg(str(err))}
+        pending = session.lab.get("delete")
+        if pending is None or pending[0] != picked or time.monotonic() - pending[1] > DELETE_CONFIRM_SECONDS:
+            session.lab["delete"] = (picked, time.monotonic())
+            return {
+                "compare_message": f"⚠️ press **Delete** again within {DELETE_CONFIRM_SECONDS} s to delete "
+                f"{len(picked)} run(s) and their files: {', '.join(picked)}"
+            }
+        session.lab.pop("delete", None)
+        failed = []
+        for name in picked:
+            try:
+                delete_run(self.runs_dir, name)
+            except (ValueError, OSError) as err:
+                failed.append(f"{name} ({err})")
+        out = self.compare_refresh(key, scope, [], text)
+        out["compare_message"] = f"deleted {len(picked) - len(failed)} run(s)" + (
+            f"; could not delete {', '.join(failed)}" if failed else ""
+        )
+        return out
 
     def compare_select(self, key: str, scope: str, selected: list[str] | None) -> dict[str, Any]:
         """The run picker changed: redraw the overlaid curves only."""
@@ -775,10 +866,10 @@ class Explorer:
             return {**self._train_outputs(key, force=True), "train_message": ""}
         return {**self.compare_select(key, scope or COMPARE_SCOPES[0], selected), "compare_message": ""}
 
-    def compare_export(self, key: str, scope: str, fmt: str) -> dict[str, Any]:
-        """Write the runs table as CSV or JSON for download."""
+    def compare_export(self, key: str, scope: str, fmt: str, text: str = "") -> dict[str, Any]:
+        """Write the runs table (as filtered) as CSV or JSON for download."""
         try:
-            path = export_runs(self._compare_records(key, scope), fmt, self._export_dir(key))
+            path = export_runs(self._compare_records(key, scope, text), fmt, self._export_dir(key))
         except (ValueError, OSError) as err:
             return {"warning": str(err), "compare_message": _msg(str(err))}
         return {"compare_file": str(path), "compare_message": f"exported {path.name}: download it below the buttons"}

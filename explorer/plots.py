@@ -786,7 +786,10 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
                     type="scatter",
                     x=f32([getattr(p, key) for p in mine]),
                     y=f32([100 * p.accuracy for p in mine]),
-                    mode="markers",
+                    mode="markers+text",  # each point says which run it is
+                    textposition="top center",
+                    textfont=dict(size=10, color="#555555"),
+                    texttemplate=[_point_label(p.name) for p in mine],
                     marker=dict(
                         size=11,
                         color=FAMILY_COLORS.get(family, "#777777"),
@@ -805,6 +808,13 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
     layout["xaxis2"]["title"] = dict(text="mean backward NFE per step")
     layout["yaxis"]["title"] = dict(text="accuracy (%)")
     return go.Figure(dict(data=data, layout=layout))
+
+
+def _point_label(run: str, limit: int = 18) -> str:
+    """A run's name shortened for a point label: the part after the time stamp, cut to ``limit``."""
+    parts = run.split("-", 2)
+    short = parts[2] if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() else run
+    return short if len(short) <= limit else short[: limit - 1] + "…"
 
 
 def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:

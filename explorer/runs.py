@@ -14,6 +14,8 @@ import io
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +40,14 @@ RUN_COLUMNS = [
     "graph MB",
     "s",
     "device",
+    "lr",
+    "batch",
+    "solver",
+    "tol",
     "state",
 ]
+#: A run folder's name, as a user may type it to rename a run: no separators, no leading dot.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 EXPORT_FORMATS = ("csv", "json")
 
 
@@ -131,7 +139,29 @@ class RunRecord:
             "graph MB": rounded("peak_graph_bytes", 1, 2**20),
             "s": rounded("seconds", 1),
             "device": s.get("device") or self.config.get("device"),
+            **self.hyperparameters(),
             "state": self.state,
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """lr, batch, solver (the DEQ's root solver, or the ODE method with its step count) and tolerance, as
+        the run started (live changes are events in its metrics.jsonl)."""
+        c, model = self.config, self.config.get("model")
+        model = model if isinstance(model, dict) else {}
+        ode = model.get("ode") if isinstance(model.get("ode"), dict) else {}
+        deq = model.get("deq") if isinstance(model.get("deq"), dict) else {}
+        if model.get("family") == "deq":
+            options = deq.get("solver_options") if isinstance(deq.get("solver_options"), dict) else {}
+            solver, tol = deq.get("solver"), options.get("tol")
+        else:
+            method, n = ode.get("method"), ode.get("n_steps")
+            solver = f"{method} × {n}" if method in ("euler", "midpoint", "rk4") and isinstance(n, int) else method
+            tol = ode.get("rtol") if method not in ("euler", "midpoint", "rk4") else None
+        return {
+            "lr": _finite(c.get("lr")),
+            "batch": c.get("batch_size") if isinstance(c.get("batch_size"), int) else None,
+            "solver": solver if isinstance(solver, str) else None,
+            "tol": _finite(tol),
         }
 
     def row(self) -> list[Any]:
@@ -200,6 +230,49 @@ def read_runs(runs_dir: str | Path, limit: int = 50, only: set[Path] | None = No
         if config:
             records.append(RunRecord(folder.name, folder, config, _read_json(folder / "summary.json")))
     return records
+
+
+def filter_runs(records: list[RunRecord], text: str) -> list[RunRecord]:
+    """The runs whose table row contains every word of ``text`` (case-insensitive, any column)."""
+    words = str(text or "").lower().split()
+    if not words:
+        return records
+    return [r for r in records if all(w in " ".join(str(v).lower() for v in r.row()) for w in words)]
+
+
+def run_folder(runs_dir: str | Path, name: str) -> Path:
+    """The folder of run ``name``, directly inside ``runs_dir`` and really there (not a link out of it);
+    ValueError otherwise. Renaming and deleting go only through here."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise ValueError(f"{short_repr(name)} is not a run's name (letters, digits, '.', '_' and '-')")
+    root = Path(runs_dir).resolve()
+    folder = Path(runs_dir) / name
+    if folder.is_symlink() or not folder.is_dir() or folder.resolve().parent != root:
+        raise ValueError(f"there is no run {short_repr(name)} in {root}")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{short_repr(name)} in {root} is not a run folder (it has no config.json)")
+    return folder
+
+
+def rename_run(runs_dir: str | Path, name: str, new_name: str) -> Path:
+    """Rename a run folder inside ``runs_dir``; the new name must be free and a valid run name."""
+    folder = run_folder(runs_dir, name)
+    new_name = str(new_name or "").strip()
+    if not RUN_NAME.fullmatch(new_name):
+        raise ValueError(
+            f"a run's new name must be 1-100 letters, digits, '.', '_' or '-' (not starting with one of the "
+            f"last three), got {short_repr(new_name)}"
+        )
+    target = folder.parent / new_name
+    if target.exists() or target.is_symlink():
+        raise ValueError(f"there is already a run (or file) called {short_repr(new_name)}; pick another name")
+    folder.rename(target)
+    return target
+
+
+def delete_run(runs_dir: str | Path, name: str) -> None:
+    """Delete a run folder inside ``runs_dir`` (its files only: links inside it are removed, never followed)."""
+    shutil.rmtree(run_folder(runs_dir, name))
 
 
 def run_rows(records: list[RunRecord]) -> list[list[Any]]:

@@ -26,7 +26,8 @@ def write_run(root, name, family="homoode", summary=None, events=(), extra_lines
     folder = root / name
     folder.mkdir(parents=True)
     model = {**MODEL, "family": family} if family != "homoode" else MODEL
-    (folder / "config.json").write_text(json.dumps({"model": model, "dataset": "circles", "device": "cpu"}))
+    config = {"model": model, "dataset": "circles", "device": "cpu", "lr": 0.01, "batch_size": 64}
+    (folder / "config.json").write_text(json.dumps(config))
     lines = [json.dumps(e) for e in events] + list(extra_lines)
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if summary is not None:
@@ -124,6 +125,10 @@ def test_read_runs_table_cells(runs):
         "graph MB": 3.0,
         "s": 7.2,
         "device": "cpu",
+        "lr": 0.01,
+        "batch": 64,
+        "solver": "dopri5",  # the preset's ODE method (adaptive: its tolerance follows)
+        "tol": 1e-3,
         "state": "finished",
     }
     live = dict(zip(RUN_COLUMNS, run_rows(records)[0]))
@@ -327,3 +332,73 @@ def test_clicking_a_run_opens_it_in_the_solver_lab_once(runs):
     assert ex.lab_open("s1", **form) == {}
     for bad in (["../etc"], ["."], [""], [None], None):
         assert ex.compare_pick("s1", row=bad) == {}
+
+
+# ----------------------------------------------------------------------------------------------- manage runs
+
+
+def test_filter_keeps_rows_with_every_word(runs):
+    records = read_runs(runs)
+    ex = Explorer(runs, autoplay=False)
+    assert [r[0] for r in ex.compare_refresh("f", "all saved runs", None, "node")["compare_table"]] == [
+        "20260102-000000-b"
+    ]
+    out = ex.compare_refresh("f", "all saved runs", None, "homoode finished")
+    assert [r[0] for r in out["compare_table"]] == ["20260101-000000-a"] and "matching" in out["compare_message"]
+    assert ex.compare_refresh("f", "all saved runs", None, "nothing-like-this")["compare_table"] == []
+    assert len(ex.compare_refresh("f", "all saved runs", None, "  ")["compare_table"]) == len(records)
+
+
+def test_rename_stays_inside_the_runs_directory(runs, tmp_path_factory):
+    ex = Explorer(runs, autoplay=False)
+    out = ex.compare_rename("r", "all saved runs", ["20260101-000000-a"], "best-homoode")
+    assert "renamed" in out["compare_message"] and (runs / "best-homoode" / "config.json").is_file()
+    assert not (runs / "20260101-000000-a").exists()
+    for picked, new, message in (
+        (["best-homoode"], "../escaped", "new name must be"),
+        (["best-homoode"], "a/b", "new name must be"),
+        (["best-homoode"], ".hidden", "new name must be"),
+        (["best-homoode"], "20260102-000000-b", "already a run"),
+        (["../outside"], "x", "is not a run's name"),
+        (["best-homoode", "20260102-000000-b"], "x", "pick exactly one run"),
+        (["not-a-run"], "x", "is not a run folder"),
+    ):
+        out = ex.compare_rename("r", "all saved runs", picked, new)
+        assert message in out["warning"], (picked, new, out)
+    # A link inside the runs directory to a folder outside it is not a run to rename or delete.
+    outside = tmp_path_factory.mktemp("outside")
+    write_run(outside, "victim")
+    (runs / "linked").symlink_to(outside / "victim")
+    assert "there is no run" in ex.compare_rename("r", "all saved runs", ["linked"], "y")["warning"]
+    assert "there is no run" in ex.compare_delete("r", "all saved runs", ["linked"])["warning"]
+    assert (outside / "victim" / "config.json").is_file()
+
+
+def test_delete_asks_twice_and_never_a_run_still_training(runs):
+    ex = Explorer(runs, autoplay=False)
+    first = ex.compare_delete("d", "all saved runs", ["20260101-000000-a"])
+    assert "press **Delete** again" in first["compare_message"] and (runs / "20260101-000000-a").is_dir()
+    # Another selection restarts the question.
+    ex.compare_delete("d", "all saved runs", ["20260102-000000-b"])
+    assert (runs / "20260102-000000-b").is_dir()
+    ex.compare_delete("d", "all saved runs", ["20260101-000000-a"])
+    done = ex.compare_delete("d", "all saved runs", ["20260101-000000-a"])
+    assert "deleted 1 run" in done["compare_message"] and not (runs / "20260101-000000-a").exists()
+    assert [r[0] for r in done["compare_table"]] == ["20260102-000000-b"]
+    # A run that a tab is still training is refused.
+    form = dict(dataset="digits", family="deq", preset="auto", steps=500, batch_size=8, lr=2e-3, ode_method="rk4",
+                n_steps=2, tol=1e-3, deq_solver="anderson", device="cpu", train_limit=64, epochs=None)  # fmt: skip
+    ex.train_start("d", **form)
+    live = ex.session("d").run_dirs[-1].name
+    try:
+        assert "still training" in ex.compare_delete("d", "all saved runs", [live])["warning"]
+        assert "still training" in ex.compare_rename("d", "all saved runs", [live], "z")["warning"]
+    finally:
+        ex.session("d").train.stop(wait=True)
+        ex.close_session("d")
+
+
+def test_accuracy_points_carry_their_run_names():
+    points = [plots.RunPoint("20260101-000000-homoode-digits-ab12", "homoode", 20.0, 0.0, 0.97, "test")]
+    fig = plots.runs_accuracy_figure(points)
+    assert list(fig.data[0].texttemplate) == ["homoode-digits-ab…"] and "text" in fig.data[0].mode
