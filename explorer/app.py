@@ -363,11 +363,14 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     compare_json = gr.Button("Export as JSON (with configs)", elem_id="compare-json")
                 with gr.Row():
                     c["compare_filter"] = gr.Textbox(
+                        "",
                         label="filter (every word must appear in the row: e.g. deq digits finished)",
                         elem_id="compare-filter",
                         scale=3,
                     )
-                    c["compare_new_name"] = gr.Textbox(label="new name for the picked run", elem_id="compare-new-name")
+                    c["compare_new_name"] = gr.Textbox(
+                        "", label="new name for the picked run", elem_id="compare-new-name"
+                    )
                     compare_rename = gr.Button("Rename", elem_id="compare-rename", scale=0, min_width=90)
                     compare_delete = gr.Button("Delete picked runs", elem_id="compare-delete", scale=0, min_width=90)
                 c["compare_message"] = gr.Markdown("", elem_id="compare-message")
