@@ -36,6 +36,30 @@ CSS = """
 .story { font-size: 0.95rem; }
 """
 REDRAW_SECONDS = 0.2  # 5 redraws per second at most; idle runs are skipped
+#: Installed once per page: a click inside a top-row (input-plane) panel of the Playground's picture writes
+#: its data coordinates into the point box and presses "Place point".
+PROBE_CLICK_JS = r"""() => {
+  document.addEventListener('click', (e) => {
+    const gd = e.target.closest && e.target.closest('#pg-flow .js-plotly-plot');
+    if (!gd || !gd._fullLayout) return;
+    const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+    const px = e.clientX - r.left, py = e.clientY - r.top;
+    for (const name of Object.keys(fl)) {
+      if (!/^xaxis\d*$/.test(name)) continue;
+      const xa = fl[name], ya = fl['yaxis' + name.slice(5)];
+      if (!ya || ya.domain[0] < 0.4) continue;  // the top row only: the input plane
+      if (px < xa._offset || px > xa._offset + xa._length || py < ya._offset || py > ya._offset + ya._length) continue;
+      const x = xa.p2c(px - xa._offset), y = ya.p2c(py - ya._offset);
+      const box = document.querySelector('#pg-probe textarea, #pg-probe input');
+      if (!box) return;
+      box.value = x.toFixed(3) + ', ' + y.toFixed(3);
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+      setTimeout(() => document.querySelector('#pg-probe-go').click(), 60);
+      return;
+    }
+  }, true);
+  return [];
+}"""
 #: Runs in the page before a timer's request: replaces the hidden input with the tab's visibility.
 VISIBILITY_JS = "(v) => document.visibilityState"
 
@@ -223,6 +247,16 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                         c["pg_message"] = gr.Markdown("", elem_id="pg-message")
                         c["pg_status"] = gr.Markdown("starting…", elem_id="pg-status")
                         c["pg_flow"] = _plot("decision boundary and trajectories", "pg-flow")
+                        with gr.Row():
+                            c["pg_probe"] = gr.Textbox(
+                                "",
+                                label="your point x, y: click a decision-boundary picture, or type it (blank "
+                                "removes it); every model draws its path",
+                                placeholder="e.g. 0.3, -0.2",
+                                elem_id="pg-probe",
+                                scale=4,
+                            )
+                            probe_go = gr.Button("Place point", elem_id="pg-probe-go", scale=1, min_width=100)
                         c["pg_curves"] = _plot("loss, accuracy, NFE", "pg-curves")
             # ---------------------------------------------------------------- Train
             with gr.Tab("Train", id="train") as train_tab:
@@ -535,6 +569,18 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             "playground_apply",
             show_progress="hidden",
         )
+        for trigger in (probe_go.click, c["pg_probe"].submit):
+            wire(
+                trigger,
+                ex.playground_probe,
+                [("point", c["pg_probe"])],
+                pg_out,
+                "playground_probe" if trigger is probe_go.click else None,
+                show_progress="hidden",
+                **({} if trigger is probe_go.click else {"api_visibility": "private"}),
+            )
+        # A click on a decision-boundary panel places the point there (plotly's own axes convert pixels).
+        demo.load(None, js=PROBE_CLICK_JS)
         # The share link mirrors into the address bar, so copying the URL shares the configuration.
         c["pg_link"].change(
             None, inputs=c["pg_link"], js="(q) => { if (q) { history.replaceState(null, '', q); } return []; }"

@@ -27,7 +27,7 @@ from core.training import CheckpointError
 
 from . import lab as lab_lib
 from .imagetrain import TrainSettings, check_number, new_run_dir, presets_for
-from .playground import FAMILY_NAMES, PlaygroundSettings, flow_views, flow_visual, status_markdown
+from .playground import FAMILY_NAMES, PlaygroundSettings, PlaygroundVisual, flow_views, status_markdown
 from .plots import (
     CURVE_X,
     RunPoint,
@@ -211,10 +211,32 @@ class Explorer:
         return SessionTrainer(
             settings.lanes(),
             gate=self.registry.playground_gate,
-            visual=flow_visual,
+            visual=PlaygroundVisual(),
             steps_per_second=PLAYGROUND_RATE,
             idle_pause=PLAYGROUND_IDLE_PAUSE,
         )
+
+    def playground_probe(self, key: str, point: str) -> dict[str, Any]:
+        """Place (or, with "", remove) the user's own point "x, y": every model draws its path and its
+        P(class 1) there, now and as it trains."""
+        _, trainer = self._trainer(key)
+        text = str(point or "").strip()
+        if not text:
+            probe = None
+        else:
+            try:
+                x, y = (float(v) for v in text.split(","))
+                if not (math.isfinite(x) and math.isfinite(y) and abs(x) <= 100 and abs(y) <= 100):
+                    raise ValueError
+            except ValueError:
+                message = f"a point is two numbers “x, y” within ±100, got {short_repr(text)}"
+                return {"warning": message, "pg_message": _msg(message)}
+            probe = (x, y)
+        trainer.visual.probe = probe
+        trainer.refresh_visual()
+        out = self._playground_outputs(key, force=True)
+        out["pg_message"] = "" if probe else "point removed"
+        return out
 
     def _playground_outputs(self, key: str, force: bool = False) -> dict[str, Any]:
         session = self.registry.peek(key)

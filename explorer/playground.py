@@ -243,8 +243,9 @@ MAX_POINTS = 160  # data points drawn per model: each is an SVG node restyled on
 
 
 @torch.no_grad()
-def flow_visual(trainer: Trainer) -> dict[str, Any]:
-    """Decision boundary on a grid, trajectories of a fixed set of inputs, and (NODE) the vector field.
+def flow_visual(trainer: Trainer, probe: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Decision boundary on a grid, trajectories of a fixed set of inputs, and (NODE) the vector field;
+    with a ``probe`` point (x, y), its path in the same state view and the model's P(class 1) there.
 
     Returns numpy arrays only, so the page can draw it without touching the model.
     """
@@ -259,15 +260,19 @@ def flow_visual(trainer: Trainer) -> dict[str, Any]:
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
         prob = torch.softmax(model(grid.to(trainer.device)).logits, -1)[:, 1].reshape(GRID, GRID)
         xs, ys = x_train[:N_PATHS], y_train[:N_PATHS]
+        if probe is not None:  # one more input, solved with the others (the same NFE and basis)
+            xs = torch.cat([xs, torch.tensor([probe], dtype=xs.dtype)])
         out = model(xs.to(trainer.device), trajectory=PATH_STATES)
-        states = out.stats.trajectory.float().cpu().numpy()  # (T, M, D)
+        states = out.stats.trajectory.float().cpu().numpy()  # (T, M[+1], D)
+        probe_prob = float(torch.softmax(out.logits[-1], -1)[1]) if probe is not None else None
         family = model.config.family
         field = state_prob = None
         if family in ("node", "anode"):
             paths = states[..., :2]  # the input plane (ANODE: its first two of 2 + augment_dim coordinates)
             axes = ("z₁", "z₂") if family == "node" else ("z₁", "z₂ (augmented z₃ hidden)")
         else:
-            basis = fit_pca(states.reshape(-1, states.shape[-1]))
+            # The basis of the fixed inputs only: placing a point must not turn the view.
+            basis = fit_pca(states[:, : len(ys)].reshape(-1, states.shape[-1]))
             paths = basis.project(states)
             axes = ("PC1", "PC2")
         if family == "node":
@@ -286,6 +291,10 @@ def flow_visual(trainer: Trainer) -> dict[str, Any]:
             hp = torch.softmax(model.head(hgrid), -1)[:, 1].reshape(GRID, GRID).cpu().numpy()
             state_prob = (hx.numpy(), hy.numpy(), hp)
         keep = slice(0, MAX_POINTS)
+        probe_view = None
+        if probe is not None:
+            probe_view = {"xy": np.asarray(probe, dtype=np.float32), "path": paths[:, -1], "prob": probe_prob}
+            paths = paths[:, :-1]
         return {
             "grid_x": gx.numpy(),
             "grid_y": gy.numpy(),
@@ -300,9 +309,21 @@ def flow_visual(trainer: Trainer) -> dict[str, Any]:
             "field": field,
             "state_prob": state_prob,
             "nfe": out.stats.nfe,
+            "probe": probe_view,
         }
     finally:
         model.train(was_training)
+
+
+class PlaygroundVisual:
+    """The Playground's picture function for a SessionTrainer: :func:`flow_visual` with the point the user
+    placed (``probe``, (x, y) or None), which the page may change at any time."""
+
+    def __init__(self) -> None:
+        self.probe: tuple[float, float] | None = None
+
+    def __call__(self, trainer: Trainer) -> dict[str, Any]:
+        return flow_visual(trainer, probe=self.probe)
 
 
 def flow_views(snapshot: Snapshot, show_test: bool = False) -> list[FlowView]:
@@ -335,6 +356,7 @@ def flow_views(snapshot: Snapshot, show_test: bool = False) -> list[FlowView]:
                 state_axes=pic["axes"],
                 field=pic["field"],
                 state_prob=pic["state_prob"],
+                probe=pic.get("probe"),
             )
         )
     return views

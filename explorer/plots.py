@@ -127,6 +127,8 @@ class FlowView:
         state_axes: axis titles of the state view, e.g. ("z₁", "z₂") or ("PC1", "PC2").
         field: (x, y, u, v) arrows of the vector field in the state view, or None.
         state_prob: (grid_x, grid_y, prob) of the head's decision over the state view, or None.
+        probe: a point the user placed: ``{"xy": (2,), "path": (T, 2) in the state view, "prob": P(class 1)}``,
+            or None.
     """
 
     title: str
@@ -140,6 +142,7 @@ class FlowView:
     state_axes: tuple[str, str] = ("z₁", "z₂")
     field: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     state_prob: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    probe: dict | None = None
 
 
 def _axes(row: int, col: int, cols: int) -> dict[str, str]:
@@ -282,6 +285,8 @@ def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure
                     **bottom,
                 )
             )
+        if view.probe is not None:
+            data += _probe_traces(view.probe, top, bottom, legend=c == 1)
         for axis, title in (("xaxis", view.state_axes[0]), ("yaxis", view.state_axes[1])):
             name = axis + bottom[axis][1:]
             layout[name]["title"] = dict(text=title, standoff=4)
@@ -291,6 +296,27 @@ def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure
         if name.startswith(("xaxis", "yaxis")):
             axis.update(showticklabels=False, ticks="")
     return go.Figure(dict(data=data, layout=layout))
+
+
+PROBE_COLOR = "#000000"
+
+
+def _probe_traces(probe: Mapping, top: dict[str, str], bottom: dict[str, str], legend: bool) -> list[dict]:
+    """The user's point: a star with the model's P(class 1) over the boundary, its path (thick) through
+    the state view, and a star where it ends."""
+    x, y = (float(v) for v in probe["xy"])
+    path = f32(probe["path"])
+    label = f"P(class 1) = {probe['prob']:.2f}"
+    star = dict(symbol="star", size=15, color=PROBE_COLOR, line=dict(width=1, color="white"))
+    return [
+        dict(type="scatter", x=[x], y=[y], mode="markers+text", text=[label], textposition="top center",
+             textfont=dict(size=11, color=PROBE_COLOR), marker=star, name="your point", legendgroup="probe",
+             showlegend=legend, hovertemplate=f"your point ({x:.2f}, {y:.2f})<br>{label}<extra></extra>", **top),
+        dict(type="scatter", x=path[:, 0], y=path[:, 1], mode="lines", line=dict(width=3, color=PROBE_COLOR),
+             name="your point's path", legendgroup="probe", showlegend=False, hoverinfo="skip", **bottom),
+        dict(type="scatter", x=path[-1:, 0], y=path[-1:, 1], mode="markers", marker=star, legendgroup="probe",
+             showlegend=False, hovertemplate="your point ends at (%{x:.2f}, %{y:.2f})<extra></extra>", **bottom),
+    ]  # fmt: skip
 
 
 def _arrow_scale(field: tuple[np.ndarray, ...]) -> float:

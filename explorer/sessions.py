@@ -592,6 +592,10 @@ class SessionTrainer:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
 
+    def refresh_visual(self) -> None:
+        """Recompute the picture now (between steps): after something the picture depends on changed."""
+        self._refresh_visual()
+
     def _refresh_visual(self) -> None:
         if self.visual is None:
             return

@@ -506,3 +506,27 @@ def test_playground_defaults_reach_a_good_boundary_in_about_a_minute(dataset, st
         for _ in range(steps):
             trainer.step()
         assert trainer.validate().accuracy >= 0.9, (dataset, family)
+
+
+def test_a_placed_point_is_drawn_with_its_path_and_prediction_in_every_model(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    try:
+        ex.playground_load("q", {}, autoplay=False)
+        out = ex.playground_probe("q", "0.2, -0.1")
+        probes = [t for t in out["pg_flow"].data if t.legendgroup == "probe"]
+        assert len(probes) == 3 * 2  # star, path, end star for each of the two models
+        star = probes[0]
+        assert (float(star.x[0]), float(star.y[0])) == pytest.approx((0.2, -0.1)) and "P(class 1)" in star.text[0]
+        # Its path is the model's own: the same as solving the point alone.
+        model = ex.session("q").playground.clone_model(1).eval()  # HomoODE
+        pic = ex.session("q").playground.read().visuals["HomoODE"]
+        with torch.no_grad():
+            alone = torch.softmax(model(torch.tensor([[0.2, -0.1]])).logits, -1)[0, 1]
+        assert pic["probe"]["prob"] == pytest.approx(float(alone), abs=1e-5)
+        assert pic["probe"]["path"].shape == (pic["paths"].shape[0], 2)
+        bad = ex.playground_probe("q", "x" * 5000)
+        assert "two numbers" in bad["warning"] and len(bad["warning"]) < 200
+        gone = ex.playground_probe("q", "")
+        assert not [t for t in gone["pg_flow"].data if t.legendgroup == "probe"]
+    finally:
+        close(ex, "q")
