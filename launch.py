@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default 1: several sessions train at once, and more threads per op "
         "oversubscribe a small CPU)",
     )
-    parser.add_argument("--max-trainings", type=int, default=4, help="trainings allowed to run at once")
+    parser.add_argument(
+        "--max-trainings",
+        type=int,
+        default=4,
+        help="image trainings allowed to run at once (Playgrounds have their own budget and pause while hidden)",
+    )
     return parser
 
 
