@@ -333,9 +333,11 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                             c["lab_index"] = gr.Number(0, label="input index", elem_id="lab-index")
                         c["lab_picture"] = gr.Image(label="input", height=140, interactive=False)
                         c["lab_caption"] = gr.Markdown("")
-                        with gr.Accordion("✏️ or draw your own digit", open=True, elem_id="lab-draw-box"):
+                        with gr.Accordion(
+                            "✏️ or draw a digit: every solver runs as you draw", open=True, elem_id="lab-draw-box"
+                        ):
                             c["lab_drawing"] = gr.Sketchpad(
-                                label="draw a digit: every solver runs as you draw (28 × 28 digit models)",
+                                label="your digit",
                                 canvas_size=(280, 280),
                                 fixed_canvas=True,
                                 layers=False,

@@ -816,6 +816,7 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
                     textposition="top center",
                     textfont=dict(size=10, color="#555555"),
                     texttemplate=[_point_label(p.name) for p in mine],
+                    cliponaxis=False,  # a label near the edge is drawn whole
                     marker=dict(
                         size=11,
                         color=FAMILY_COLORS.get(family, "#777777"),
