@@ -274,10 +274,10 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
                     c["tr_device"] = gr.Dropdown(list(DEVICES), value=tr0.device, label="device")
                 with gr.Row():
                     c["tr_steps"] = gr.Number(tr0.steps, label="steps", elem_id="tr-steps")
-                    c["tr_epochs"] = gr.Number(None, label="or epochs (blank: use steps)", elem_id="tr-epochs")
+                    c["tr_epochs"] = gr.Number(None, label="or epochs (0 or blank: use steps)", elem_id="tr-epochs")
                     c["tr_batch"] = gr.Number(tr0.batch_size, label="batch size", elem_id="tr-batch")
                     c["tr_lr"] = gr.Number(tr0.lr, label="learning rate")
-                    c["tr_limit"] = gr.Number(None, label="training subset (blank: all)", elem_id="tr-limit")
+                    c["tr_limit"] = gr.Number(None, label="training subset (0 or blank: all)", elem_id="tr-limit")
                 with gr.Row():
                     c["tr_ode"] = gr.Dropdown(list(ODE_METHODS), value=tr0.ode_method, label="ODE method")
                     c["tr_n_steps"] = gr.Number(tr0.n_steps, label="fixed ODE steps")
@@ -570,6 +570,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
             [*pg_out, "pg_link"],
             "playground_apply",
             show_progress="hidden",
+            # A click right after editing a number fires the box's blur first: "once" would drop the click's
+            # own event while the blur's is pending (a ticked box the server never saw).
+            trigger_mode="always_last",
         )
         for trigger in (probe_go.click, c["pg_probe"].submit):
             wire(
