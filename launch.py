@@ -79,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             "app, train models on it and read the runs directory. Use --host 127.0.0.1 to keep it private.",
             file=sys.stderr,
         )
-    demo = build_app(runs_dir=args.runs_dir, device=args.device, max_trainings=args.max_trainings)
+    # On a server others can reach, a tab may rename or delete only the runs it started.
+    demo = build_app(
+        runs_dir=args.runs_dir,
+        device=args.device,
+        max_trainings=args.max_trainings,
+        manage_all_runs=is_loopback(args.host),
+    )
     try:
         url = serve(demo, host=args.host, port=args.port)
     except OSError as err:

@@ -175,7 +175,13 @@ def _value(name: str, result: dict[str, Any]) -> Any:
     return value
 
 
-def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings: int = 4, autoplay: bool = True):
+def build_app(
+    runs_dir: str | Path = "runs",
+    device: str = "auto",
+    max_trainings: int = 4,
+    autoplay: bool = True,
+    manage_all_runs: bool = True,
+):
     """The explorer's gr.Blocks (launch it with ``theme=app_theme(), css=CSS``).
 
     Args:
@@ -183,8 +189,11 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", max_trainings
         device: default device of image runs: auto (CUDA when present), cpu or cuda.
         max_trainings: server-wide cap on trainings running at once.
         autoplay: start the Playground's preset when a page opens.
+        manage_all_runs: any tab may rename or delete any saved run; False limits a tab to its own runs.
     """
-    ex = Explorer(runs_dir, device=device, max_trainings=max_trainings, autoplay=autoplay)
+    ex = Explorer(
+        runs_dir, device=device, max_trainings=max_trainings, autoplay=autoplay, manage_all_runs=manage_all_runs
+    )
     threading.Thread(target=ex.warm_up, name="explorer-warm-up", daemon=True).start()
     pg0 = PlaygroundSettings()
     tr0 = TrainSettings(device=device)

@@ -27,7 +27,14 @@ from core.training import CheckpointError
 
 from . import lab as lab_lib
 from .imagetrain import TrainSettings, check_number, new_run_dir, presets_for
-from .playground import FAMILY_NAMES, PlaygroundSettings, PlaygroundVisual, flow_views, status_markdown
+from .playground import (
+    FAMILY_NAMES,
+    PICTURE_MARGIN,
+    PlaygroundSettings,
+    PlaygroundVisual,
+    flow_views,
+    status_markdown,
+)
 from .plots import (
     CURVE_X,
     RunPoint,
@@ -53,7 +60,16 @@ from .runs import (
     run_folder,
     run_rows,
 )
-from .sessions import CapacityError, Lane, Session, SessionRegistry, SessionTrainer, Snapshot, backward_cell
+from .sessions import (
+    CapacityError,
+    Lane,
+    Session,
+    SessionRegistry,
+    SessionTrainer,
+    Snapshot,
+    backward_cell,
+    live_run_dirs,
+)
 
 PATH_VIEWS = {"2-D": 2, "3-D": 3}
 COMPARE_SCOPES = ("all saved runs", "this tab's runs")
@@ -69,7 +85,9 @@ _NO_RUNS = "No saved runs yet: start one in the **Train** tab (or with `python -
 USER_ERRORS = (ValueError, DatasetUnavailable, CheckpointError, CapacityError)
 
 PLAYGROUND_RATE = 30.0  # steps per second: watchable, and leaves CPU for the page and other sessions
-PLAYGROUND_IDLE_PAUSE = 3.0  # seconds without a visible page's tick before a Playground pauses itself
+# Seconds without a visible page's tick before a Playground pauses itself: well above a tick's delay on a
+# busy server (ticks of every tab queue behind one concurrency limit), so a watched Playground never flickers.
+PLAYGROUND_IDLE_PAUSE = 8.0
 PG_PANELS = ("loss", "accuracy", "nfe")
 CURVES_SECONDS = 0.45  # Playground curves redraw about twice a second; the picture every tick
 TRAIN_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
@@ -89,7 +107,7 @@ def cut_message(text: str) -> str:
 
 def _signature(snap: Snapshot) -> tuple:
     """Changes whenever the picture would: used to skip redraws of an idle run."""
-    rows = tuple(len(m["step"]) for m in snap.metrics.values())
+    rows = tuple((len(m["step"]), len(m.get("change_step", ()))) for m in snap.metrics.values())
     return (snap.state, snap.step, rows, snap.version, tuple(snap.errors), snap.message, tuple(snap.finished))
 
 
@@ -101,9 +119,18 @@ class Explorer:
         device: default device of image runs (auto, cpu, cuda); toy runs stay on the CPU.
         max_trainings: server-wide cap on trainings running at once.
         autoplay: start the Playground's preset on page load (the first screen tells the story).
+        manage_all_runs: any tab may rename or delete any saved run (a private server); False (a server
+            others can reach) limits a tab to the runs it started.
     """
 
-    def __init__(self, runs_dir: str | Path, device: str = "auto", max_trainings: int = 4, autoplay: bool = True):
+    def __init__(
+        self,
+        runs_dir: str | Path,
+        device: str = "auto",
+        max_trainings: int = 4,
+        autoplay: bool = True,
+        manage_all_runs: bool = True,
+    ):
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be one of auto, cpu, cuda, got {short_repr(device)}")
         self.runs_dir = Path(runs_dir)
@@ -111,6 +138,7 @@ class Explorer:
         self.device = device
         self.registry = SessionRegistry(max_trainings=max_trainings)
         self.autoplay = autoplay
+        self.manage_all_runs = manage_all_runs  # False on a shared server: a tab renames/deletes only its own runs
         self._drawn: dict[tuple[str, str], Any] = {}  # (session, view) -> signature (or time) last drawn
         self._drawn_lock = threading.Lock()
         self._exports: Path | None = None  # made on the first export; removed with the Explorer
@@ -219,21 +247,28 @@ class Explorer:
     def playground_probe(self, key: str, point: str) -> dict[str, Any]:
         """Place (or, with "", remove) the user's own point "x, y": every model draws its path and its
         P(class 1) there, now and as it trains."""
-        _, trainer = self._trainer(key)
+        session, trainer = self._trainer(key)
         text = str(point or "").strip()
-        if not text:
+        with session.lock:  # not while a reset rebuilds the models
             probe = None
-        else:
-            try:
-                x, y = (float(v) for v in text.split(","))
-                if not (math.isfinite(x) and math.isfinite(y) and abs(x) <= 100 and abs(y) <= 100):
-                    raise ValueError
-            except ValueError:
-                message = f"a point is two numbers “x, y” within ±100, got {short_repr(text)}"
-                return {"warning": message, "pg_message": _msg(message)}
-            probe = (x, y)
-        trainer.visual.probe = probe
-        trainer.refresh_visual()
+            if text:
+                # Inside the picture (the data's range and its margin): a far point would be off screen and
+                # could stiffen the shared solve of the drawn paths.
+                data = trainer.trainers[0].train_x
+                lo, hi = (data.min(0).values - PICTURE_MARGIN).tolist(), (data.max(0).values + PICTURE_MARGIN).tolist()
+                try:
+                    x, y = (float(v) for v in text.split(","))
+                    if not (lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1]):
+                        raise ValueError
+                except ValueError:
+                    message = (
+                        f"a point is two numbers “x, y” inside the picture (x from {lo[0]:.2f} to {hi[0]:.2f}, "
+                        f"y from {lo[1]:.2f} to {hi[1]:.2f}), got {short_repr(text)}"
+                    )
+                    return {"warning": message, "pg_message": _msg(message)}
+                probe = (x, y)
+            trainer.visual.probe = probe
+            trainer.refresh_visual()
         out = self._playground_outputs(key, force=True)
         out["pg_message"] = "" if probe else "point removed"
         return out
@@ -311,8 +346,10 @@ class Explorer:
             return {"warning": str(err), "pg_message": _msg(str(err))}
         with session.lock:
             old: PlaygroundSettings = session.playground_settings
-            if new.dataset != old.dataset and new.noise == old.data_noise:
-                new = new.replace(noise=None)  # an untouched noise follows the dataset's own default
+            if new.noise == old.data_noise and (old.noise is None or new.dataset != old.dataset):
+                # The box shows the dataset's default noise: sent back untouched it is no setting (no rebuild),
+                # and with a new dataset it follows that dataset's own default.
+                new = new.replace(noise=None)
             changes = old.live_changes(new)
             try:
                 if changes is None:
@@ -748,22 +785,23 @@ class Explorer:
             "compare_curves": self._compare_curves(records, keep, self._curve_options(key, "compare")),
             "compare_accuracy": runs_accuracy_figure(points),
             "compare_message": f"{len(records)} run(s) in `{self.runs_dir}`"
-            + (f" matching “{short_repr(text, 40)[1:-1]}”" if str(text or "").strip() else "")
+            + (f" matching {short_repr(str(text).strip(), 40)}" if str(text or "").strip() else "")
             if records
             else (_NO_RUNS if not str(text or "").strip() else "no run matches the filter"),
         }
 
     # ------------------------------------------------------------------ rename / delete (runs dir only)
 
-    def _live_run_dirs(self) -> set[Path]:
-        """Folders a trainer of any tab still writes to (its summary not written yet)."""
-        live = set()
-        for session_key in self.registry.keys():
-            session = self.registry.peek(session_key)
-            for trainer in session.trainers() if session is not None else []:
-                finished = trainer.read().finished
-                live |= {lane.out_dir.resolve() for lane in trainer.lanes if lane.out_dir and lane.name not in finished}
-        return live
+    def _check_may_manage(self, key: str, folders: list[Path]) -> None:
+        """On a shared server (``manage_all_runs`` False) only the runs this tab started may change."""
+        if self.manage_all_runs:
+            return
+        own = {p.resolve() for p in self.session(key).run_dirs}
+        others = [f.name for f in folders if f.resolve() not in own]
+        if others:
+            raise ValueError(
+                f"this server is shared: a tab may rename or delete only the runs it started, not {', '.join(others)}"
+            )
 
     def _one_picked(self, selected: list[str] | None, action: str) -> str:
         picked = list(selected or [])
@@ -778,7 +816,8 @@ class Explorer:
         try:
             name = self._one_picked(selected, "rename")
             folder = run_folder(self.runs_dir, name)
-            if folder.resolve() in self._live_run_dirs():
+            self._check_may_manage(key, [folder])
+            if folder.resolve() in live_run_dirs():
                 raise ValueError(f"run {short_repr(name)} is still training: stop it first")
             target = rename_run(self.runs_dir, name, new_name)
         except (ValueError, OSError) as err:
@@ -800,7 +839,8 @@ class Explorer:
             if not picked:
                 raise ValueError("pick the runs to delete (in “overlay the curves of these runs”)")
             folders = [run_folder(self.runs_dir, name) for name in picked]
-            live = self._live_run_dirs()
+            self._check_may_manage(key, folders)
+            live = live_run_dirs()
             busy = [f.name for f in folders if f.resolve() in live]
             if busy:
                 raise ValueError(f"still training: {', '.join(busy)}; stop it first")

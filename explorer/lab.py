@@ -122,6 +122,9 @@ def pick_input(lab: LabModel, index: int, split: str = "val") -> tuple[torch.Ten
     return x, int(ds.targets[index]), to_picture(lab.data, x[0])
 
 
+MAX_CANVAS_SIDE = 2000  # pixels: the page's sketchpad is 280; larger arrays only cost memory
+
+
 def drawing_to_input(drawing: Any, data: DataBundle) -> torch.Tensor:
     """A sketch from the page -> a (1, 1, 28, 28) normalised digit, prepared as MNIST's were.
 
@@ -145,7 +148,17 @@ def drawing_to_input(drawing: Any, data: DataBundle) -> torch.Tensor:
     canvas = drawing.get("composite") if isinstance(drawing, dict) else drawing
     if canvas is None:
         raise ValueError("draw a digit in the box first")
-    img = np.asarray(canvas, dtype=np.float64) / 255.0
+    try:
+        canvas = np.asarray(canvas)
+    except (TypeError, ValueError):
+        canvas = np.zeros(0)
+    shape_ok = canvas.ndim == 2 or (canvas.ndim == 3 and canvas.shape[-1] in (3, 4))
+    if not shape_ok or not 1 <= min(canvas.shape[:2]) or max(canvas.shape[:2]) > MAX_CANVAS_SIDE:
+        raise ValueError(
+            f"a drawing is an image of at most {MAX_CANVAS_SIDE} x {MAX_CANVAS_SIDE} pixels (grey, RGB or RGBA), "
+            f"got an array of shape {short_repr(tuple(canvas.shape))}"
+        )
+    img = canvas.astype(np.float64) / 255.0
     if img.ndim == 2:
         ink = 1 - img
     else:

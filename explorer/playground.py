@@ -236,6 +236,7 @@ def _parse(name: str, raw: str) -> Any:
 # The picture (computed in the training worker, which owns the model)
 
 GRID = 41
+PICTURE_MARGIN = 0.3  # the input-plane picture spans the training data's range and this margin
 N_PATHS = 48
 PATH_STATES = 16
 FIELD_GRID = 13
@@ -254,7 +255,7 @@ def flow_visual(trainer: Trainer, probe: tuple[float, float] | None = None) -> d
     model.eval()
     try:
         x_train, y_train = trainer.train_x, trainer.train_y
-        lo, hi = x_train.min(0).values - 0.3, x_train.max(0).values + 0.3
+        lo, hi = x_train.min(0).values - PICTURE_MARGIN, x_train.max(0).values + PICTURE_MARGIN
         gx = torch.linspace(float(lo[0]), float(hi[0]), GRID)
         gy = torch.linspace(float(lo[1]), float(hi[1]), GRID)
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)

@@ -365,13 +365,29 @@ def smooth(y: np.ndarray, weight: float) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if weight <= 0 or len(y) == 0:
         return y
+    finite = np.isfinite(y)
+    vals = y[finite]
+    if len(vals) == 0:
+        return np.full_like(y, np.nan)
+    # Over the finite values only (a NaN keeps the average): EMA_k / (1 - w^k) = sum_j w^(k-j) (1-w) y_j /
+    # (1 - w^k), a recurrence solved in closed form in chunks short enough that w^-j stays finite.
+    out_vals = np.empty_like(vals)
+    ema = 0.0
+    chunk = max(1, min(len(vals), int(200 / max(-np.log10(weight), 1e-3))))
+    for start in range(0, len(vals), chunk):
+        v = vals[start : start + chunk]
+        j = np.arange(1, len(v) + 1)
+        scaled = np.cumsum((1 - weight) * v * weight ** -j.astype(np.float64))
+        emas = weight**j * (ema + scaled)
+        out_vals[start : start + chunk] = emas
+        ema = emas[-1]
+    k = np.arange(1, len(vals) + 1)
+    out_vals /= 1 - weight**k
     out = np.empty_like(y)
-    ema, norm = 0.0, 0.0
-    for i, v in enumerate(y):
-        if np.isfinite(v):
-            ema = weight * ema + (1 - weight) * v
-            norm = weight * norm + (1 - weight)
-        out[i] = ema / norm if norm > 0 else np.nan
+    out[finite] = out_vals
+    # A NaN position shows the average so far (the last finite one), NaN before the first value.
+    idx = np.maximum.accumulate(np.where(finite, np.arange(len(y)), -1))
+    out[~finite] = np.where(idx[~finite] >= 0, out[np.maximum(idx[~finite], 0)], np.nan)
     return out
 
 
@@ -773,7 +789,6 @@ def sweep_figure(
 # Compare
 
 
-#: One colour per model family, the same in every Compare figure.
 #: Line style per gradient method of the memory chart: stored graph (solid) vs O(1)-memory methods.
 GRADIENT_DASH = {"direct": "solid", "adjoint": "dash", "implicit": "dot", "phantom": "dashdot"}
 

@@ -41,6 +41,36 @@ READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
 )
 
 
+_LIVE_DIRS: dict[Path, int] = {}  # run folders a trainer may still write to -> number of such trainers
+_LIVE_LOCK = threading.Lock()
+
+
+def live_run_dirs() -> set[Path]:
+    """Run folders that a trainer of this process may still write to: from its build until its summary is
+    written (or it failed), whether or not its tab is still open. Renaming or deleting one is refused."""
+    with _LIVE_LOCK:
+        return set(_LIVE_DIRS)
+
+
+def _add_live_dirs(lanes: list[Lane]) -> None:
+    with _LIVE_LOCK:
+        for lane in lanes:
+            if lane.out_dir is not None:
+                key = lane.out_dir.resolve()
+                _LIVE_DIRS[key] = _LIVE_DIRS.get(key, 0) + 1
+
+
+def _forget_live_dirs(lanes: list[Lane]) -> None:
+    with _LIVE_LOCK:
+        for lane in lanes:
+            if lane.out_dir is not None:
+                key = lane.out_dir.resolve()
+                if _LIVE_DIRS.get(key, 0) <= 1:
+                    _LIVE_DIRS.pop(key, None)
+                else:
+                    _LIVE_DIRS[key] -= 1
+
+
 class CapacityError(RuntimeError):
     """The server already runs its maximum number of trainings."""
 
@@ -209,6 +239,7 @@ class SessionTrainer:
         self._visual_version = 0
         self.trainers: list[Trainer] = []
         self.metrics: list[LaneMetrics] = []
+        self._live = False  # this trainer's folders are in the live set (see live_run_dirs)
         self._metric_files: list[Any] = []
         self._build()
 
@@ -222,6 +253,9 @@ class SessionTrainer:
             self.trainers = trainers
         with self._buffer_lock:
             self.metrics = [LaneMetrics() for _ in self.lanes]
+        if not self._live:
+            _add_live_dirs(self.lanes)
+            self._live = True
         for lane in self.lanes:
             if lane.out_dir is not None:
                 atomic_write_json(lane.out_dir / "config.json", lane.config.to_dict())
@@ -271,7 +305,12 @@ class SessionTrainer:
             self._cond.notify_all()
             if threading.current_thread() is not self._thread:
                 self._cond.wait_for(lambda: not self._busy, timeout=timeout)
-        if self.gate is not None:
+            self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """Under ``_cond``: give the slot back unless a play() got in first. Releasing outside the lock let
+        a play() between the two re-acquire nothing (the slot was still held) and then lose it."""
+        if not self._playing and self.gate is not None:
             self.gate.release(self)
 
     def step_once(self, timeout: float = 60.0) -> int:
@@ -355,13 +394,13 @@ class SessionTrainer:
     def seen(self) -> None:
         """The page is looking (its visible tab polled): keep playing, or play again if :attr:`idle_pause`
         paused the run while nobody looked. A full server leaves it paused, saying why."""
-        self._last_seen = time.monotonic()
-        if not self._auto_paused:
-            return
-        try:
-            self.play()
-        except (CapacityError, ValueError) as err:
-            with self._cond:
+        with self._cond:  # atomic with pause(): a user's ❚❚ between the check and play() is never undone
+            self._last_seen = time.monotonic()
+            if not self._auto_paused:
+                return
+            try:
+                self.play()
+            except (CapacityError, ValueError) as err:
                 self._message = str(err)
 
     def _idle_check(self) -> bool:
@@ -453,10 +492,8 @@ class SessionTrainer:
         rate_window: list[float] = []
         while True:
             with self._cond:
-                idled = self._idle_check()
-            if idled and self.gate is not None:
-                self.gate.release(self)  # before waiting: a hidden page must not hold its slot
-            with self._cond:
+                if self._idle_check():
+                    self._release_if_idle()  # before waiting: a hidden page must not hold its slot
                 while not (self._halt or self._playing or self._pending_steps or self._changes):
                     self._cond.wait(timeout=1.0)
                 if self._halt:
@@ -481,8 +518,8 @@ class SessionTrainer:
                     self._message = f"training stopped by an unexpected error: {type(err).__name__}: {err}"
                     self._steps_done += manual
                     self._cond.notify_all()
-                if self.gate is not None:
-                    self.gate.release(self)
+                    self._release_if_idle()
+                _forget_live_dirs(self.lanes)  # nothing more will be written there
                 continue
             now = time.perf_counter()
             rate_window = [t for t in rate_window if now - t < 2.0] + [now]
@@ -505,8 +542,7 @@ class SessionTrainer:
                 self._busy = False
                 self._cond.notify_all()
                 playing = self._playing
-            if not playing and self.gate is not None:
-                self.gate.release(self)
+                self._release_if_idle()
             if self.done:
                 self._finish_all(stopped=False)
             if playing and self.steps_per_second:
@@ -599,15 +635,18 @@ class SessionTrainer:
     def _refresh_visual(self) -> None:
         if self.visual is None:
             return
-        for i, trainer in enumerate(self.trainers):
-            with self.model_lock:
+        # Computed and published under the model lock: a picture computed later (e.g. after the page moved
+        # the probe point) is always published later, never overwritten by one the worker began before.
+        with self.model_lock:
+            for i, trainer in enumerate(self.trainers):
                 try:
                     picture = self.visual(trainer)
                 except Exception as err:  # a picture must never kill training: show why instead
                     picture = {"error": f"{type(err).__name__}: {err}"}
+                with self._buffer_lock:
+                    self.metrics[i].visual = picture
             with self._buffer_lock:
-                self.metrics[i].visual = picture
-        self._visual_version += 1
+                self._visual_version += 1
 
     def _finish_all(self, stopped: bool) -> None:
         """Test accuracy, final checkpoint and summary for each lane not yet finished."""
@@ -632,6 +671,9 @@ class SessionTrainer:
             elif self._state != DIVERGED:
                 self._state = FINISHED
         self._close_files()
+        if self._live:
+            _forget_live_dirs(self.lanes)
+            self._live = False
 
 
 def gradient_method(model: ModelConfig) -> str:

@@ -24,6 +24,7 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
 
 from explorer.app import build_app  # noqa: E402
 from explorer.bench import CHROMIUM_ARGS as ARGS  # noqa: E402  (one list of offline-safe flags)
+from explorer.controller import PLAYGROUND_IDLE_PAUSE  # noqa: E402
 from explorer.server import serve  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("EXPLORER_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts/explorer"))
@@ -276,8 +277,10 @@ def test_playground_pauses_on_another_tab_and_resumes(server, demo, page):
     assert trainer.state == "running"
     pg.get_by_role("tab", name="About").click()
     # Only the visible tab polls: with the Playground out of sight its timer stops, and the models pause
-    # themselves after a few seconds without a look.
-    time.sleep(5)
+    # themselves after PLAYGROUND_IDLE_PAUSE seconds without a look.
+    deadline = time.monotonic() + PLAYGROUND_IDLE_PAUSE + 6
+    while trainer.state != "paused" and time.monotonic() < deadline:
+        time.sleep(0.25)
     assert trainer.state == "paused", trainer.state
     n = trainer.step_count
     time.sleep(1.5)

@@ -25,7 +25,14 @@ from explorer.controller import Explorer
 from explorer.imagetrain import TrainSettings, presets_for
 from explorer.playground import PlaygroundSettings, status_markdown
 from explorer.runs import read_metrics
-from explorer.sessions import Lane, SessionTrainer, TrainingGate, backward_cell, gradient_method
+from explorer.sessions import (
+    Lane,
+    SessionTrainer,
+    TrainingGate,
+    backward_cell,
+    gradient_method,
+    live_run_dirs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,8 +121,8 @@ def test_a_playground_nobody_looks_at_pauses_itself_and_frees_its_slot():
     try:
         st.play()
         assert gate.running == 1
-        assert wait_for(lambda: st.state == "paused", 5)
-        assert gate.running == 0 and "hidden" in st.read().message
+        assert wait_for(lambda: st.state == "paused" and gate.running == 0, 5)
+        assert "hidden" in st.read().message
         frozen = st.step_count
         time.sleep(0.3)
         assert st.step_count == frozen  # really paused
@@ -530,3 +537,60 @@ def test_a_placed_point_is_drawn_with_its_path_and_prediction_in_every_model(tmp
         assert not [t for t in gone["pg_flow"].data if t.legendgroup == "probe"]
     finally:
         close(ex, "q")
+
+
+# ------------------------------------------------------------------ review fixes
+
+
+def test_the_noise_box_sent_back_untouched_does_not_rebuild_the_models(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    try:
+        out = ex.playground_load("n", {}, autoplay=False)  # no noise in the link: the box shows the default
+        ex.playground_control("n", "step")
+        form = dict(dataset="circles", models=["node", "homoode"], ode_method="dopri5", n_steps=4, tol=1e-3,
+                    deq_solver="anderson", lr=0.02, seed=0, steps=2000, noise=out["pg_noise"], points=1000,
+                    batch_size=128, hidden="auto", depth=1, show_test=False)  # fmt: skip
+        ex.playground_apply("n", **form)  # a live lr change, the noise box as the page shows it
+        session = ex.session("n")
+        assert session.playground.step_count == 1  # not reset to step 0
+        assert session.playground_settings.noise is None and "noise=" not in session.playground_settings.to_query()
+    finally:
+        close(ex, "n")
+
+
+def test_a_point_outside_the_picture_is_refused(tmp_path):
+    ex = Explorer(tmp_path, autoplay=False)
+    try:
+        ex.playground_load("o", {}, autoplay=False)
+        out = ex.playground_probe("o", "50, 50")
+        assert "inside the picture" in out["warning"] and ex.session("o").playground.visual.probe is None
+    finally:
+        close(ex, "o")
+
+
+def test_a_malformed_drawing_is_a_message():
+    data = load_dataset("digits")
+    for bad in (np.zeros(5), np.zeros((3000, 10, 4)), np.zeros((10, 10, 2)), "text"):
+        with pytest.raises(ValueError, match="a drawing is an image"):
+            lab_lib.drawing_to_input({"composite": bad}, data)
+
+
+def test_on_a_shared_server_a_tab_manages_only_its_own_runs(tmp_path):
+    run = tmp_path / "someone-elses"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    ex = Explorer(tmp_path, autoplay=False, manage_all_runs=False)
+    assert "only the runs it started" in ex.compare_delete("m", "all saved runs", ["someone-elses"])["warning"]
+    assert "only the runs it started" in ex.compare_rename("m", "all saved runs", ["someone-elses"], "x")["warning"]
+    ex.session("m").run_dirs.append(run)  # its own: allowed (asks twice)
+    assert "press **Delete** again" in ex.compare_delete("m", "all saved runs", ["someone-elses"])["compare_message"]
+
+
+def test_a_run_is_live_from_its_start_until_its_summary_even_after_its_tab_closed(tmp_path):
+    settings = TrainSettings(steps=3, batch_size=8, train_limit=32, eval_every=40, device="cpu", family="deq")
+    st = SessionTrainer([Lane(settings.display_name, settings.train_config(), tmp_path / "r")])
+    assert (tmp_path / "r").resolve() in live_run_dirs()
+    st.step_once()
+    st.close()  # the tab closed: the worker finishes on its own
+    assert wait_for(lambda: (tmp_path / "r" / "summary.json").is_file(), 30)
+    assert wait_for(lambda: (tmp_path / "r").resolve() not in live_run_dirs(), 5)
