@@ -597,7 +597,12 @@ def build_app(
         demo.load(None, js=PROBE_CLICK_JS)
         # The share link mirrors into the address bar, so copying the URL shares the configuration.
         c["pg_link"].change(
-            None, inputs=c["pg_link"], js="(q) => { if (q) { history.replaceState(null, '', q); } return []; }"
+            None,
+            inputs=c["pg_link"],
+            # Only the query goes to the address bar: the page keeps its own path (the link's base comes from
+            # the referer, which a strict referrer policy cuts to the origin).
+            js="(q) => { const i = q ? q.indexOf('?') : -1; if (i >= 0) { history.replaceState(null, '', q.slice(i)); }"
+            " return []; }",
         )
 
         tr_form = [
