@@ -15,12 +15,15 @@ from .models import (
     build_model,
     preset,
 )
-from .solvers import METHODS, SolverError, SolverStats, Status, make_options, solve
+from .solvers import METHODS, ODE_METHODS, SolverError, SolverStats, Status, make_options, solve
+from .training.config import DEVICES
 
 __all__ = [
+    "DEVICES",
     "FAMILIES",
     "INPUT_KINDS",
     "METHODS",
+    "ODE_METHODS",
     "PRESETS",
     "DEQConfig",
     "ImplicitClassifier",

@@ -15,8 +15,7 @@ from typing import Any
 
 from . import data as data_lib
 from .models import FAMILIES, PRESETS, DEQConfig, ModelConfig, preset
-from .models.config import ADAPTIVE_ODE, FIXED_STEP_ODE
-from .solvers import METHODS
+from .solvers import METHODS, ODE_METHODS
 from .training import (
     CheckpointError,
     ErrorEvent,
@@ -29,6 +28,7 @@ from .training import (
     atomic_write_json,
     load_trainer,
 )
+from .training.config import DEVICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-budget", type=float, help="stop after this many seconds (cosine lr over the budget)")
     run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    run.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--seed", type=int, default=0, help="data order, split, augmentation and init seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--start-every", type=int, default=20, help="update the start point every N steps")
 
     ode = p.add_argument_group("ODE (node, anode, homoode)")
-    ode.add_argument("--ode-method", choices=FIXED_STEP_ODE + ADAPTIVE_ODE, help="torchdiffeq method")
+    ode.add_argument("--ode-method", choices=ODE_METHODS, help="torchdiffeq method")
     ode.add_argument("--rtol", type=float, help="adaptive methods' relative tolerance")
     ode.add_argument("--atol", type=float, help="adaptive methods' absolute tolerance")
     ode.add_argument("--n-steps", type=int, help="fixed-step methods' number of steps")

@@ -19,7 +19,7 @@ from core.models import INPUT_KINDS
 from .controller import COMPARE_SCOPES, LAB_COLUMNS, PATH_VIEWS, RUN_COLUMNS, Explorer, cut_message
 from .imagetrain import DEVICES, TrainSettings, dataset_choices
 from .lab import FRESH_PRESETS
-from .playground import FAMILY_NAMES, HIDDEN_CHOICES, ODE_METHODS, PlaygroundSettings
+from .playground import FAMILY_NAMES, HIDDEN_CHOICES, PlaygroundSettings
 from .plots import CURVE_X, GRADIENT_DASH, empty_figure
 
 #: System fonts only: the page must not fetch fonts (or anything) from the internet.
@@ -225,7 +225,7 @@ def build_app(
                         c["pg_lr"] = gr.Number(pg0.lr, label="learning rate (live)", elem_id="pg-lr")
                         c["pg_tol"] = gr.Number(pg0.tol, label="solver tolerance (live)", elem_id="pg-tol")
                         with gr.Row():
-                            c["pg_ode"] = gr.Dropdown(list(ODE_METHODS), value=pg0.ode_method, label="ODE method")
+                            c["pg_ode"] = gr.Dropdown(list(core.ODE_METHODS), value=pg0.ode_method, label="ODE method")
                             c["pg_n_steps"] = gr.Number(pg0.n_steps, label="fixed ODE steps")
                         c["pg_solver"] = gr.Dropdown(list(core.METHODS), value=pg0.deq_solver, label="DEQ solver")
                         with gr.Row():
@@ -288,7 +288,7 @@ def build_app(
                     c["tr_lr"] = gr.Number(tr0.lr, label="learning rate")
                     c["tr_limit"] = gr.Number(None, label="training subset (0 or blank: all)", elem_id="tr-limit")
                 with gr.Row():
-                    c["tr_ode"] = gr.Dropdown(list(ODE_METHODS), value=tr0.ode_method, label="ODE method")
+                    c["tr_ode"] = gr.Dropdown(list(core.ODE_METHODS), value=tr0.ode_method, label="ODE method")
                     c["tr_n_steps"] = gr.Number(tr0.n_steps, label="fixed ODE steps")
                     c["tr_tol"] = gr.Number(tr0.tol, label="solver tolerance")
                     c["tr_solver"] = gr.Dropdown(list(core.METHODS), value=tr0.deq_solver, label="DEQ solver")
@@ -358,7 +358,7 @@ def build_app(
                         c["lab_tol"] = gr.Number(1e-4, label="tolerance", elem_id="lab-tol")
                         c["lab_max_iter"] = gr.Number(40, label="max iterations")
                         with gr.Row():
-                            c["lab_ode"] = gr.Dropdown(list(ODE_METHODS), value="rk4", label="homotopy ODE")
+                            c["lab_ode"] = gr.Dropdown(list(core.ODE_METHODS), value="rk4", label="homotopy ODE")
                             c["lab_ode_steps"] = gr.Number(4, label="homotopy steps")
                         lab_go = gr.Button("Solve with every solver", variant="primary", elem_id="lab-run")
                     with gr.Column(scale=3):

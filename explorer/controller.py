@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import core
 from core.data import DatasetUnavailable, dataset_info
 from core.solvers.base import check_choice, short_repr
 from core.training import CheckpointError
@@ -131,8 +132,7 @@ class Explorer:
         autoplay: bool = True,
         manage_all_runs: bool = True,
     ):
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be one of auto, cpu, cuda, got {short_repr(device)}")
+        check_choice(device, "device", core.DEVICES)
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.device = device

@@ -17,11 +17,11 @@ from core.data import DATASETS, dataset_info, is_available
 from core.solvers.base import short_repr
 from core.training import TrainConfig
 
-from .playground import ADAPTIVE_ODE, FAMILY_NAMES, FIXED_STEP_ODE
+from .playground import FAMILY_NAMES
 
 IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.input_kind != "points")
 #: Devices this server can train on: a web user is never offered (or told to pass a flag for) a missing GPU.
-DEVICES = ("auto", "cpu", "cuda") if torch.cuda.is_available() else ("auto", "cpu")
+DEVICES = tuple(d for d in core.DEVICES if d != "cuda" or torch.cuda.is_available())
 #: Train-form fields that may be left blank (blank means "not used"); every other number must be filled in.
 OPTIONAL_FIELDS = {"train_limit": "training subset", "epochs": "epochs"}
 FIELD_LABELS = {
@@ -101,10 +101,9 @@ class TrainSettings:
         check_number(self.lr, "learning rate", 1e-8, 10)
         if self.lr <= 0:
             raise ValueError("learning rate must be positive")
-        if self.ode_method not in FIXED_STEP_ODE + ADAPTIVE_ODE:
+        if self.ode_method not in core.ODE_METHODS:
             raise ValueError(
-                f"ODE method must be one of {', '.join(FIXED_STEP_ODE + ADAPTIVE_ODE)}, "
-                f"got {short_repr(self.ode_method)}"
+                f"ODE method must be one of {', '.join(core.ODE_METHODS)}, got {short_repr(self.ode_method)}"
             )
         check_number(self.n_steps, "ODE steps", 1, 64, integer=True)
         check_number(self.tol, "tolerance", 1e-10, 0.5)

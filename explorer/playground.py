@@ -22,9 +22,6 @@ from core.training import TrainConfig, Trainer
 from .plots import FlowView, fit_pca
 from .sessions import Lane, Snapshot, backward_cell
 
-FIXED_STEP_ODE = ("euler", "midpoint", "rk4")
-ADAPTIVE_ODE = ("dopri5", "bosh3", "adaptive_heun")
-ODE_METHODS = FIXED_STEP_ODE + ADAPTIVE_ODE
 FAMILY_NAMES = {"node": "NODE", "anode": "ANODE", "deq": "DEQ", "homoode": "HomoODE"}
 MAX_MODELS = 3  # side by side; more would not fit the page nor 2 CPU cores
 DEQ_MAX_ITER = 30
@@ -102,8 +99,10 @@ class PlaygroundSettings:
         bad = [m for m in models if m not in FAMILY_NAMES]
         if bad or len(set(models)) != len(models):
             raise ValueError(f"models must be distinct names from {', '.join(FAMILY_NAMES)}, got {', '.join(models)}")
-        if self.ode_method not in ODE_METHODS:
-            raise ValueError(f"ODE method must be one of {', '.join(ODE_METHODS)}, got {short_repr(self.ode_method)}")
+        if self.ode_method not in core.ODE_METHODS:
+            raise ValueError(
+                f"ODE method must be one of {', '.join(core.ODE_METHODS)}, got {short_repr(self.ode_method)}"
+            )
         _int_in(self.n_steps, "ODE steps", 1, 64)
         _positive(self.tol, "tolerance", 0.5)
         if self.deq_solver not in core.METHODS:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from core.solvers import FIXED_STEP_METHODS
 from core.solvers.base import short_repr
 from core.training import atomic_write_bytes, json_safe
 
@@ -155,8 +156,9 @@ class RunRecord:
             solver, tol = deq.get("solver"), options.get("tol")
         else:
             method, n = ode.get("method"), ode.get("n_steps")
-            solver = f"{method} × {n}" if method in ("euler", "midpoint", "rk4") and isinstance(n, int) else method
-            tol = ode.get("rtol") if method not in ("euler", "midpoint", "rk4") else None
+            fixed = method in FIXED_STEP_METHODS
+            solver = f"{method} × {n}" if fixed and isinstance(n, int) else method
+            tol = None if fixed else ode.get("rtol")
         return {
             "lr": _finite(c.get("lr")),
             "batch": c.get("batch_size") if isinstance(c.get("batch_size"), int) else None,

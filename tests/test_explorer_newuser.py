@@ -594,3 +594,12 @@ def test_a_run_is_live_from_its_start_until_its_summary_even_after_its_tab_close
     st.close()  # the tab closed: the worker finishes on its own
     assert wait_for(lambda: (tmp_path / "r" / "summary.json").is_file(), 30)
     assert wait_for(lambda: (tmp_path / "r").resolve() not in live_run_dirs(), 5)
+
+
+def test_the_app_offers_cores_one_list_of_ode_methods_and_devices():
+    import core
+
+    assert core.ODE_METHODS == core.solvers.ODE_METHODS and "dopri8" in core.ODE_METHODS
+    assert PlaygroundSettings(ode_method="dopri8").ode_config().method == "dopri8"  # the Playground had lost it
+    assert TrainSettings(ode_method="dopri8").train_config().model.ode.method == "dopri8"
+    assert set(imagetrain.DEVICES) <= set(core.DEVICES) and core.DEVICES == core.training.config.DEVICES

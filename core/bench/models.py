@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..training.config import DEVICES
+
 #: name -> (family, extra core.train flags). DEQ: Anderson forward, implicit backward (the presets' default).
 MODEL_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "node": ("node", []),
@@ -157,7 +159,7 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: each epoch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--data-dir", help="folder with standard dataset files")
     p.add_argument(
         "--train-arg",
@@ -339,7 +341,7 @@ def _add_memory_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-steps", type=int, default=2, help="rk4 steps of the batch-size sweep")
     p.add_argument("--families", nargs="+", choices=("node", "anode", "deq", "homoode"))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=run_memory, check=_check_memory, parser=p)
 
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..solvers import METHODS, make_options
+from ..solvers import ADAPTIVE_METHODS, METHODS, ODE_METHODS, make_options
 from ..solvers.base import check_choice, check_positive_int
 
 FAMILIES = ("node", "anode", "deq", "homoode")
@@ -22,8 +22,6 @@ INPUT_KINDS: dict[str, tuple[tuple[int, ...], str]] = {
     "image32": ((3, 32, 32), "3x32x32 colour images (CIFAR, SVHN)"),
 }
 
-FIXED_STEP_ODE = ("euler", "midpoint", "rk4")
-ADAPTIVE_ODE = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
 DEQ_BACKWARDS = ("implicit", "phantom")
 START_POINTS = ("fixed", "learnable")
 
@@ -58,7 +56,7 @@ class ODEConfig:
     adjoint: bool = False
 
     def __post_init__(self) -> None:
-        check_choice(self.method, "ode method", FIXED_STEP_ODE + ADAPTIVE_ODE)
+        check_choice(self.method, "ode method", ODE_METHODS)
         _positive_float(self.rtol, "rtol")
         _positive_float(self.atol, "atol")
         check_positive_int(self.n_steps, "n_steps")
@@ -66,7 +64,7 @@ class ODEConfig:
 
     @property
     def adaptive(self) -> bool:
-        return self.method in ADAPTIVE_ODE
+        return self.method in ADAPTIVE_METHODS
 
 
 @dataclass(frozen=True)

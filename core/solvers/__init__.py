@@ -17,7 +17,7 @@ from .anderson import AndersonOptions, anderson
 from .base import CountedMap, Map, SolverError, SolverOptions, SolverPath, SolverStats, Status
 from .broyden import BroydenOptions, broyden
 from .fixed_point import FixedPointOptions, fixed_point
-from .homotopy import HomotopyOptions, homotopy
+from .homotopy import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, HomotopyOptions, homotopy
 
 #: method name -> (options class, solver function)
 SOLVERS: dict[str, tuple[type[SolverOptions], Any]] = {
@@ -76,7 +76,10 @@ def solve(
 
 
 __all__ = [
+    "ADAPTIVE_METHODS",
+    "FIXED_STEP_METHODS",
     "METHODS",
+    "ODE_METHODS",
     "SOLVERS",
     "AndersonOptions",
     "BroydenOptions",

@@ -39,8 +39,11 @@ from .base import (
 )
 from .linear import JACOBIAN_MODES, LINEAR_SOLVERS, JacobianAt, solve_shifted
 
+#: torchdiffeq methods every ODE setting of the project takes (homotopy paths, NODE / ANODE / HomoODE blocks):
+#: fixed-step ones take a step count, adaptive ones rtol / atol.
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "bosh3", "adaptive_heun", "dopri8")
+ODE_METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 HOMOTOPIES = ("fixed_point", "newton")
 
 
@@ -85,7 +88,7 @@ class HomotopyOptions(SolverOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.homotopy, "homotopy", HOMOTOPIES)
-        check_choice(self.ode_method, "ode_method", FIXED_STEP_METHODS + ADAPTIVE_METHODS)
+        check_choice(self.ode_method, "ode_method", ODE_METHODS)
         check_positive_int(self.n_steps, "n_steps")
         if self.step_size is not None:
             check_in_range(self.step_size, "step_size", 0.0, 1.0, low_open=True)

@@ -10,6 +10,8 @@ from typing import Any
 from ..models import ModelConfig
 from ..models.config import _build
 
+#: Where a run trains: auto (CUDA when present, else CPU), cpu or cuda. The CLI, the benchmarks and the app
+#: offer exactly these (the app only those this machine has).
 DEVICES = ("auto", "cpu", "cuda")
 
 
