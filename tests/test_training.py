@@ -144,12 +144,14 @@ def test_resume_continues_exactly(tmp_path):
         straight.step()
     cfg = points_config(steps=6, model=preset("points-homoode").replace(ode=FAST_ODE, start="learnable"))
     first = Trainer(cfg, out_dir=tmp_path)
-    for _ in range(3):
-        first.step()
+    first_steps = [first.step() for _ in range(3)]
     first.save()
     resumed = load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path)
     events = list(resumed.run())
     assert [e.step for e in events if isinstance(e, StepEvent)] == [4, 5, 6]
+    # The wall clock goes on from where the first process saved: curves against wall time do not double back.
+    walls = [e.wall_seconds for e in first_steps] + [e.wall_seconds for e in events if isinstance(e, StepEvent)]
+    assert all(b > a for a, b in zip(walls, walls[1:])), walls
     for k, v in straight.model.state_dict().items():
         assert torch.allclose(v, resumed.model.state_dict()[k], atol=1e-7, rtol=0), k
     # The run's own peak covers the steps before the resume too (it is in the checkpoint).

@@ -50,7 +50,8 @@ class StepEvent(Event):
         graph_bytes: bytes of the tensors this step's forward pass kept for backward: the run's own
             memory, deterministic; excludes weights' optimizer state (each storage once, see
             :class:`~core.training.memory.SavedTensorMeter`).
-        step_seconds: wall time of this step; wall_seconds: since the run (or resume) started.
+        step_seconds: wall time of this step; wall_seconds: since the run started (a resumed run goes on
+            from the time its checkpoint was saved, so curves against wall time stay continuous).
     """
 
     kind: ClassVar[str] = "step"

@@ -129,6 +129,7 @@ class Trainer:
         self.peak_graph_bytes = 0  # the largest graph_bytes of the run's steps
         self.last_checkpoint: str | None = None
         self.started = time.perf_counter()
+        self.wall_offset = 0.0  # wall seconds of the run before this process resumed it (curves stay continuous)
         self.train_seconds = 0.0  # time inside step(), evaluation excluded
         if resume is not None:
             self._load_state(resume)
@@ -234,7 +235,7 @@ class Trainer:
             peak_memory_bytes=mem,
             graph_bytes=graph_bytes,
             step_seconds=now - t0,
-            wall_seconds=now - self.started,
+            wall_seconds=self.wall_offset + now - self.started,
         )
 
     def _advance_schedule(self) -> None:
@@ -417,6 +418,7 @@ class Trainer:
             "best_model": self.best_state,
             "nfe_sums": list(self.nfe_sums),
             "peak_graph_bytes": self.peak_graph_bytes,
+            "wall_seconds": self.wall_offset + time.perf_counter() - self.started,
             "rng": torch.get_rng_state(),
         }
 
@@ -431,6 +433,7 @@ class Trainer:
         self.best_state = state.get("best_model")
         self.nfe_sums = list(state.get("nfe_sums", [0, 0]))
         self.peak_graph_bytes = int(state.get("peak_graph_bytes", 0))  # 0 in checkpoints older than the field
+        self.wall_offset = float(state.get("wall_seconds", 0.0))
         torch.set_rng_state(state["rng"])
 
     def save(self, name: str = "checkpoint.pt") -> str | None:
