@@ -372,3 +372,18 @@ def test_toy_size_and_noise_reach_the_generated_data():
     assert (
         TrainConfig.from_dict({k: v for k, v in config.to_dict().items() if not k.startswith("toy")}).toy_size == 1000
     )
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    from core.training import atomic_write_json, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1})
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - torch raises its own pickling error type
+        save_checkpoint(path, {"step": 2, "bad": lambda: None})  # a lambda cannot be saved
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    atomic_write_json(tmp_path / "a.json", {"x": float("nan")})  # the benchmarks' records go through it too
+    assert (tmp_path / "a.json").read_text().strip().endswith("}") and oct((tmp_path / "a.json").stat().st_mode)[
+        -3:
+    ] == "644"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..training import atomic_write_json
 from ..training.config import DEVICES
+from .solvers import machine_info
 
 #: name -> (family, extra core.train flags). DEQ: Anderson forward, implicit backward (the presets' default).
 MODEL_VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -36,34 +37,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _write_json(path: str, payload: Any) -> None:
-    from ..training import atomic_write_json
-
-    atomic_write_json(path, payload)
-
-
-def _machine(threads: int) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def _payload(name: str, args: argparse.Namespace, records: list, start: float, **extra: Any) -> dict[str, Any]:
     """The JSON written by every subcommand here: what ran, when, where, and its records."""
     return {
         "benchmark": name,
         "command": args.command_line,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(args.threads),
+        "machine": machine_info(args.threads),
         **extra,
         "records": records,
         "seconds_total": time.perf_counter() - start,
@@ -119,7 +99,7 @@ def run_models(args: argparse.Namespace) -> int:
     settings = {k: getattr(args, k) for k in ("dataset", "budget_seconds", "batch_size", "lr", "seed", "threads")}
     payload = _payload("models", args, records, start, settings=settings)
     if args.json:
-        _write_json(args.json, payload)
+        atomic_write_json(args.json, payload)
     print(models_table(records))
     return 0 if all("error" not in r for r in records) else 1
 
@@ -287,7 +267,7 @@ def run_memory(args: argparse.Namespace) -> int:
         records.append(record)
     payload = _payload("memory", args, records, start)
     if args.json:
-        _write_json(args.json, payload)
+        atomic_write_json(args.json, payload)
     print(memory_table(records, args.base_batch, args.base_steps))
     return 0
 

@@ -31,13 +31,11 @@ import argparse
 import ast
 import datetime as _dt
 import fnmatch
-import json
 import math
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ import torch.nn.functional as F
 from ..solvers import METHODS, make_options, solve
 from ..solvers.base import CountedMap, Map, batch_norm
 from ..solvers.linear import JacobianAt
+from ..training import atomic_write_json
 
 FAMILIES = ("closed_form", "contractive_conv", "non_contractive")
 #: Methods whose ``max_iter`` is an iteration budget (for homotopy it caps the final Newton corrector).
@@ -627,24 +626,6 @@ def targets_text(targets: list[dict[str, Any]]) -> str:
     return "\n".join(f"- **{t['result']}** {t['target']} ({t['detail']})" for t in targets)
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, allow_nan=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _git_describe() -> str | None:
     """The checkout's commit (``-dirty`` with local changes), so a record names the code it measured."""
     try:
@@ -663,6 +644,7 @@ def _git_describe() -> str | None:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
+    """What a benchmark record says of the machine it ran on (every benchmark of core.bench uses this)."""
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -670,6 +652,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "torch_threads": threads,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         # The machine may be shared: the load average tells how far the timings can be trusted.
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
@@ -745,7 +728,7 @@ def run_solvers(args: argparse.Namespace) -> int:
         "seconds_total": total,
     }
     if args.json:
-        write_json_atomic(args.json, payload)
+        atomic_write_json(args.json, payload)
     print(markdown_table(records))
     print()
     print("Targets:")
