@@ -145,8 +145,8 @@ class RunRecord:
         }
 
     def hyperparameters(self) -> dict[str, Any]:
-        """lr, batch, solver (the DEQ's root solver, or the ODE method with its step count) and tolerance, as
-        the run started (live changes are events in its metrics.jsonl)."""
+        """lr, batch, solver (the DEQ's root solver, or the ODE method with its step count) and tolerance from
+        config.json: the settings in force (the history of live changes is in metrics.jsonl)."""
         c, model = self.config, self.config.get("model")
         model = model if isinstance(model, dict) else {}
         ode = model.get("ode") if isinstance(model.get("ode"), dict) else {}
@@ -239,7 +239,8 @@ def filter_runs(records: list[RunRecord], text: str) -> list[RunRecord]:
     words = str(text or "").lower().split()
     if not words:
         return records
-    return [r for r in records if all(w in " ".join(str(v).lower() for v in r.row()) for w in words)]
+    texts = [" ".join(str(v).lower() for v in r.row()) for r in records]  # each row read once
+    return [r for r, text in zip(records, texts) if all(w in text for w in words)]
 
 
 def run_folder(runs_dir: str | Path, name: str) -> Path:

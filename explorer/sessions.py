@@ -262,7 +262,7 @@ class SessionTrainer:
         self._metric_files = [
             open(lane.out_dir / "metrics.jsonl", "a") if lane.out_dir is not None else None for lane in self.lanes
         ]
-        self._refresh_visual()
+        self.refresh_visual()
 
     def _close_files(self) -> None:
         for fh in self._metric_files:
@@ -370,7 +370,7 @@ class SessionTrainer:
             self._cond.notify_all()
         if self._thread is None or not self._thread.is_alive():
             self._drain_changes()  # no worker: apply now, so a paused run shows the change
-            self._refresh_visual()
+            self.refresh_visual()
 
     def stop(self, wait: bool = True, timeout: float = 120.0) -> None:
         """End the run: the worker finishes (test accuracy, final checkpoint for saved runs) and exits."""
@@ -506,7 +506,7 @@ class SessionTrainer:
             changed = self._drain_changes()
             if not work:
                 if changed:
-                    self._refresh_visual()
+                    self.refresh_visual()
                 continue
             tick_started = time.perf_counter()
             try:
@@ -519,13 +519,13 @@ class SessionTrainer:
                     self._steps_done += manual
                     self._cond.notify_all()
                     self._release_if_idle()
-                _forget_live_dirs(self.lanes)  # nothing more will be written there
+                self._leave_live()  # nothing more will be written there
                 continue
             now = time.perf_counter()
             rate_window = [t for t in rate_window if now - t < 2.0] + [now]
             self._rate = (len(rate_window) - 1) / max(now - rate_window[0], 1e-9) if len(rate_window) > 1 else 0.0
             if manual or changed or now - last_visual >= self.visual_every or self.done:
-                self._refresh_visual()
+                self.refresh_visual()
                 last_visual = time.perf_counter()
             with self._cond:
                 if manual:
@@ -629,10 +629,7 @@ class SessionTrainer:
             fh.flush()
 
     def refresh_visual(self) -> None:
-        """Recompute the picture now (between steps): after something the picture depends on changed."""
-        self._refresh_visual()
-
-    def _refresh_visual(self) -> None:
+        """Recompute the picture now: after something the picture depends on changed (any thread)."""
         if self.visual is None:
             return
         # Computed and published under the model lock: a picture computed later (e.g. after the page moved
@@ -671,6 +668,11 @@ class SessionTrainer:
             elif self._state != DIVERGED:
                 self._state = FINISHED
         self._close_files()
+        self._leave_live()
+
+    def _leave_live(self) -> None:
+        """Take this trainer's folders out of the live set, once (a failed worker and a later stop both
+        end here; counting out twice would free a folder another trainer still writes to)."""
         if self._live:
             _forget_live_dirs(self.lanes)
             self._live = False

@@ -603,3 +603,21 @@ def test_the_app_offers_cores_one_list_of_ode_methods_and_devices():
     assert PlaygroundSettings(ode_method="dopri8").ode_config().method == "dopri8"  # the Playground had lost it
     assert TrainSettings(ode_method="dopri8").train_config().model.ode.method == "dopri8"
     assert set(imagetrain.DEVICES) <= set(core.DEVICES) and core.DEVICES == core.training.config.DEVICES
+
+
+def test_a_failed_run_leaves_the_live_set_once(tmp_path):
+    settings = TrainSettings(steps=3, batch_size=8, train_limit=32, eval_every=40, device="cpu", family="deq")
+    folder = tmp_path / "shared"
+    failing = SessionTrainer([Lane("a", settings.train_config(), folder)])
+    other = SessionTrainer([Lane("b", settings.train_config(), folder)])
+
+    def broken_step():
+        raise RuntimeError("a bug")
+
+    failing.trainers[0].step = broken_step
+    failing.step_once()
+    assert failing.state == "failed"
+    failing.stop()  # a failed worker and the stop both end the run: it must leave the live set only once
+    assert folder.resolve() in live_run_dirs()  # the other trainer still writes there
+    other.stop()
+    assert folder.resolve() not in live_run_dirs()
