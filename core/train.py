@@ -1,14 +1,13 @@
 """Command line training: ``python -m core.train --model homoode --dataset digits --epochs 3 --out runs/h``.
 
-Writes DIR/config.json, DIR/metrics.jsonl (one JSON line per event), DIR/summary.json and
-DIR/checkpoint.pt; ``python -m core.train --resume DIR`` continues a run.
+Writes the run folder DIR (config.json, metrics.jsonl with one JSON line per event, summary.json,
+checkpoint.pt: see ``core.training.RunDir``); ``python -m core.train --resume DIR`` continues a run.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from .training import (
     EvalEvent,
     Event,
     FinishedEvent,
+    RunDir,
     StepEvent,
     TrainConfig,
     Trainer,
-    atomic_write_json,
     load_trainer,
 )
 from .training.config import DEVICES
@@ -159,12 +158,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-class _Recorder:
-    """Appends events to DIR/metrics.jsonl and drives the progress bar."""
+class _Progress:
+    """The terminal's view of the event stream: a progress bar and the advice of an error (the trainer
+    records the events in the run folder itself)."""
 
-    def __init__(self, trainer: Trainer, out: Path | None, quiet: bool):
-        self.trainer, self.out = trainer, out
-        self.metrics = open(out / "metrics.jsonl", "a") if out else None
+    def __init__(self, trainer: Trainer, quiet: bool):
         self.bar = None
         if not quiet:
             from tqdm import tqdm
@@ -173,9 +171,6 @@ class _Recorder:
         self.last_val: float | None = None
 
     def __call__(self, event: Event) -> None:
-        if self.metrics is not None:
-            self.metrics.write(json.dumps(event.to_dict()) + "\n")
-            self.metrics.flush()
         if isinstance(event, StepEvent) and self.bar is not None:
             post = {
                 "loss": f"{event.loss:.3f}",
@@ -202,8 +197,6 @@ class _Recorder:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.metrics is not None:
-            self.metrics.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,30 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume is not None:
-            trainer = load_trainer(args.resume / "checkpoint.pt", out_dir=args.resume)
-            out = args.resume
+            trainer = load_trainer(RunDir(args.resume).checkpoint_file(), out_dir=args.resume)
         else:
-            config = config_from_args(args)
-            out = args.out
-            trainer = Trainer(config, out_dir=out)
+            trainer = Trainer(config_from_args(args), out_dir=args.out)
     except (ValueError, CheckpointError, data_lib.DatasetUnavailable) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    config = trainer.config
-    recorder = _Recorder(trainer, out, args.quiet)
+    progress = _Progress(trainer, args.quiet)
     final: Event | None = None
     try:
-        for event in trainer.run():
-            recorder(event)
+        for event in trainer.events():
+            progress(event)
             final = event
     except KeyboardInterrupt:
-        recorder.close()
+        progress.close()
         print("interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
-    recorder.close()
+    progress.close()
     if isinstance(final, FinishedEvent):
-        summary = trainer.summary(final)
-        if out is not None:
-            atomic_write_json(out / "summary.json", summary)
         acc = "n/a" if final.test_accuracy is None else f"{100 * final.test_accuracy:.2f} %"
         print(
             f"test accuracy {acc} (model of step {final.best_step}, selected on validation); "

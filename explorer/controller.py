@@ -23,7 +23,7 @@ import numpy as np
 
 import core
 from core.data import DatasetUnavailable, dataset_info
-from core.solvers.base import check_choice, short_repr
+from core.checks import check_choice, short_repr
 from core.training import CheckpointError
 
 from . import lab as lab_lib

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 import core
+from core.checks import short_repr
 from core.data import DATASETS, dataset_info, is_available
-from core.solvers.base import short_repr
 from core.training import TrainConfig
 
 from .playground import FAMILY_NAMES

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 import core
+from core.checks import short_repr
 from core.data import DataBundle, DatasetUnavailable, load_dataset
-from core.solvers.base import short_repr
-from core.training import CheckpointError, TrainConfig, Trainer, load_checkpoint
+from core.training import CheckpointError, RunDir, TrainConfig, load_trainer
 
 from .plots import PCABasis, ResidualTrace, fit_pca
 
@@ -47,11 +47,12 @@ class LabModel:
 
 
 def runs_with_checkpoints(runs_dir: Path) -> list[Path]:
-    """Run folders under ``runs_dir`` holding a checkpoint, newest first."""
-    if not runs_dir.is_dir():
-        return []
-    found = [p.parent for p in runs_dir.glob("*/checkpoint.pt")]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    """Run folders under ``runs_dir`` holding a checkpoint of their own, newest first (by the checkpoint's
+    time: the run trained most recently comes first)."""
+    found = [
+        run.checkpoint for run in RunDir.list(runs_dir) if run.checkpoint.is_file() and not run.checkpoint.is_symlink()
+    ]
+    return [p.parent for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 MAX_PATH_CHARS = 1024
@@ -76,7 +77,7 @@ def resolve_checkpoint(path_text: str, runs_dir: Path) -> Path:
         if root not in (path, *path.parents):
             raise ValueError(f"only checkpoints under the runs directory {root} can be opened here")
         if path.is_dir():
-            path = path / "checkpoint.pt"
+            path = RunDir(path).checkpoint
         if not path.is_file():
             raise ValueError(f"no checkpoint file at {short_repr(str(path), 200)}")
     except (OSError, RuntimeError) as err:  # a name too long for the file system, a symlink loop, ...
@@ -91,17 +92,8 @@ def load_run(path: Path, device: str = "cpu") -> tuple[nn.Module, DataBundle, Tr
     The saved config is rebuilt on this machine's device and without its thread setting (a run recorded
     with ``--threads`` must not change this server's torch threads).
     """
-    import json
-
-    state = load_checkpoint(path)
-    try:
-        config = TrainConfig.from_dict(json.loads(state["config"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path} holds no valid training config: {err}") from None
-    config = config.replace(threads=None, device=device, download=False)
-    trainer = Trainer(config, resume=state)
-    model = trainer.model.eval()
-    return model, trainer.data, config
+    trainer = load_trainer(path, threads=None, device=device, download=False)
+    return trainer.model.eval(), trainer.data, trainer.config
 
 
 def fresh_model(preset_name: str) -> tuple[nn.Module, DataBundle]:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 import core
+from core.checks import short_repr
 from core.data import TOY_SETS
-from core.solvers.base import short_repr
 from core.training import TrainConfig, Trainer
 
 from .plots import FlowView, fit_pca

@@ -1,9 +1,9 @@
 """Saved runs, read back from their folders: the runs table (Train and Compare tabs), each run's curves
 from ``metrics.jsonl``, and the table's CSV / JSON export.
 
-A run folder is whatever ``python -m core.train`` or the Train tab wrote: ``config.json`` (always),
-``metrics.jsonl`` (one event per line), ``summary.json`` and ``checkpoint.pt`` once the run has ended.
-Folders are only read; a half-written or foreign file makes that run's cells blank, never an error.
+A run folder is what core's trainer wrote, from ``python -m core.train`` or the Train tab alike; its
+format belongs to ``core.training.RunDir``, which reads it here. A half-written or foreign file makes
+that run's cells blank, never an error.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import functools
 import io
 import json
 import math
-import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from core.checks import short_repr
 from core.solvers import FIXED_STEP_METHODS
-from core.solvers.base import short_repr
-from core.training import atomic_write_bytes, json_safe
+from core.training import RUN_NAME, RunDir, atomic_write_bytes, json_safe
 
 #: Columns of the runs table, in order; ``RunRecord.row()`` fills them.
 RUN_COLUMNS = [
@@ -47,8 +45,6 @@ RUN_COLUMNS = [
     "tol",
     "state",
 ]
-#: A run folder's name, as a user may type it to rename a run: no separators, no leading dot.
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 EXPORT_FORMATS = ("csv", "json")
 
 
@@ -58,32 +54,6 @@ def _finite(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _last_event_kind(folder: Path) -> str | None:
-    """The ``kind`` of the last complete line of ``metrics.jsonl`` (reads only the file's tail)."""
-    try:
-        with open(folder / "metrics.jsonl", "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 8192))
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        return event.get("kind") if isinstance(event, dict) else None
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -106,7 +76,7 @@ class RunRecord:
         (or interrupted: a killed process leaves the same files as a running one)."""
         if self.summary:
             return "stopped" if self.summary.get("stopped") else "finished"
-        return "failed" if _last_event_kind(self.folder) == "error" else "in progress"
+        return "failed" if RunDir(self.folder).last_event_kind() == "error" else "in progress"
 
     @property
     def params(self) -> int | None:
@@ -209,28 +179,13 @@ def _count_params(model_json: str) -> int | None:
 
 
 def read_runs(runs_dir: str | Path, limit: int = 50, only: set[Path] | None = None) -> list[RunRecord]:
-    """The newest ``limit`` run folders under ``runs_dir`` (newest first by ``config.json``'s time, which
-    the run writes when it starts), optionally only the folders in ``only``."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return []
-    folders = [p for p in root.iterdir() if (p / "config.json").is_file()]
-    if only is not None:
-        wanted = {p.resolve() for p in only}
-        folders = [p for p in folders if p.resolve() in wanted]
-
-    def started(folder: Path) -> tuple[float, str]:
-        try:
-            return (folder.joinpath("config.json").stat().st_mtime, folder.name)
-        except OSError:
-            return (0.0, folder.name)
-
-    folders = sorted(folders, key=started, reverse=True)[:limit]
+    """The newest ``limit`` run folders under ``runs_dir`` (newest first by the time the run started),
+    optionally only the folders in ``only``."""
     records = []
-    for folder in folders:
-        config = _read_json(folder / "config.json")
+    for run in RunDir.list(runs_dir, limit=limit, only=only):
+        config = run.read_config()
         if config:
-            records.append(RunRecord(folder.name, folder, config, _read_json(folder / "summary.json")))
+            records.append(RunRecord(run.name, run.path, config, run.read_summary()))
     return records
 
 
@@ -244,17 +199,9 @@ def filter_runs(records: list[RunRecord], text: str) -> list[RunRecord]:
 
 
 def run_folder(runs_dir: str | Path, name: str) -> Path:
-    """The folder of run ``name``, directly inside ``runs_dir`` and really there (not a link out of it);
-    ValueError otherwise. Renaming and deleting go only through here."""
-    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-        raise ValueError(f"{short_repr(name)} is not a run's name (letters, digits, '.', '_' and '-')")
-    root = Path(runs_dir).resolve()
-    folder = Path(runs_dir) / name
-    if folder.is_symlink() or not folder.is_dir() or folder.resolve().parent != root:
-        raise ValueError(f"there is no run {short_repr(name)} in {root}")
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{short_repr(name)} in {root} is not a run folder (it has no config.json)")
-    return folder
+    """The folder of run ``name``, directly inside ``runs_dir`` (``RunDir.find``); renaming and deleting go
+    only through here."""
+    return RunDir.find(runs_dir, name).path
 
 
 def rename_run(runs_dir: str | Path, name: str, new_name: str) -> Path:
@@ -303,16 +250,8 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
     steps: dict[int, dict[str, Any]] = {}
     evals: dict[int, float] = {}
     changes: list[tuple[int, str]] = []
-    try:
-        lines = Path(folder, "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:  # a crash can leave half a line at the end
-            continue
-        if not isinstance(event, dict) or not isinstance(event.get("step"), int):
+    for event in RunDir(folder).events():
+        if not isinstance(event.get("step"), int):
             continue
         if event.get("kind") == "step":
             steps[event["step"]] = event

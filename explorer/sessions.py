@@ -7,13 +7,17 @@ a :class:`Session` in a server-side :class:`SessionRegistry`, and each training 
 pause, step one, reset, stop, live setting changes) and appends to a lock-protected metrics buffer. The
 page's timer copies that buffer and redraws; a slow redraw never slows training, and training never waits
 for the page.
+
+The training itself is core's: each tick calls ``Trainer.tick()`` (a step, then validation and a
+checkpoint when due), a stop calls ``Trainer.end()``, a live change ``Trainer.apply()``; the trainer
+records every event in its run folder, so a run from this page writes what ``python -m core.train`` does.
+The worker adds only the threading.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from core.checks import short_repr
 from core.models import ModelConfig
-from core.solvers.base import short_repr
-from core.training import Divergence, EvalEvent, StepEvent, TrainConfig, Trainer, atomic_write_json
+from core.training import ErrorEvent, EvalEvent, StepEvent, TrainConfig, Trainer
 
 from .runs import describe_changes
 
@@ -191,7 +195,6 @@ class SessionTrainer:
             the page reads the last result.
         steps_per_second: throttle (None: as fast as possible). The toy Playground uses it so that
             the animation is watchable and the CPU stays free for the page.
-        eval_every: validate every this many steps (None: the config's ``eval_every`` or each epoch).
         max_points: keep at most this many step rows per lane (older rows are thinned by half).
         idle_pause: pause by itself (freeing its slot) when the page has not called :meth:`seen` for this
             many seconds, and play again on the next ``seen`` (None: never). The Playground uses it: its
@@ -205,7 +208,6 @@ class SessionTrainer:
         visual: Callable[[Trainer], Any] | None = None,
         visual_every: float = 0.3,
         steps_per_second: float | None = None,
-        eval_every: int | None = None,
         max_points: int = 20_000,
         idle_pause: float | None = None,
     ):
@@ -216,7 +218,6 @@ class SessionTrainer:
         self.visual = visual
         self.visual_every = visual_every
         self.steps_per_second = steps_per_second
-        self.eval_every = eval_every
         self.max_points = max_points
         self.idle_pause = idle_pause
         self._last_seen = time.monotonic()
@@ -240,14 +241,13 @@ class SessionTrainer:
         self.trainers: list[Trainer] = []
         self.metrics: list[LaneMetrics] = []
         self._live = False  # this trainer's folders are in the live set (see live_run_dirs)
-        self._metric_files: list[Any] = []
         self._build()
 
     # ------------------------------------------------------------------ building
 
     def _build(self) -> None:
-        """(Re)build every lane's Trainer (model, optimizer, data) from its config; errors propagate."""
-        self._close_files()
+        """(Re)build every lane's Trainer (model, optimizer, data; its run folder) from its config; errors
+        propagate."""
         trainers = [Trainer(lane.config, out_dir=lane.out_dir) for lane in self.lanes]
         with self.model_lock:
             self.trainers = trainers
@@ -256,19 +256,7 @@ class SessionTrainer:
         if not self._live:
             _add_live_dirs(self.lanes)
             self._live = True
-        for lane in self.lanes:
-            if lane.out_dir is not None:
-                atomic_write_json(lane.out_dir / "config.json", lane.config.to_dict())
-        self._metric_files = [
-            open(lane.out_dir / "metrics.jsonl", "a") if lane.out_dir is not None else None for lane in self.lanes
-        ]
         self.refresh_visual()
-
-    def _close_files(self) -> None:
-        for fh in self._metric_files:
-            if fh is not None:
-                fh.close()
-        self._metric_files = []
 
     # ------------------------------------------------------------------ commands (any thread)
 
@@ -349,22 +337,10 @@ class SessionTrainer:
             raise
 
     def apply(self, **changes: Any) -> None:
-        """Change lr / grad_clip / ode / deq without a reset; validated now, applied between steps."""
-        allowed = {"lr", "grad_clip", "ode", "deq"}
-        unknown = sorted(set(changes) - allowed)
-        if unknown:
-            raise ValueError(
-                f"cannot change {', '.join(unknown)} while training; changeable: {', '.join(sorted(allowed))}"
-            )
+        """Change ``core.training.LIVE_SETTINGS`` without a reset: checked now (a bad value raises here, in
+        the caller), applied between steps."""
         for trainer in self.trainers:
-            # Validate on a throwaway config (as Trainer.apply will), so a bad value raises in the caller.
-            cfg = trainer.config
-            changes_here = _relevant(trainer, changes)
-            model = cfg.model.replace(**{k: changes_here[k] for k in ("ode", "deq") if k in changes_here})
-            rest = {k: changes_here[k] for k in ("lr", "grad_clip") if k in changes_here}
-            if "lr" in rest and isinstance(rest["lr"], (int, float)):
-                rest["lr_min"] = min(cfg.lr_min, rest["lr"])
-            cfg.replace(model=model, **rest)
+            trainer.check_changes(**changes)
         with self._cond:
             self._changes.append(dict(changes))
             self._cond.notify_all()
@@ -557,47 +533,30 @@ class SessionTrainer:
             changes, self._changes = self._changes, []
         for change in changes:
             with self.model_lock:
-                events = [trainer.apply(**_relevant(trainer, change)) for trainer in self.trainers]
-            for i, (lane, trainer, event) in enumerate(zip(self.lanes, self.trainers, events)):
-                if not event.changes:
-                    continue
-                # The history of live changes is in metrics.jsonl (and on the curves); config.json holds
-                # the settings in force now, which a resume continues with.
-                self._record(i, event.to_dict())
-                with self._buffer_lock:
-                    self.metrics[i].change_step.append(event.step)
-                    self.metrics[i].change_text.append(describe_changes(event.changes))
-                if lane.out_dir is not None:
-                    atomic_write_json(lane.out_dir / "config.json", trainer.config.to_dict())
+                events = [trainer.apply(**change) for trainer in self.trainers]
+            for metrics, event in zip(self.metrics, events):
+                if event.changes:
+                    with self._buffer_lock:
+                        metrics.change_step.append(event.step)
+                        metrics.change_text.append(describe_changes(event.changes))
         return bool(changes)
 
     def _tick(self) -> None:
-        for i, trainer in enumerate(self.trainers):
-            metrics = self.metrics[i]
+        """One step of every lane still training (core's ``Trainer.tick``), read into the page's buffer."""
+        for trainer, metrics in zip(self.trainers, self.metrics):
             if trainer.done or metrics.error is not None:
                 continue
-            try:
-                with self.model_lock:
-                    event = trainer.step()
-            except Divergence as err:
-                # Trainer.step rolled the model back: the run stays usable after a settings change.
-                with self._buffer_lock:
-                    metrics.error = (str(err), err.advice)
-                self._record(
-                    i, {"kind": "error", "step": trainer.step_count, "message": str(err), "advice": err.advice}
-                )
-                continue
-            self._append_step(metrics, event)
-            self._record(i, event.to_dict())
-            every = self.eval_every or trainer.config.eval_every or trainer.batches_per_epoch
-            if trainer.step_count % every == 0 or trainer.done:
-                with self.model_lock:
-                    ev = trainer.validate()
-                    path = trainer.save()
-                self._append_eval(metrics, ev)
-                self._record(i, ev.to_dict())
-                if path is not None:
-                    self._record(i, {"kind": "checkpoint", "step": trainer.step_count, "path": path})
+            with self.model_lock:
+                events = trainer.tick()
+            for event in events:
+                if isinstance(event, StepEvent):
+                    self._append_step(metrics, event)
+                elif isinstance(event, EvalEvent):
+                    self._append_eval(metrics, event)
+                elif isinstance(event, ErrorEvent):
+                    # The step was rolled back: the run stays usable after a settings change.
+                    with self._buffer_lock:
+                        metrics.error = (event.message, event.advice)
 
     def _append_step(self, m: LaneMetrics, e: StepEvent) -> None:
         with self._buffer_lock:
@@ -622,12 +581,6 @@ class SessionTrainer:
             m.val_step.append(e.step)
             m.val_acc.append(e.accuracy)
 
-    def _record(self, lane: int, row: dict[str, Any]) -> None:
-        fh = self._metric_files[lane] if lane < len(self._metric_files) else None
-        if fh is not None:
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-
     def refresh_visual(self) -> None:
         """Recompute the picture now: after something the picture depends on changed (any thread)."""
         if self.visual is None:
@@ -646,20 +599,16 @@ class SessionTrainer:
                 self._visual_version += 1
 
     def _finish_all(self, stopped: bool) -> None:
-        """Test accuracy, final checkpoint and summary for each lane not yet finished."""
+        """End each lane not yet ended (core's ``Trainer.end``: last validation and checkpoint, test
+        accuracy, summary)."""
         pending = [i for i, m in enumerate(self.metrics) if m.finished is None]
         if not pending:
             return
         for i in pending:
-            lane, trainer = self.lanes[i], self.trainers[i]
+            trainer = self.trainers[i]
             with self.model_lock:
-                if lane.out_dir is not None and trainer.step_count:
-                    trainer.save()
-                event = trainer.finish(stopped=stopped or not trainer.done)
-            summary = {"name": lane.name, **trainer.summary(event)}
-            self._record(i, event.to_dict())
-            if lane.out_dir is not None:
-                atomic_write_json(lane.out_dir / "summary.json", summary)
+                trainer.end(stopped)
+                summary = trainer.summary(trainer.finished)
             with self._buffer_lock:  # published last: "finished" on the page means the files are there
                 self.metrics[i].finished = summary
         with self._cond:
@@ -667,7 +616,6 @@ class SessionTrainer:
                 self._state = STOPPED
             elif self._state != DIVERGED:
                 self._state = FINISHED
-        self._close_files()
         self._leave_live()
 
     def _leave_live(self) -> None:
@@ -689,13 +637,6 @@ def gradient_method(model: ModelConfig) -> str:
 def backward_cell(nfe_backward: float, gradient: str) -> str:
     """What a page shows for a step's backward NFE: a number, or what 0 means for direct backprop."""
     return "backprop (no solve)" if gradient == "direct" else f"{nfe_backward:.0f}"
-
-
-def _relevant(trainer: Trainer, changes: dict[str, Any]) -> dict[str, Any]:
-    """The changes that apply to this lane's family: one control panel drives models of several families,
-    and a DEQ has no ODE settings while the ODE families have no root solver."""
-    is_deq = trainer.config.model.family == "deq"
-    return {k: v for k, v in changes.items() if not (k == "ode" and is_deq) and not (k == "deq" and not is_deq)}
 
 
 # ----------------------------------------------------------------------------------------------

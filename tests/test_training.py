@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -111,7 +112,7 @@ def test_divergence_gives_advice_and_keeps_last_good_checkpoint(tmp_path):
         return out
 
     trainer.model.forward = poisoned
-    events = list(trainer.run())
+    events = list(trainer.events())
     error = events[-1]
     assert isinstance(error, ErrorEvent) and error.step == 4
     assert "learning rate" in error.advice
@@ -147,7 +148,7 @@ def test_resume_continues_exactly(tmp_path):
     first_steps = [first.step() for _ in range(3)]
     first.save()
     resumed = load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path)
-    events = list(resumed.run())
+    events = list(resumed.events())
     assert [e.step for e in events if isinstance(e, StepEvent)] == [4, 5, 6]
     # The wall clock goes on from where the first process saved: curves against wall time do not double back.
     walls = [e.wall_seconds for e in first_steps] + [e.wall_seconds for e in events if isinstance(e, StepEvent)]
@@ -336,20 +337,23 @@ def test_apply_returns_change_events_with_old_and_new_values():
     from core.models import DEQConfig
 
     trainer = Trainer(points_config(steps=10))
-    trainer.step()
-    rate = trainer.optimizer.param_groups[0]["lr"]
+    lr_min = trainer.config.lr_min
+
+    def cosine(base: float, step: int) -> float:  # the schedule, written out: lr_min + (lr - lr_min) c(k / T)
+        return lr_min + (base - lr_min) * (1 + math.cos(math.pi * step / 10)) / 2
+
+    assert trainer.step().lr == cosine(1e-2, 0)
     first = trainer.apply(lr=5e-3)
-    # The current rate keeps its place on the cosine curve: scaled by new / old base rate.
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rate * 0.5)
-    trainer.step()
-    rate = trainer.optimizer.param_groups[0]["lr"]
+    # The rate is a function of progress: a new base keeps the run's place on the cosine, at once.
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cosine(5e-3, 1), rel=1e-12)
+    assert trainer.step().lr == pytest.approx(cosine(5e-3, 1), rel=1e-12)
     second = trainer.apply(lr=1e-3, grad_clip=1.0)
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rate * 0.2)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cosine(1e-3, 2), rel=1e-12)
     assert isinstance(first, ChangeEvent) and first.kind == "change"
     assert (first.step, first.changes) == (1, {"lr": {"old": 1e-2, "new": 5e-3}})
     assert second.step == 2
     assert second.changes == {"lr": {"old": 5e-3, "new": 1e-3}, "grad_clip": {"old": None, "new": 1.0}}
-    assert trainer.step().lr == pytest.approx(rate * 0.2)  # the next step runs at that rate
+    assert trainer.step().lr == pytest.approx(cosine(1e-3, 2), rel=1e-12)  # the next step runs at that rate
     line = json.dumps(second.to_dict(), allow_nan=False)
     assert json.loads(line) == {"kind": "change", "step": 2, "epoch": 0, "changes": second.changes}
     assert trainer.apply(lr=1e-3).changes == {}  # nothing changed

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import check_choice, check_positive_int
 from ..solvers import ADAPTIVE_METHODS, METHODS, ODE_METHODS, make_options
-from ..solvers.base import check_choice, check_positive_int
 
 FAMILIES = ("node", "anode", "deq", "homoode")
 

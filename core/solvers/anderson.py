@@ -16,15 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (
-    CountedMap,
-    SolverOptions,
-    SolverStats,
-    Tracker,
-    check_in_range,
-    check_positive_int,
-    wide_dtype,
-)
+from ..checks import check_in_range, check_positive_int
+from .base import CountedMap, SolverOptions, SolverStats, Tracker, wide_dtype
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ..checks import check
+
 Map = Callable[[torch.Tensor], torch.Tensor]
 
 #: Guards the relative residual against division by zero when f(z) = 0.
@@ -151,20 +153,6 @@ class SolverError(RuntimeError):
 # Options
 
 
-def short_repr(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to about ``limit`` characters: error messages echo what the user typed, and a
-    5,000-character value must not fill the page (or a terminal) and push the advice off screen."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[: limit - 20]}…{text[-8:]} ({len(text):,} characters)"
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
-
-
 @dataclass(frozen=True)
 class SolverOptions:
     """Options every method accepts.
@@ -185,19 +173,19 @@ class SolverOptions:
     throw: bool = False
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0,
             f"tol must be a positive number, got {self.tol!r}",
         )
-        _check(
+        check(
             isinstance(self.max_iter, int) and not isinstance(self.max_iter, bool) and self.max_iter >= 1,
             f"max_iter must be an integer >= 1, got {self.max_iter!r}",
         )
-        _check(
+        check(
             self.stop_mode in ("rel", "abs"),
             f"stop_mode must be one of 'abs', 'rel', got {self.stop_mode!r}",
         )
-        _check(
+        check(
             isinstance(self.divergence_ratio, (int, float)) and self.divergence_ratio > 1,
             f"divergence_ratio must be > 1, got {self.divergence_ratio!r}",
         )
@@ -216,24 +204,6 @@ class SolverOptions:
 
     def replace(self, **changes: Any) -> SolverOptions:
         return dataclasses.replace(self, **changes)
-
-
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    _check(
-        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        f"{name} must be an integer >= {minimum}, got {short_repr(value)}",
-    )
-
-
-def check_in_range(value: Any, name: str, low: float, high: float, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    bracket = "(" if low_open else "["
-    _check(ok, f"{name} must be in {bracket}{low}, {high}], got {short_repr(value)}")
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{name} must be one of {', '.join(map(repr, choices))}, got {short_repr(value)}")
 
 
 # ----------------------------------------------------------------------------------------------

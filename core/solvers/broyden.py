@@ -15,14 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (
-    CountedMap,
-    SolverOptions,
-    SolverStats,
-    Tracker,
-    batch_dot,
-    check_positive_int,
-)
+from ..checks import check_positive_int
+from .base import CountedMap, SolverOptions, SolverStats, Tracker, batch_dot
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CountedMap, SolverOptions, SolverStats, Tracker, check_in_range
+from ..checks import check_in_range
+from .base import CountedMap, SolverOptions, SolverStats, Tracker
 
 
 @dataclass(frozen=True)

@@ -24,19 +24,8 @@ from dataclasses import dataclass
 import torch
 from torchdiffeq import odeint
 
-from .base import (
-    CountedMap,
-    SolverOptions,
-    SolverPath,
-    SolverStats,
-    Status,
-    Tracker,
-    all_finite,
-    check_choice,
-    check_in_range,
-    check_positive_int,
-    evenly_spaced,
-)
+from ..checks import check_choice, check_in_range, check_positive_int
+from .base import CountedMap, SolverOptions, SolverPath, SolverStats, Status, Tracker, all_finite, evenly_spaced
 from .linear import JACOBIAN_MODES, LINEAR_SOLVERS, JacobianAt, solve_shifted
 
 #: torchdiffeq methods every ODE setting of the project takes (homotopy paths, NODE / ANODE / HomoODE blocks):

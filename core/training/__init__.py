@@ -3,10 +3,13 @@
 from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
-from .loop import Divergence, Trainer, load_trainer, resolve_device, resume, train
+from .loop import LIVE_SETTINGS, Divergence, Trainer, load_trainer, resolve_device, resume, train
 from .memory import SavedTensorMeter, peak_memory
+from .rundir import RUN_NAME, RunDir
 
 __all__ = [
+    "LIVE_SETTINGS",
+    "RUN_NAME",
     "ChangeEvent",
     "CheckpointError",
     "CheckpointEvent",
@@ -15,6 +18,7 @@ __all__ = [
     "EvalEvent",
     "Event",
     "FinishedEvent",
+    "RunDir",
     "SavedTensorMeter",
     "StepEvent",
     "TrainConfig",

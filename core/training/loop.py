@@ -1,11 +1,17 @@
-"""The training loop as a generator of events, on a ``Trainer`` that can also be stepped by hand.
+"""The one training loop: a ``Trainer`` whose :meth:`Trainer.events` yields events one at a time.
 
-    for event in train(config, out_dir="runs/x"):
+    for event in Trainer(config, out_dir="runs/x").events():
         print(event.to_dict())
 
-Adam with cosine decay per iteration, HomoODE's start point on its own SGD schedule, optional
-gradient clipping; data order, augmentation and dropout are seeded, and a checkpoint holds every
-piece of state, so a resumed run continues exactly where it stopped.
+``events()`` is :meth:`Trainer.tick` (one step, then validation and a checkpoint when due) repeated, then
+:meth:`Trainer.end`. The CLI consumes ``events()``; the app's worker thread calls ``tick`` and ``end``
+itself, between the commands of its page (pause, step once, live changes). Either way every event is
+recorded in the run folder by the trainer (:class:`RunDir`), so both write the same rows.
+
+Adam with a cosine learning rate that is a pure function of progress (:meth:`Trainer.lr_at`), HomoODE's
+start point on its own SGD schedule, optional gradient clipping; data order, augmentation and dropout
+are seeded, and a checkpoint holds every piece of state, so a resumed run continues exactly where it
+stopped.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from .. import data as data_lib
 from ..models import ImplicitClassifier, build_model
 from ..models.blocks import ODEStepLimitError
 from ..solvers import SolverError
-from .checkpoint import CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
 from .memory import SavedTensorMeter, peak_memory
+from .rundir import RunDir
+
+#: What :meth:`Trainer.apply` may change while a run trains (everything else needs a new run).
+LIVE_SETTINGS = ("lr", "grad_clip", "ode", "deq")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,15 +87,15 @@ class Trainer:
 
     Args:
         config: the run's configuration.
-        out_dir: where checkpoints and run files go (None: keep everything in memory).
+        out_dir: the run folder (see :class:`RunDir`; None: keep everything in memory). Its
+            ``config.json`` is written here, and every event of :meth:`tick`, :meth:`apply` and
+            :meth:`end` is appended to its ``metrics.jsonl``.
         resume: a checkpoint dict (from ``load_checkpoint``) to continue from.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | Path | None = None, resume: dict | None = None):
         self.config = config
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = RunDir(out_dir) if out_dir is not None else None
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -112,13 +122,11 @@ class Trainer:
         self.augmentation = self.data.train.augmentation
         self.batches_per_epoch = max(1, math.ceil(len(self.train_y) / config.batch_size))
         self.total_steps = config.steps or config.epochs * self.batches_per_epoch
+        self.eval_every = config.eval_every or self.batches_per_epoch
 
         torch.manual_seed(config.seed)
         self.model: ImplicitClassifier = build_model(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.main_parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.total_steps, eta_min=config.lr_min
-        )
         start_params = self.model.start_point_parameters()
         self.start_optimizer = torch.optim.SGD(start_params, lr=config.start_lr) if start_params else None
         self.step_count = 0
@@ -128,6 +136,9 @@ class Trainer:
         self.nfe_sums = [0, 0]
         self.peak_graph_bytes = 0  # the largest graph_bytes of the run's steps
         self.last_checkpoint: str | None = None
+        self.validated_at: int | None = None  # the step of the last validation
+        self.unsaved = False  # steps or setting changes since the last checkpoint
+        self.finished: FinishedEvent | None = None
         self.started = time.perf_counter()
         self.wall_offset = 0.0  # wall seconds of the run before this process resumed it (curves stay continuous)
         self.train_seconds = 0.0  # time inside step(), evaluation excluded
@@ -135,6 +146,8 @@ class Trainer:
             self._load_state(resume)
         # The process's memory before the first step (model, optimizer, data; other runs in this process too).
         self.baseline_memory_bytes = peak_memory(self.device)[0]
+        if self.run_dir is not None:
+            self.run_dir.create().write_config(config)
 
     # ------------------------------------------------------------------ the step
 
@@ -166,7 +179,7 @@ class Trainer:
             x = data_lib.random_crop_flip(x, aug.pad, aug.flip, torch.tensor(aug.fill), gen)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.model.train()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self._set_lr()
         backup = self._snapshot()
         meter = SavedTensorMeter()
         try:
@@ -200,7 +213,6 @@ class Trainer:
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.main_parameters(), cfg.grad_clip)
             self.optimizer.step()
-            self._advance_schedule()
             nfe_backward = self.model.nfe_backward
             start_loss = None
             if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
@@ -214,6 +226,7 @@ class Trainer:
             self._restore(backup)
             raise
         self.step_count += 1
+        self.unsaved = True
         self.nfe_sums[0] += out.stats.nfe
         self.nfe_sums[1] += nfe_backward
         graph_bytes = meter.nbytes
@@ -238,16 +251,27 @@ class Trainer:
             wall_seconds=self.wall_offset + now - self.started,
         )
 
-    def _advance_schedule(self) -> None:
+    def lr_at(self, progress: float) -> float:
+        """The learning rate at ``progress`` in [0, 1] of the run: cosine from ``lr`` down to ``lr_min``,
+        lr_min + (lr - lr_min) (1 + cos(pi p)) / 2. The one place the rate is defined (as in nanoGPT's
+        ``get_lr``): a live change of ``lr`` or a time budget changes its inputs, never a stored copy."""
+        cfg = self.config
+        p = min(max(progress, 0.0), 1.0)
+        return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * p)) / 2
+
+    @property
+    def progress(self) -> float:
+        """How far the run is: the share of its steps done, or of its time budget spent."""
         budget = self.config.time_budget
-        if budget is None:
-            self.scheduler.step()
-            return
-        # A time-budgeted run decays the rate by the share of the budget spent (cosine in time).
-        frac = min(1.0, (time.perf_counter() - self.started) / budget)
-        lr_min, lr_max = self.scheduler.eta_min, self.scheduler.base_lrs[0]
+        if budget is not None:
+            return (time.perf_counter() - self.started) / budget
+        return self.step_count / self.total_steps
+
+    def _set_lr(self) -> float:
+        lr = self.lr_at(self.progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * frac)) / 2
+            group["lr"] = lr
+        return lr
 
     # ------------------------------------------------------------------ evaluation
 
@@ -274,6 +298,7 @@ class Trainer:
     def validate(self) -> EvalEvent:
         t0 = time.perf_counter()
         loss, acc, nfe = self.evaluate("val", self.config.eval_batches)
+        self.validated_at = self.step_count
         is_best = self.best_val is None or acc > self.best_val
         if is_best:
             self.best_val, self.best_step = acc, self.step_count
@@ -319,42 +344,51 @@ class Trainer:
             stopped=stopped,
         )
 
-    def apply(self, **changes: Any) -> ChangeEvent:
-        """Change settings of a running trainer between steps, without a reset; returns what changed.
+    def check_changes(self, **changes: Any) -> TrainConfig:
+        """The config that :meth:`apply` would give (ValueError naming the setting for a bad one); changes
+        nothing, so a front end can check a user's input in its own thread before queueing it.
 
-        Accepts ``lr``, ``grad_clip``, ``ode`` (an ODEConfig) and ``deq`` (a DEQConfig); the saved
-        config follows the change. Everything is validated before anything changes: a ValueError
-        leaves the trainer as it was. ``lr`` is the new base rate of the schedule: the optimizer's
-        current rate is multiplied by new / old base rate, so it keeps its position on the cosine
-        curve (``lr_min`` drops to ``lr`` when it was above it).
+        ``ode`` changes apply only to the ODE families and ``deq`` only to a DEQ: one control panel can
+        drive models of several families. A new ``lr`` lowers ``lr_min`` to it when that was above."""
+        unknown = sorted(set(changes) - set(LIVE_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"cannot change {', '.join(unknown)} while training; changeable: {', '.join(LIVE_SETTINGS)}"
+            )
+        is_deq = self.config.model.family == "deq"
+        model_changes = {k: changes[k] for k in ("ode", "deq") if k in changes and (k == "deq") == is_deq}
+        rest = {k: changes[k] for k in ("lr", "grad_clip") if k in changes}
+        if isinstance(rest.get("lr"), (int, float)):
+            rest["lr_min"] = min(self.config.lr_min, rest["lr"])
+        new_model = self.config.model.replace(**model_changes) if model_changes else self.config.model
+        return self.config.replace(model=new_model, **rest)  # validates everything
+
+    def apply(self, **changes: Any) -> ChangeEvent:
+        """Change settings between steps, without a reset (see :meth:`check_changes`); returns what changed.
+
+        The learning rate follows at once (``lr_at`` with the new base keeps the run's place on the
+        cosine); the model gets its new solver settings. A change is recorded in the run folder: a
+        ``change`` event in ``metrics.jsonl`` (the history) and the new ``config.json`` (the settings in
+        force, which a resume continues with). A ValueError leaves the trainer as it was.
 
         Returns:
             a :class:`ChangeEvent` at the current step, with old and new value of every setting that
-            differs (``changes`` is empty when nothing did); record it with the run's other events.
+            differs (``changes`` is empty when nothing did).
         """
-        allowed = {"lr", "grad_clip", "ode", "deq"}
-        unknown = sorted(set(changes) - allowed)
-        if unknown:
-            raise ValueError(
-                f"cannot change {', '.join(unknown)} while training; changeable: {', '.join(sorted(allowed))}"
-            )
-        model_changes = {k: changes.pop(k) for k in ("ode", "deq") if k in changes}
-        new_model = self.config.model.replace(**model_changes) if model_changes else self.config.model
-        lr_min = min(self.config.lr_min, changes.get("lr", self.config.lr))
-        config = self.config.replace(model=new_model, lr_min=lr_min, **changes)  # validates everything first
+        config = self.check_changes(**changes)
         event = ChangeEvent(step=self.step_count, epoch=self.epoch, changes=config_changes(self.config, config))
-        if "ode" in model_changes:
-            self.model.set_ode(model_changes["ode"])
-        if "deq" in model_changes:
-            self.model.set_solver(model_changes["deq"])
-        if "lr" in changes:
-            # Rescale the schedule: the current rate keeps its position on the cosine curve.
-            ratio = changes["lr"] / self.config.lr
-            self.scheduler.base_lrs = [changes["lr"] for _ in self.scheduler.base_lrs]
-            self.scheduler.eta_min = lr_min
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["lr"] * ratio
+        if not event.changes:
+            return event
+        if config.model.ode != self.config.model.ode and self.config.model.family != "deq":
+            self.model.set_ode(config.model.ode)
+        if config.model.deq != self.config.model.deq and self.config.model.family == "deq":
+            self.model.set_solver(config.model.deq)
         self.config = config
+        self._set_lr()
+        self.unsaved = True
+        if self.run_dir is not None:
+            self.run_dir.append(event)
+            self.run_dir.write_config(config)
         return event
 
     def summary(self, event: FinishedEvent) -> dict[str, Any]:
@@ -391,7 +425,6 @@ class Trainer:
         return {
             "model": copy.deepcopy(self.model.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
             "start_optimizer": None
             if self.start_optimizer is None
             else copy.deepcopy(self.start_optimizer.state_dict()),
@@ -400,7 +433,6 @@ class Trainer:
     def _restore(self, snap: dict[str, Any]) -> None:
         self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optimizer"])
-        self.scheduler.load_state_dict(snap["scheduler"])
         if self.start_optimizer is not None:
             self.start_optimizer.load_state_dict(snap["start_optimizer"])
 
@@ -409,7 +441,6 @@ class Trainer:
             "config": json.dumps(self.config.to_dict()),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "start_optimizer": None if self.start_optimizer is None else self.start_optimizer.state_dict(),
             "step": self.step_count,
             "split_seed": self.config.seed,
@@ -425,7 +456,6 @@ class Trainer:
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if self.start_optimizer is not None and state.get("start_optimizer") is not None:
             self.start_optimizer.load_state_dict(state["start_optimizer"])
         self.step_count = int(state["step"])
@@ -436,61 +466,92 @@ class Trainer:
         self.wall_offset = float(state.get("wall_seconds", 0.0))
         torch.set_rng_state(state["rng"])
 
-    def save(self, name: str = "checkpoint.pt") -> str | None:
-        if self.out_dir is None:
+    def save(self) -> str | None:
+        """Checkpoint into the run folder (None without one)."""
+        if self.run_dir is None:
             return None
-        path = self.out_dir / name
+        path = self.run_dir.checkpoint
         save_checkpoint(path, self.state_dict())
         self.last_checkpoint = str(path)
+        self.unsaved = False
         return str(path)
 
     # ------------------------------------------------------------------ the event stream
 
-    def run(self, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
-        """Train to the planned number of steps (or ``time_budget``), yielding events.
+    def _record(self, events: list[Event]) -> list[Event]:
+        if self.run_dir is not None:
+            for event in events:
+                self.run_dir.append(event)
+        return events
 
-        ``should_stop`` is checked between steps. Whenever the run ends, the last step is validated
-        (so it can be selected) and checkpointed before the final event.
+    def tick(self) -> list[Event]:
+        """One step and what follows it, each event recorded in the run folder:
+        ``[StepEvent]``, plus ``[EvalEvent, CheckpointEvent]`` when validation is due (every ``eval_every``
+        steps and at the last step), or ``[ErrorEvent]`` when the step diverged. A diverged step was rolled
+        back, so the run can go on after a settings change (the app's ▶ does; the CLI stops)."""
+        try:
+            events: list[Event] = [self.step()]
+        except Divergence as err:
+            error = ErrorEvent(
+                step=self.step_count,
+                epoch=self.epoch,
+                message=str(err),
+                advice=err.advice,
+                checkpoint=self.last_checkpoint,
+            )
+            return self._record([error])
+        if self.step_count % self.eval_every == 0 or self.done:
+            events += self._validate_and_save()
+        return self._record(events)
+
+    def end(self, stopped: bool = False) -> list[Event]:
+        """End the run (once): validate and checkpoint the last step if not yet done, measure test accuracy
+        (:meth:`finish`), write ``summary.json``. Returns the events, recorded; [] when already ended."""
+        if self.finished is not None:
+            return []
+        events: list[Event] = []
+        if self.step_count and self.validated_at != self.step_count:
+            events += self._validate_and_save()
+        elif self.unsaved and self.step_count and self.save() is not None:
+            events.append(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=self.last_checkpoint))
+        self.finished = self.finish(stopped or not (self.done or self.out_of_time))
+        events.append(self.finished)
+        self._record(events)
+        if self.run_dir is not None:
+            self.run_dir.write_summary(self.summary(self.finished))
+        return events
+
+    def events(self, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
+        """Train to the planned number of steps (or ``time_budget``), yielding every event as it happens.
+
+        ``should_stop`` is checked between steps; when it says stop, the run ends as a stopped one (last
+        step validated and checkpointed, test accuracy, summary). A divergence ends the stream with its
+        :class:`ErrorEvent` (the last good checkpoint is kept; no summary is written).
         """
         stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
         self.started = time.perf_counter()
-        eval_every = self.config.eval_every or self.batches_per_epoch
-        if self.out_dir is not None:
-            atomic_write_json(self.out_dir / "config.json", self.config.to_dict())
         stopped = False
-        validated_at = None
         while not self.done and not self.out_of_time:
             if stop is not None and stop():
                 stopped = True
                 break
-            try:
-                yield self.step()
-            except Divergence as err:
-                yield ErrorEvent(
-                    step=self.step_count,
-                    epoch=self.epoch,
-                    message=str(err),
-                    advice=err.advice,
-                    checkpoint=self.last_checkpoint,
-                )
+            batch = self.tick()
+            yield from batch
+            if isinstance(batch[-1], ErrorEvent):
                 return
-            if self.step_count % eval_every == 0:
-                yield from self._validate_and_save()
-                validated_at = self.step_count
-        if self.step_count and validated_at != self.step_count:
-            yield from self._validate_and_save()
-        yield self.finish(stopped)
+        yield from self.end(stopped)
 
     @property
     def out_of_time(self) -> bool:
         budget = self.config.time_budget
         return budget is not None and time.perf_counter() - self.started >= budget
 
-    def _validate_and_save(self) -> Iterator[Event]:
-        yield self.validate()
+    def _validate_and_save(self) -> list[Event]:
+        events: list[Event] = [self.validate()]
         path = self.save()
         if path is not None:
-            yield CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)
+            events.append(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path))
+        return events
 
 
 def train(
@@ -499,20 +560,24 @@ def train(
     should_stop: Callable[[], bool] | threading.Event | None = None,
 ) -> Iterator[Event]:
     """Run training from scratch, yielding :mod:`events`."""
-    yield from Trainer(config, out_dir).run(should_stop)
+    yield from Trainer(config, out_dir).events(should_stop)
 
 
 def resume(out_dir: str | Path, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
     """Continue the run saved in ``out_dir`` (its ``checkpoint.pt``)."""
-    trainer = load_trainer(Path(out_dir) / "checkpoint.pt", out_dir=out_dir)
-    yield from trainer.run(should_stop)
+    run = RunDir(out_dir)
+    trainer = load_trainer(run.checkpoint_file(), out_dir=out_dir)
+    yield from trainer.events(should_stop)
 
 
-def load_trainer(path: str | Path, out_dir: str | Path | None = None) -> Trainer:
-    """Rebuild a trainer (config, model, optimizers, step) from a checkpoint file."""
+def load_trainer(path: str | Path, out_dir: str | Path | None = None, **overrides: Any) -> Trainer:
+    """Rebuild a trainer (config, model, optimizers, step) from a checkpoint file.
+
+    ``overrides`` replace settings of the saved config that belong to this machine rather than to the
+    run (e.g. ``device="cpu", threads=None, download=False`` to inspect a GPU run on a laptop)."""
     state = load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(json.loads(state["config"]))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path} holds no valid training config: {err}") from None
-    return Trainer(config, out_dir=out_dir, resume=state)
+    return Trainer(config.replace(**overrides) if overrides else config, out_dir=out_dir, resume=state)

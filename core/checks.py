@@ -1,0 +1,97 @@
+"""Input checks and the ranges of every user-facing setting: defined once, used by core's option classes,
+the CLI and the app (which builds its sliders, boxes and messages from these ranges).
+
+Every check raises ``ValueError`` with a message that names the setting, the valid values and what was
+given (cut by :func:`short_repr`, so a 5,000-character paste cannot fill the page).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: error messages echo what the user typed, and a
+    5,000-character value must not fill the page (or a terminal) and push the advice off screen."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}…{text[-8:]} ({len(text):,} characters)"
+
+
+def check(cond: bool, message: str) -> None:
+    """Raise ValueError(message) unless ``cond``; never ``assert`` (stripped by ``python -O``)."""
+    if not cond:
+        raise ValueError(message)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+    check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{name} must be an integer >= {minimum}, got {short_repr(value)}",
+    )
+
+
+def check_in_range(value: Any, name: str, low: float, high: float, low_open: bool = False) -> None:
+    ok = is_number(value) and (value > low if low_open else value >= low) and value <= high
+    bracket = "(" if low_open else "["
+    check(ok, f"{name} must be in {bracket}{low}, {high}], got {short_repr(value)}")
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    check(value in choices, f"{name} must be one of {', '.join(map(repr, choices))}, got {short_repr(value)}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a setting may take: a number (a whole one with ``integer``) from ``low`` to ``high``.
+
+    Example:
+        >>> TOL.check(1e-3, "tolerance")
+        >>> TOL.check(2.0, "tolerance")
+        Traceback (most recent call last):
+        ValueError: tolerance must be a number from 1e-08 to 0.5, got 2.0
+    """
+
+    low: float
+    high: float
+    integer: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        ok = is_number(value) and self.low <= value <= self.high
+        return ok and (not self.integer or float(value).is_integer())
+
+    def check(self, value: Any, name: str) -> None:
+        kind = "a whole number" if self.integer else "a number"
+        check(value in self, f"{name} must be {kind} from {self.low:g} to {self.high:g}, got {short_repr(value)}")
+
+    def text(self) -> str:
+        """``"1e-08 to 0.5"``: how the page states the range."""
+        return f"{self.low:g} to {self.high:g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The ranges a user may pick from, in every front end (CLI flags are checked by the configs).
+
+#: A solver tolerance: the DEQ root solvers' relative residual ||f(z) - z|| / ||f(z)|| and the adaptive ODE
+#: methods' rtol. Below ~1e-6 float32 arithmetic rarely gets there: the solver then runs to its cap.
+TOL = Range(1e-8, 0.5)
+#: A root solver's iteration cap.
+MAX_ITER = Range(1, 500, integer=True)
+#: Steps of a fixed-step ODE method (euler, midpoint, rk4) over [0, 1].
+ODE_STEPS = Range(1, 200, integer=True)
+#: Adam's learning rate.
+LR = Range(1e-8, 10)
+#: Gradient-norm clip.
+GRAD_CLIP = Range(1e-6, 1e6)
+#: Samples per step.
+BATCH_SIZE = Range(1, 4096, integer=True)
+#: A run's seed (data order, split, initialisation).
+SEED = Range(0, 2**31 - 1, integer=True)

@@ -1,0 +1,171 @@
+"""The run folder: the one place that knows its files, for the CLI, the app, the Compare tab and the benchmarks.
+
+    DIR/config.json     the settings in force (rewritten after a live change; a resume continues with them)
+    DIR/metrics.jsonl   one JSON event per line, appended as they happen (a resume appends to it)
+    DIR/summary.json    written once the run has ended (finished, stopped)
+    DIR/checkpoint.pt   the last checkpoint (see :mod:`checkpoint`)
+
+Writers replace whole files atomically; readers never raise on a missing, half-written or foreign file
+(a crash can leave half a line at the end of ``metrics.jsonl``): they return what is readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..checks import short_repr
+from .checkpoint import CheckpointError, atomic_write_json
+from .events import Event, json_safe
+
+CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"
+#: A run folder's name as a user may type it: no separators, no leading dot.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run folder (which need not exist yet: :meth:`create` makes it)."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike):
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint(self) -> Path:
+        """Where the run's checkpoint is written (use :meth:`checkpoint_file` to open one safely)."""
+        return self.path / CHECKPOINT
+
+    # ------------------------------------------------------------------ writing
+
+    def create(self) -> RunDir:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_config(self, config: Any) -> None:
+        """The settings in force: a ``TrainConfig`` (or its dict)."""
+        atomic_write_json(self.path / CONFIG, config.to_dict() if hasattr(config, "to_dict") else config)
+
+    def append(self, event: Event | dict[str, Any]) -> None:
+        """One event as one JSON line. Opened per event: no handle outlives a run, and each line is flushed
+        as a whole, so a crash loses at most the line being written."""
+        row = event.to_dict() if isinstance(event, Event) else json_safe(event)
+        with open(self.path / METRICS, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / SUMMARY, json_safe(summary))
+
+    # ------------------------------------------------------------------ reading (never raises)
+
+    def has_config(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.json`` as a dict ({} when missing or unreadable)."""
+        return _read_json(self.path / CONFIG)
+
+    def read_summary(self) -> dict[str, Any]:
+        """``summary.json`` as a dict ({} while the run has not ended, or when unreadable)."""
+        return _read_json(self.path / SUMMARY)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The recorded events in order: complete JSON objects only (a torn last line is skipped)."""
+        try:
+            lines = (self.path / METRICS).read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
+
+    def last_event_kind(self) -> str | None:
+        """The ``kind`` of the last complete event (reads only the file's tail)."""
+        try:
+            with open(self.path / METRICS, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 8192))
+                lines = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            return event.get("kind") if isinstance(event, dict) else None
+        return None
+
+    def started(self) -> float:
+        """When the run was configured (``config.json``'s time; 0 when unreadable): runs sort by it."""
+        try:
+            return (self.path / CONFIG).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def checkpoint_file(self) -> Path:
+        """The run's checkpoint, if it is a regular file of this folder (not a link to elsewhere).
+
+        Raises:
+            CheckpointError: there is none (yet), or it is a symbolic link (a checkpoint is opened only
+                where the run wrote it).
+        """
+        path = self.checkpoint
+        if path.is_symlink():
+            raise CheckpointError(f"{path} is a symbolic link; only a checkpoint written into the run folder is opened")
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint in {self.path} (the run has not saved one yet)")
+        return path
+
+    # ------------------------------------------------------------------ folders of runs
+
+    @staticmethod
+    def find(root: str | os.PathLike, name: str) -> RunDir:
+        """Run ``name`` directly inside ``root`` and really there (not a link out of it); ValueError
+        otherwise. Code that renames or deletes a run goes through here."""
+        if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+            raise ValueError(f"{short_repr(name)} is not a run's name (letters, digits, '.', '_' and '-')")
+        resolved_root = Path(root).resolve()
+        folder = Path(root) / name
+        if folder.is_symlink() or not folder.is_dir() or folder.resolve().parent != resolved_root:
+            raise ValueError(f"there is no run {short_repr(name)} in {resolved_root}")
+        run = RunDir(folder)
+        if not run.has_config():
+            raise ValueError(f"{short_repr(name)} in {resolved_root} is not a run folder (it has no {CONFIG})")
+        return run
+
+    @staticmethod
+    def list(root: str | os.PathLike, limit: int | None = None, only: set[Path] | None = None) -> list[RunDir]:
+        """The run folders under ``root`` (those with a ``config.json``), newest first, at most ``limit``,
+        optionally only those in ``only``."""
+        root = Path(root)
+        if not root.is_dir():
+            return []
+        runs = [RunDir(p) for p in root.iterdir() if (p / CONFIG).is_file()]
+        if only is not None:
+            wanted = {p.resolve() for p in only}
+            runs = [r for r in runs if r.path.resolve() in wanted]
+        runs.sort(key=lambda r: (r.started(), r.name), reverse=True)
+        return runs if limit is None else runs[:limit]
