@@ -16,7 +16,7 @@ from .models import (
     preset,
 )
 from .solvers import METHODS, ODE_METHODS, SolverError, SolverStats, Status, make_options, solve
-from .training.config import DEVICES
+from .training import DEVICES
 
 __all__ = [
     "DEVICES",

@@ -7,6 +7,7 @@ given (cut by :func:`short_repr`, so a 5,000-character paste cannot fill the pag
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,15 @@ def check_in_range(value: Any, name: str, low: float, high: float, low_open: boo
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     check(value in choices, f"{name} must be one of {', '.join(map(repr, choices))}, got {short_repr(value)}")
+
+
+def from_fields(cls: type, data: dict[str, Any]) -> Any:
+    """``cls(**data)`` for a config dataclass read from a file; an unknown key raises ValueError naming the
+    valid ones (a misspelt setting must not be dropped silently)."""
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - valid)
+    check(not unknown, f"unknown {cls.__name__} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)

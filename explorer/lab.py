@@ -242,15 +242,13 @@ def compare_solvers(
     inner: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     if lab.family == "deq":
-        feat = model.features(x)
-        block = model.block
-        z0 = torch.zeros((x.shape[0], *block.state_shape), device=x.device, dtype=feat.dtype)
+        cell, z0 = model.fixed_point_map(x)
         for method in LAB_SOLVERS:
             visited: list[torch.Tensor] = []
 
             def f(z: torch.Tensor, visited: list[torch.Tensor] = visited) -> torch.Tensor:
                 visited.append(z.detach().reshape(z.shape[0], -1)[0].cpu())
-                return block.cell(z, feat)
+                return cell(z)
 
             t0 = time.perf_counter()
             z, stats = core.solve(f, z0, method=method, **solver_options(method, tol, max_iter, ode_method, ode_steps))

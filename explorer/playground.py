@@ -282,7 +282,7 @@ def flow_visual(trainer: Trainer, probe: tuple[float, float] | None = None) -> d
             fx = torch.linspace(float(plo[0]), float(phi[0]), FIELD_GRID)
             fy = torch.linspace(float(plo[1]), float(phi[1]), FIELD_GRID)
             fgrid = torch.stack(torch.meshgrid(fx, fy, indexing="xy"), -1).reshape(-1, 2).to(trainer.device)
-            uv = model.block.fn.field(fgrid).float().cpu().numpy()
+            uv = model.vector_field(fgrid).float().cpu().numpy()
             g = fgrid.cpu().numpy()
             field = (g[:, 0], g[:, 1], uv[:, 0], uv[:, 1])
             hx = torch.linspace(float(plo[0]), float(phi[0]), GRID)

@@ -25,13 +25,7 @@ def probe(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
     model.eval()
     try:
         with torch.no_grad():
-            feat = model.features(x)
-            block = model.block
-
-            def f(z: torch.Tensor) -> torch.Tensor:
-                return block.cell(z, feat)
-
-            z0 = feat.new_zeros((x.shape[0], *block.state_shape))
+            f, z0 = model.fixed_point_map(x)
             out: dict[str, float] = {}
             for tol in (1e-3, 1e-4):
                 z, stats = core.solve(f, z0, method="anderson", tol=tol, max_iter=100)

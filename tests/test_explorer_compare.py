@@ -232,7 +232,7 @@ def test_compare_refresh_select_and_accuracy_points(runs):
 
 def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
-    from core.bench.models import memory_probe
+    from core.bench import memory_probe
 
     out = ex.compare_memory("m", ["node", "deq"], ["direct", "adjoint", "implicit"], "4, 16", "points", 8)
     by = {

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from core.data import load_dataset
-from core.solvers.base import short_repr
+from core.checks import short_repr
 from core.training import CheckpointError, Trainer, load_checkpoint
 from explorer import controller, imagetrain, plots
 from explorer import lab as lab_lib

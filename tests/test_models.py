@@ -447,3 +447,34 @@ def test_point_field_depth_adds_hidden_layers_and_keeps_depth_one_unchanged():
         assert out.logits.shape == (5, 2) and torch.isfinite(out.logits).all()
     with pytest.raises(ValueError, match="depth must be at most 8"):
         base.replace(depth=9)
+
+
+def test_fixed_point_map_is_the_deq_forward_problem_and_homotopy_solves_it():
+    """The public map of a DEQ: every solver (homotopy continuation included) finds the equilibrium the
+    model's own forward finds, and the head reads the same logits from it."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 2, dtype=torch.float64)
+    model = _deq_points().eval()
+    with torch.no_grad():
+        logits = model(x).logits
+        f, z0 = model.fixed_point_map(x)
+        assert z0.shape == (8, 4) and float(z0.abs().max()) == 0.0
+        for method in ("fixed_point", "anderson", "broyden", "homotopy"):
+            z, stats = core.solve(f, z0, method=method, tol=1e-10, max_iter=300)
+            assert stats.converged, method
+            assert rel_err(f(z), z) < 1e-9, method
+            assert rel_err(model.head(z), logits) < 1e-8, method
+    with pytest.raises(ValueError, match="only deq"):
+        build_model(preset("points-homoode")).fixed_point_map(x.float())
+
+
+def test_vector_field_is_what_the_node_integrates():
+    model = build_model(preset("points-node").replace(ode=ODEConfig(method="euler", n_steps=1))).eval()
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        out = model(x, trajectory=2)
+        # One Euler step over [0, 1]: z(1) = z(0) + F(z(0)).
+        assert torch.allclose(out.stats.trajectory[-1], x + model.vector_field(x), atol=1e-6)
+    assert out.stats.nfe == 1  # the extra call to vector_field was not counted
+    with pytest.raises(ValueError, match="node and anode do"):
+        build_model(preset("points-deq")).vector_field(x)

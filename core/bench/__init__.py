@@ -16,6 +16,10 @@ import sys
 from collections.abc import Sequence
 
 from . import models, solvers
+from .models import MEMORY_VARIANTS, memory_probe
+from .solvers import machine_info
+
+__all__ = ["MEMORY_VARIANTS", "build_parser", "machine_info", "main", "memory_probe"]
 
 
 def build_parser() -> argparse.ArgumentParser:

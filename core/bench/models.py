@@ -16,11 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from ..training import atomic_write_json
-from ..training.config import DEVICES
+from ..training import DEVICES, RunDir, atomic_write_json
 from .solvers import machine_info
 
 #: name -> (family, extra core.train flags). DEQ: Anderson forward, implicit backward (the presets' default).
@@ -76,7 +74,7 @@ def run_models(args: argparse.Namespace) -> int:
                 _log(proc.stderr[-2000:])
                 records.append({"model": name, "error": proc.stderr.strip().splitlines()[-1:]})
                 continue
-            summary = json.loads((Path(out) / "summary.json").read_text())
+            summary = RunDir(out).read_summary()
         record = {
             "model": name,
             "family": family,

@@ -44,9 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..solvers import METHODS, make_options, solve
-from ..solvers.base import CountedMap, Map, batch_norm
-from ..solvers.linear import JacobianAt
+from ..solvers import METHODS, CountedMap, JacobianAt, Map, batch_norm, make_options, solve
 from ..training import atomic_write_json
 
 FAMILIES = ("closed_form", "contractive_conv", "non_contractive")

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from ..solvers import SolverStats, make_options, solve
-from ..solvers.base import evenly_spaced
+from ..solvers import SolverStats, evenly_spaced, make_options, solve
 from .config import DEQConfig, ODEConfig
 from .layers import LearnableStart, alternating_start
 
@@ -93,10 +92,6 @@ class ODEBlock(nn.Module):
         self.fn = _CountedField(field, config.max_steps)
         self.config = config
         self._nfe_forward = 0
-
-    @property
-    def field(self) -> nn.Module:
-        return self.fn.field
 
     def set_ode(self, config: ODEConfig) -> None:
         """Change the integration settings of a built model (e.g. a solver sweep after training)."""
@@ -197,7 +192,7 @@ class HomoODEBlock(ODEBlock):
     def forward(self, condition: torch.Tensor, trajectory: int = 0) -> tuple[torch.Tensor, BlockStats]:
         """condition (B, ...) -> z(1) (B, *state_shape)."""
         z0 = self.start_point().to(condition.dtype).expand((condition.shape[0], *self.state_shape)).contiguous()
-        drop = getattr(self.field, "drop", None)
+        drop = getattr(self.fn.field, "drop", None)
         if drop is not None:
             drop.new_mask(z0)  # one dropout mask per solve
         z1, stats = self.integrate(z0, condition, trajectory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,32 @@ class ImplicitClassifier(nn.Module):
         z, stats = self.block(self.features(x), trajectory=trajectory)
         return ModelOutput(self.head(z), stats)
 
+    def fixed_point_map(self, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+        """A DEQ's equilibrium problem for inputs ``x``: ``(f, z0)`` with f(z) = cell(z; features(x)) and
+        z0 = 0 of shape (B, *state_shape), the start the model itself uses. Any root solver takes it,
+        ``core.solve(f, z0, method=...)``, homotopy continuation included; ``model.head(z*)`` gives the
+        logits. Calls to ``f`` are not counted in the model's NFE.
+
+        Args:
+            x: (B, *config.input_shape) inputs.
+        """
+        if not isinstance(self.block, DEQBlock):
+            raise ValueError(f"a {self.family} model has no fixed-point map; only deq does (its map is z = f(z; x))")
+        feat = self.features(x)
+        cell = self.block.cell
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return cell(z, feat)
+
+        return f, feat.new_zeros((x.shape[0], *self.block.state_shape))
+
+    def vector_field(self, z: torch.Tensor) -> torch.Tensor:
+        """A NODE's or ANODE's dz/dt = F(z) at states ``z`` (B, state dim or shape); not counted in the NFE.
+        (HomoODE's field depends on the input too: its path is in ``model(x, trajectory=T).stats``.)"""
+        if self.family not in ("node", "anode"):
+            raise ValueError(f"a {self.family} model has no autonomous vector field; node and anode do")
+        return self.block.fn.field(z)
+
     @property
     def nfe_backward(self) -> int:
         """Backward NFE of the last backward pass (see ``core.models.blocks``)."""
@@ -63,10 +90,6 @@ class ImplicitClassifier(nn.Module):
         """All parameters but the start point's: what the classification optimizer trains."""
         skip = {id(p) for p in self.start_point_parameters()}
         return [p for p in self.parameters() if id(p) not in skip]
-
-    @property
-    def has_learnable_start(self) -> bool:
-        return bool(self.start_point_parameters())
 
     def start_point_loss(self) -> torch.Tensor:
         if not isinstance(self.block, HomoODEBlock):

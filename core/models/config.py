@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import check_choice, check_positive_int
+from ..checks import check_choice, check_positive_int, from_fields
 from ..solvers import ADAPTIVE_METHODS, METHODS, ODE_METHODS, make_options
 
 FAMILIES = ("node", "anode", "deq", "homoode")
@@ -185,13 +185,5 @@ class ModelConfig:
         data = dict(data)
         for key, sub in (("ode", ODEConfig), ("deq", DEQConfig)):
             if isinstance(data.get(key), dict):
-                data[key] = _build(sub, data[key])
-        return _build(cls, data)
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        _fail(f"unknown {cls.__name__} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return cls(**data)
+                data[key] = from_fields(sub, data[key])
+        return from_fields(cls, data)

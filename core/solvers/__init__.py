@@ -14,10 +14,21 @@ from typing import Any
 import torch
 
 from .anderson import AndersonOptions, anderson
-from .base import CountedMap, Map, SolverError, SolverOptions, SolverPath, SolverStats, Status
+from .base import (
+    CountedMap,
+    Map,
+    SolverError,
+    SolverOptions,
+    SolverPath,
+    SolverStats,
+    Status,
+    batch_norm,
+    evenly_spaced,
+)
 from .broyden import BroydenOptions, broyden
 from .fixed_point import FixedPointOptions, fixed_point
 from .homotopy import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, HomotopyOptions, homotopy
+from .linear import JacobianAt
 
 #: method name -> (options class, solver function)
 SOLVERS: dict[str, tuple[type[SolverOptions], Any]] = {
@@ -86,11 +97,15 @@ __all__ = [
     "CountedMap",
     "FixedPointOptions",
     "HomotopyOptions",
+    "JacobianAt",
+    "Map",
     "SolverError",
     "SolverOptions",
     "SolverPath",
     "SolverStats",
     "Status",
+    "batch_norm",
+    "evenly_spaced",
     "make_options",
     "solve",
 ]

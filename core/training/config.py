@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import from_fields
 from ..models import ModelConfig
-from ..models.config import _build
 
 #: Where a run trains: auto (CUDA when present, else CPU), cpu or cuda. The CLI, the benchmarks and the app
 #: offer exactly these (the app only those this machine has).
@@ -125,4 +125,4 @@ class TrainConfig:
         data = dict(data)
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig.from_dict(data["model"])
-        return _build(cls, data)
+        return from_fields(cls, data)

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from .. import data as data_lib
-from ..models import ImplicitClassifier, build_model
-from ..models.blocks import ODEStepLimitError
+from ..models import ImplicitClassifier, ODEStepLimitError, build_model
 from ..solvers import SolverError
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
