@@ -87,21 +87,36 @@ class Range:
         return f"{self.low:g} to {self.high:g}"
 
 
-# ----------------------------------------------------------------------------------------------
-# The ranges a user may pick from, in every front end (CLI flags are checked by the configs).
+def check_number(value: Any, name: str, low: float, high: float, integer: bool = False) -> None:
+    """A finite number (a whole one with ``integer``) from ``low`` to ``high``, else ValueError naming the
+    range: ``Range(low, high, integer).check(value, name)`` for a one-off range."""
+    Range(low, high, integer).check(value, name)
 
-#: A solver tolerance: the DEQ root solvers' relative residual ||f(z) - z|| / ||f(z)|| and the adaptive ODE
-#: methods' rtol. Below ~1e-6 float32 arithmetic rarely gets there: the solver then runs to its cap.
+
+# ----------------------------------------------------------------------------------------------
+# The ranges a user may pick from in the app (its boxes, sliders and messages are built from these).
+# The library itself accepts more (e.g. a tolerance of 1e-12 in float64 tests); these are the values
+# that make sense to offer a person training on a CPU or one GPU.
+
+#: A solver tolerance, the same in every tab: the DEQ root solvers' relative residual
+#: ||f(z) - z|| / ||f(z)|| and the adaptive ODE methods' rtol (= atol). Below about 1e-6, float32
+#: arithmetic rarely gets there: the solver then runs to its iteration cap (shown as not converged).
 TOL = Range(1e-8, 0.5)
 #: A root solver's iteration cap.
 MAX_ITER = Range(1, 500, integer=True)
-#: Steps of a fixed-step ODE method (euler, midpoint, rk4) over [0, 1].
+#: Steps of a fixed-step ODE method (euler, midpoint, rk4) over [0, 1], in training and in the lab.
 ODE_STEPS = Range(1, 200, integer=True)
 #: Adam's learning rate.
 LR = Range(1e-8, 10)
-#: Gradient-norm clip.
-GRAD_CLIP = Range(1e-6, 1e6)
-#: Samples per step.
+#: Samples per optimisation step.
 BATCH_SIZE = Range(1, 4096, integer=True)
+#: Optimisation steps of a run.
+STEPS = Range(1, 1_000_000, integer=True)
+#: Validate every this many steps.
+EVAL_EVERY = Range(1, 1_000_000, integer=True)
+#: Passes over the training split (instead of a step count).
+EPOCHS = Range(1, 1000, integer=True)
+#: Training examples used (a subset of the split).
+TRAIN_LIMIT = Range(1, 10_000_000, integer=True)
 #: A run's seed (data order, split, initialisation).
 SEED = Range(0, 2**31 - 1, integer=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data as data_lib
-from .models import FAMILIES, PRESETS, DEQConfig, ModelConfig, preset
+from .models import FAMILIES, PRESETS, ModelConfig, preset
 from .solvers import METHODS, ODE_METHODS
 from .training import (
     CheckpointError,
@@ -28,6 +28,9 @@ from .training import (
     load_trainer,
 )
 from .training.config import DEVICES
+
+#: The defaults the flags show: TrainConfig's own (one place).
+DEFAULTS = TrainConfig(model=ModelConfig())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-budget", type=float, help="stop after this many seconds (cosine lr over the budget)")
     run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
-    run.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
+    run.add_argument("--device", choices=DEVICES, default=DEFAULTS.device, help="auto: CUDA when present")
     run.add_argument("--threads", type=int, help="torch CPU threads")
-    run.add_argument("--seed", type=int, default=0, help="data order, split, augmentation and init seed")
+    run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data order, split, augmentation and init seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     d = p.add_argument_group("data")
@@ -59,20 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-limit", type=int, help="use only this many training examples")
 
     o = p.add_argument_group("optimisation")
-    o.add_argument("--batch-size", type=int, default=128)
-    o.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay per step)")
-    o.add_argument("--lr-min", type=float, default=1e-6, help="final learning rate of the cosine decay")
-    o.add_argument("--weight-decay", type=float, default=0.0)
+    o.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    o.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate (cosine decay per step)")
+    o.add_argument("--lr-min", type=float, default=DEFAULTS.lr_min, help="final learning rate of the cosine decay")
+    o.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm")
-    o.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0: each epoch)")
+    o.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every, help="validate every N steps (0: each epoch)")
     o.add_argument("--eval-batches", type=int, help="cap on validation batches")
 
     m = p.add_argument_group("model")
     m.add_argument("--width", type=int, help="state channels (images) or dimension (points)")
     m.add_argument("--dropout", type=float, help="HomoODE variational dropout")
     m.add_argument("--start", choices=("fixed", "learnable"), help="HomoODE start point")
-    m.add_argument("--start-lr", type=float, default=0.02, help="SGD lr of the learnable start point")
-    m.add_argument("--start-every", type=int, default=20, help="update the start point every N steps")
+    m.add_argument("--start-lr", type=float, default=DEFAULTS.start_lr, help="SGD lr of the learnable start point")
+    m.add_argument("--start-every", type=int, default=DEFAULTS.start_every, help="update the start point every N steps")
 
     ode = p.add_argument_group("ODE (node, anode, homoode)")
     ode.add_argument("--ode-method", choices=ODE_METHODS, help="torchdiffeq method")
@@ -115,21 +118,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if ode_changes:
         changes["ode"] = dataclasses.replace(model.ode, **ode_changes)
     if any(v is not None for v in (args.solver, args.tol, args.max_iter, args.backward, args.jac_reg)):
-        solver = args.solver or model.deq.solver
-        opts = dict(model.deq.solver_options) if solver == model.deq.solver else {}
-        if args.tol is not None:
-            opts["tol"] = args.tol
-        if args.max_iter is not None:
-            opts["max_iter"] = args.max_iter
-        changes["deq"] = DEQConfig(
-            solver=solver,
-            solver_options=opts,
-            backward=args.backward or model.deq.backward,
-            backward_solver=model.deq.backward_solver,
-            backward_options=model.deq.backward_options,
-            phantom_steps=model.deq.phantom_steps,
-            jac_reg=model.deq.jac_reg if args.jac_reg is None else args.jac_reg,
-        )
+        options = {k: v for k, v in (("tol", args.tol), ("max_iter", args.max_iter)) if v is not None}
+        deq = model.deq.with_forward(args.solver, **options)
+        backward = {k: v for k, v in (("backward", args.backward), ("jac_reg", args.jac_reg)) if v is not None}
+        changes["deq"] = dataclasses.replace(deq, **backward)
     model = model.replace(**changes)
     return TrainConfig(
         model=model,

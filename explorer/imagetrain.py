@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 import core
+from core import checks
 from core.checks import short_repr
 from core.data import DATASETS, dataset_info, is_available
 from core.training import TrainConfig
@@ -48,16 +48,6 @@ def dataset_choices() -> list[tuple[str, str]]:
         mark = "" if info.kind == "bundled" or is_available(name) else " (not available here)"
         out.append((f"{info.title}{mark}", name))
     return out
-
-
-def check_number(value: Any, name: str, low: float, high: float, integer: bool = False) -> None:
-    """A finite number (a whole one with ``integer``) in [low, high], else ValueError naming the range."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if integer:
-        ok = ok and float(value).is_integer()
-    if not ok or not low <= value <= high:
-        kind = "a whole number" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} from {low:g} to {high:g}, got {short_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -96,28 +86,22 @@ class TrainSettings:
                     f"{self.dataset} ({kind} inputs); pick 'auto'"
                     + (f" or one of {', '.join(fitting)}" if fitting else "")
                 )
-        check_number(self.steps, "steps", 1, 1_000_000, integer=True)
-        check_number(self.batch_size, "batch size", 1, 4096, integer=True)
-        check_number(self.lr, "learning rate", 1e-8, 10)
-        if self.lr <= 0:
-            raise ValueError("learning rate must be positive")
-        if self.ode_method not in core.ODE_METHODS:
-            raise ValueError(
-                f"ODE method must be one of {', '.join(core.ODE_METHODS)}, got {short_repr(self.ode_method)}"
-            )
-        check_number(self.n_steps, "ODE steps", 1, 64, integer=True)
-        check_number(self.tol, "tolerance", 1e-10, 0.5)
-        if self.deq_solver not in core.METHODS:
-            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {short_repr(self.deq_solver)}")
+        checks.STEPS.check(self.steps, "steps")
+        checks.BATCH_SIZE.check(self.batch_size, "batch size")
+        checks.LR.check(self.lr, "learning rate")
+        checks.check_choice(self.ode_method, "ODE method", core.ODE_METHODS)
+        checks.ODE_STEPS.check(self.n_steps, "ODE steps")
+        checks.TOL.check(self.tol, "tolerance")
+        checks.check_choice(self.deq_solver, "DEQ solver", core.METHODS)
         if self.device not in DEVICES:
             gpu = "" if "cuda" in DEVICES else " (this server has no CUDA GPU)"
             raise ValueError(f"device must be one of {', '.join(DEVICES)}{gpu}, got {short_repr(self.device)}")
-        check_number(self.eval_every, "validate every", 1, 1_000_000, integer=True)
+        checks.EVAL_EVERY.check(self.eval_every, "validate every")
         if self.train_limit is not None:
-            check_number(self.train_limit, "training subset", 1, 10_000_000, integer=True)
+            checks.TRAIN_LIMIT.check(self.train_limit, "training subset")
         if self.epochs is not None:
-            check_number(self.epochs, "epochs", 1, 1000, integer=True)
-        check_number(self.seed, "seed", 0, 2**31 - 1, integer=True)
+            checks.EPOCHS.check(self.epochs, "epochs")
+        checks.SEED.check(self.seed, "seed")
 
     @classmethod
     def from_form(cls, **values: Any) -> TrainSettings:
@@ -146,9 +130,7 @@ class TrainSettings:
         name = self.preset if self.preset != "auto" else f"{info.input_kind}-{self.family}"
         model = core.preset(name)  # its family and input kind match the form's (checked on construction)
         ode = dataclasses.replace(model.ode, method=self.ode_method, n_steps=self.n_steps, rtol=self.tol, atol=self.tol)
-        deq = dataclasses.replace(
-            model.deq, solver=self.deq_solver, solver_options={"tol": max(self.tol, 1e-6), "max_iter": 30}
-        )
+        deq = model.deq.with_forward(self.deq_solver, tol=self.tol)
         return model.replace(num_classes=info.num_classes, ode=ode, deq=deq, seed=self.seed)
 
     def train_config(self) -> TrainConfig:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 import core
+from core import checks
 from core.checks import short_repr
 from core.data import DataBundle, DatasetUnavailable, load_dataset
 from core.training import CheckpointError, RunDir, TrainConfig, load_trainer
@@ -203,12 +203,9 @@ class LabResult:
 
 
 def _validate_solver_settings(tol: Any, max_iter: Any, ode_steps: Any) -> None:
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not math.isfinite(tol) or not 0 < tol < 1:
-        raise ValueError(f"tolerance must be a number in (0, 1), e.g. 1e-4; got {short_repr(tol)}")
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or not 1 <= max_iter <= 500:
-        raise ValueError(f"max iterations must be a whole number from 1 to 500, got {short_repr(max_iter)}")
-    if not isinstance(ode_steps, int) or isinstance(ode_steps, bool) or not 1 <= ode_steps <= 200:
-        raise ValueError(f"homotopy ODE steps must be a whole number from 1 to 200, got {short_repr(ode_steps)}")
+    checks.TOL.check(tol, "tolerance")
+    checks.MAX_ITER.check(max_iter, "max iterations")
+    checks.ODE_STEPS.check(ode_steps, "homotopy ODE steps")
 
 
 def solver_options(method: str, tol: float, max_iter: int, ode_method: str, ode_steps: int) -> dict[str, Any]:

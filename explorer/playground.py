@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import core
+from core import checks
 from core.checks import short_repr
 from core.data import TOY_SETS
 from core.training import TrainConfig, Trainer
@@ -24,7 +25,7 @@ from .sessions import Lane, Snapshot, backward_cell
 
 FAMILY_NAMES = {"node": "NODE", "anode": "ANODE", "deq": "DEQ", "homoode": "HomoODE"}
 MAX_MODELS = 3  # side by side; more would not fit the page nor 2 CPU cores
-DEQ_MAX_ITER = 30
+MAX_PLAYGROUND_STEPS = 100_000  # a toy run: at the animation's 30 steps a second, about an hour
 
 #: query-string key -> settings field (short keys keep shared links readable)
 QUERY_KEYS = {
@@ -49,15 +50,11 @@ HIDDEN_CHOICES = ("auto", "8", "16", "32", "64", "128")
 MAX_POINTS_PER_SPLIT = 5000
 
 
-def _positive(value: Any, name: str, high: float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0 < value <= high:
-        raise ValueError(f"{name} must be a number in (0, {high:g}], got {short_repr(value)}")
-
-
 def _int_in(value: Any, name: str, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+    """A whole number (an int: the Playground's parsed values never hold a float here) in [low, high]."""
+    if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"{name} must be a whole number from {low} to {high}, got {short_repr(value)}")
+    checks.check_number(value, name, low, high, integer=True)
 
 
 @dataclass(frozen=True)
@@ -99,23 +96,19 @@ class PlaygroundSettings:
         bad = [m for m in models if m not in FAMILY_NAMES]
         if bad or len(set(models)) != len(models):
             raise ValueError(f"models must be distinct names from {', '.join(FAMILY_NAMES)}, got {', '.join(models)}")
-        if self.ode_method not in core.ODE_METHODS:
-            raise ValueError(
-                f"ODE method must be one of {', '.join(core.ODE_METHODS)}, got {short_repr(self.ode_method)}"
-            )
-        _int_in(self.n_steps, "ODE steps", 1, 64)
-        _positive(self.tol, "tolerance", 0.5)
-        if self.deq_solver not in core.METHODS:
-            raise ValueError(f"DEQ solver must be one of {', '.join(core.METHODS)}, got {short_repr(self.deq_solver)}")
-        _positive(self.lr, "learning rate", 10.0)
-        _int_in(self.seed, "seed", 0, 2**31 - 1)
-        _int_in(self.steps, "steps", 1, 100_000)
+        checks.check_choice(self.ode_method, "ODE method", core.ODE_METHODS)
+        _int_in(self.n_steps, "ODE steps", int(checks.ODE_STEPS.low), int(checks.ODE_STEPS.high))
+        checks.TOL.check(self.tol, "tolerance")
+        checks.check_choice(self.deq_solver, "DEQ solver", core.METHODS)
+        checks.LR.check(self.lr, "learning rate")
+        _int_in(self.seed, "seed", int(checks.SEED.low), int(checks.SEED.high))
+        _int_in(self.steps, "steps", 1, MAX_PLAYGROUND_STEPS)
         if self.noise is not None:
             ok = isinstance(self.noise, (int, float)) and not isinstance(self.noise, bool)
             if not ok or not math.isfinite(self.noise) or not 0 <= self.noise <= 1:
                 raise ValueError(f"noise must be a number from 0 to 1, got {short_repr(self.noise)}")
         _int_in(self.points, "training points", 20, MAX_POINTS_PER_SPLIT)
-        _int_in(self.batch_size, "batch size", 1, 1024)
+        _int_in(self.batch_size, "batch size", int(checks.BATCH_SIZE.low), int(checks.BATCH_SIZE.high))
         if self.hidden not in HIDDEN_CHOICES:
             raise ValueError(f"hidden units must be one of {', '.join(HIDDEN_CHOICES)}, got {short_repr(self.hidden)}")
         _int_in(self.depth, "depth", 1, 4)
@@ -175,7 +168,7 @@ class PlaygroundSettings:
         return core.ODEConfig(method=self.ode_method, rtol=self.tol, atol=self.tol, n_steps=self.n_steps)
 
     def deq_config(self) -> core.DEQConfig:
-        return core.DEQConfig(solver=self.deq_solver, solver_options={"tol": self.tol, "max_iter": DEQ_MAX_ITER})
+        return core.DEQConfig().with_forward(self.deq_solver, tol=self.tol)
 
     def train_config(self, family: str) -> TrainConfig:
         model = core.preset(f"points-{family}")

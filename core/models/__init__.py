@@ -11,10 +11,11 @@ Example:
 
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock, ODEStepLimitError
 from .classifier import ImplicitClassifier, ModelOutput, build_model
-from .config import FAMILIES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
+from .config import DEQ_MAX_ITER, FAMILIES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
 from .presets import PRESETS, preset
 
 __all__ = [
+    "DEQ_MAX_ITER",
     "FAMILIES",
     "INPUT_KINDS",
     "PRESETS",

@@ -23,6 +23,10 @@ INPUT_KINDS: dict[str, tuple[tuple[int, ...], str]] = {
 }
 
 DEQ_BACKWARDS = ("implicit", "phantom")
+#: A DEQ's default forward iteration cap (the presets', the app's).
+DEQ_MAX_ITER = 30
+#: Options every root solver has (``SolverOptions``): they carry over when the solver changes.
+COMMON_SOLVER_OPTIONS = ("tol", "max_iter")
 START_POINTS = ("fixed", "learnable")
 
 
@@ -85,10 +89,10 @@ class DEQConfig:
     """
 
     solver: str = "anderson"
-    solver_options: dict[str, Any] = field(default_factory=lambda: {"tol": 1e-4, "max_iter": 30})
+    solver_options: dict[str, Any] = field(default_factory=lambda: {"tol": 1e-4, "max_iter": DEQ_MAX_ITER})
     backward: str = "implicit"
     backward_solver: str = "anderson"
-    backward_options: dict[str, Any] = field(default_factory=lambda: {"tol": 1e-4, "max_iter": 30})
+    backward_options: dict[str, Any] = field(default_factory=lambda: {"tol": 1e-4, "max_iter": DEQ_MAX_ITER})
     phantom_steps: int = 1
     jac_reg: float = 0.0
 
@@ -103,6 +107,17 @@ class DEQConfig:
             _fail(f"unknown backward solver {self.backward_solver!r}; expected one of {', '.join(METHODS)}")
         make_options(self.backward_solver, **self.backward_options)
         check_positive_int(self.phantom_steps, "phantom_steps")
+
+    def with_forward(self, solver: str | None = None, **options: Any) -> DEQConfig:
+        """This config with another forward solver and/or options (ValueError for a bad one). A new solver
+        keeps the options every solver has (tol, max_iter) and drops the old one's own (e.g. a window)."""
+        solver = self.solver if solver is None else solver
+        kept = (
+            self.solver_options
+            if solver == self.solver
+            else {k: v for k, v in self.solver_options.items() if k in COMMON_SOLVER_OPTIONS}
+        )
+        return dataclasses.replace(self, solver=solver, solver_options={**kept, **options})
 
 
 MAX_DEPTH = 8  # hidden layers of a point field: deeper tanh MLPs only slow the solvers down
