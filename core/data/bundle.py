@@ -76,7 +76,7 @@ def balanced_order(labels: np.ndarray, seed: int | list[int]) -> np.ndarray:
     inverse = inverse.reshape(-1)
     members = [rng.permutation(np.flatnonzero(inverse == c)) for c in range(len(counts))]
     keys = np.empty(len(labels), dtype=np.float64)
-    for c, items in enumerate(members):
+    for items in members:
         keys[items] = (np.arange(len(items)) + rng.random(len(items))) / len(items)
     order = np.argsort(keys, kind="stable").astype(np.int64)
     if _prefix_deviation(inverse[order], counts) <= BALANCE_TOLERANCE:
