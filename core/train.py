@@ -16,6 +16,8 @@ from . import data as data_lib
 from .models import FAMILIES, PRESETS, ModelConfig, preset
 from .solvers import METHODS, ODE_METHODS
 from .training import (
+    DEVICES,
+    PRECISIONS,
     CheckpointError,
     ErrorEvent,
     EvalEvent,
@@ -27,7 +29,6 @@ from .training import (
     Trainer,
     load_trainer,
 )
-from .training.config import DEVICES
 
 #: The defaults the flags show: TrainConfig's own (one place).
 DEFAULTS = TrainConfig(model=ModelConfig())
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
     run.add_argument("--device", choices=DEVICES, default=DEFAULTS.device, help="auto: CUDA when present")
+    run.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULTS.precision,
+        help="fp32, or mixed precision (torch.autocast) in bf16 or fp16 (with loss scaling): the layers run in "
+        "low precision; the implicit state, the ODE step-size control and the solver residuals stay fp32. A DEQ "
+        "in bf16/fp16 cannot reach a residual below about 3e-3 (its map is rounded there): raise --tol",
+    )
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data order, split, augmentation and init seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -145,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         train_limit=args.train_limit,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         threads=args.threads,
         time_budget=args.time_budget,
     )

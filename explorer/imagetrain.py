@@ -19,7 +19,8 @@ from core.training import TrainConfig
 
 from .playground import FAMILY_NAMES
 
-IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.input_kind != "points")
+# Real image sets only: the synthetic noise set is for benchmarks, never for the Train tab.
+IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.kind in ("bundled", "files"))
 #: Devices this server can train on: a web user is never offered (or told to pass a flag for) a missing GPU.
 DEVICES = tuple(d for d in core.DEVICES if d != "cuda" or torch.cuda.is_available())
 #: Train-form fields that may be left blank (blank means "not used"); every other number must be filled in.

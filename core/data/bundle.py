@@ -150,7 +150,9 @@ def random_crop_flip(
         cols = torch.where(mirrored, cols.flip(1), cols)
     batch = torch.arange(B)[:, None, None]
     # Advanced indices split by the channel slice put (B, H, W) first: (B, H, W, C).
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
+    # The offsets come from the (CPU) generator, as before, so a run's crops do not depend on the device.
+    dev = x.device
+    out = padded[batch.to(dev), :, rows[:, :, None].to(dev), cols[:, None, :].to(dev)]
     return out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -341,6 +343,10 @@ def load_dataset(
         if info.kind == "bundled":
             train, test, note = load_digits()
             source = f"bundled core/{DIGITS_ASSET} ({note})"
+        elif info.kind == "synthetic":
+            _check_int(toy_size, "toy_size", 1)
+            train, test = (_random_images(toy_size, info, [split_seed, 4 + k]) for k in range(2))
+            source = f"generated {name}: uniform noise, random labels ({toy_size} train, {toy_size} test)"
         else:
             train, test, class_names, source = load_files(name, data_dir, download)
             info = _with_class_names(info, class_names)
@@ -381,6 +387,13 @@ def load_dataset(
         split_seed=split_seed,
         **datasets,
     )
+
+
+def _random_images(n: int, info: DatasetInfo, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uint8 images of ``info``'s shape, uniform noise, and uniform random labels."""
+    rng = np.random.default_rng(seed)
+    shape = {"image28": (1, 28, 28), "image32": (3, 32, 32)}[info.input_kind]
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, info.num_classes, n).astype(np.int64)
 
 
 def _order_seed(split: str, split_seed: int) -> list[int]:

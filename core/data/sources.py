@@ -48,7 +48,8 @@ class DatasetInfo:
     Attributes:
         name: registry key.
         title: human name.
-        kind: "toy" (generated), "bundled" (core/assets) or "files" (standard files / torchvision).
+        kind: "toy" (generated points), "bundled" (core/assets), "files" (standard files / torchvision) or
+            "synthetic" (seeded uniform noise with random labels: speed and memory, never accuracy).
         input_kind: "points", "image28" or "image32" (see ``core.INPUT_KINDS``).
         class_names: one per class.
         mean, std: per-channel normalisation of pixels in [0, 1] (identity for toy sets).
@@ -130,6 +131,15 @@ DATASETS: dict[str, DatasetInfo] = {
         (0.1980, 0.2010, 0.1970),
         flip=False,
         files="the files train_32x32.mat and test_32x32.mat",
+    ),
+    "random32": DatasetInfo(
+        "random32",
+        "random CIFAR-shaped images (benchmarks, device checks)",
+        "synthetic",
+        "image32",
+        CIFAR10_NAMES,
+        (0.5, 0.5, 0.5),
+        (0.2887, 0.2887, 0.2887),  # uniform pixels: std 1/sqrt(12)
     ),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)

@@ -66,7 +66,8 @@ class _CountedField(nn.Module):
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        return self.field(z) if self.condition is None else self.field(z, self.condition)
+        out = self.field(z) if self.condition is None else self.field(z, self.condition)
+        return out.to(z.dtype)  # autocast's bf16/fp16 back to the state's dtype: the integrator stays fp32
 
     def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.steps += 1
@@ -244,7 +245,7 @@ class DEQBlock(nn.Module):
             self.calls += 1
             if record is not None:
                 record.append(z.detach())
-            return self.cell(z, x)
+            return self.cell(z, x).to(z.dtype)  # the solver's state and residuals stay fp32 under autocast
 
         return f
 
@@ -266,7 +267,7 @@ class DEQBlock(nn.Module):
             z = f(z_star)
             z_in = z_star.clone().requires_grad_(True)
             with torch.enable_grad():
-                f_in = self.cell(z_in, x.detach())
+                f_in = self.cell(z_in, x.detach()).to(z_in.dtype)
             self.calls += 1
             z.register_hook(self._implicit_hook(z_in, f_in))
         jac_loss = self.jacobian_loss(z_star, x) if needs_graph and self.training and self.config.jac_reg > 0 else None
@@ -300,7 +301,7 @@ class DEQBlock(nn.Module):
         """
         z_in = z_star.detach().requires_grad_(True)
         with torch.enable_grad():
-            f_in = self.cell(z_in, x)
+            f_in = self.cell(z_in, x).to(z_in.dtype)
             self.calls += 1
             eps = torch.randn_like(f_in)
             (vjp,) = torch.autograd.grad(f_in, z_in, eps, create_graph=True)

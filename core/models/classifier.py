@@ -47,8 +47,18 @@ class ImplicitClassifier(nn.Module):
                 f"{self.config.family} model for {self.config.input_kind} expects input of shape "
                 f"(B, {', '.join(map(str, expected))}), got {got}"
             )
-        z, stats = self.block(self.features(x), trajectory=trajectory)
+        feat = self.features(x)
+        # Mixed precision: the features may come out of autocast in bf16/fp16; the implicit state, the
+        # solvers and their residuals stay in the parameters' precision (the blocks cast each field call
+        # back to it), so a tolerance means the same as in fp32.
+        feat = feat.to(self.state_dtype)
+        z, stats = self.block(feat, trajectory=trajectory)
         return ModelOutput(self.head(z), stats)
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """The dtype of the implicit state: the parameters' (float32, or float64 in exact tests)."""
+        return next(self.parameters()).dtype
 
     def fixed_point_map(self, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
         """A DEQ's equilibrium problem for inputs ``x``: ``(f, z0)`` with f(z) = cell(z; features(x)) and
@@ -61,11 +71,11 @@ class ImplicitClassifier(nn.Module):
         """
         if not isinstance(self.block, DEQBlock):
             raise ValueError(f"a {self.family} model has no fixed-point map; only deq does (its map is z = f(z; x))")
-        feat = self.features(x)
+        feat = self.features(x).to(self.state_dtype)
         cell = self.block.cell
 
         def f(z: torch.Tensor) -> torch.Tensor:
-            return cell(z, feat)
+            return cell(z, feat).to(z.dtype)
 
         return f, feat.new_zeros((x.shape[0], *self.block.state_shape))
 

@@ -1,7 +1,7 @@
 """Training: configs, the event-streaming loop, checkpoints, memory figures."""
 
 from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
-from .config import DEVICES, TrainConfig
+from .config import DEVICES, PRECISIONS, TrainConfig
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
 from .loop import LIVE_SETTINGS, Divergence, Trainer, load_trainer, resolve_device, resume, train
 from .memory import SavedTensorMeter, peak_memory
@@ -10,6 +10,7 @@ from .rundir import RUN_NAME, RunDir
 __all__ = [
     "DEVICES",
     "LIVE_SETTINGS",
+    "PRECISIONS",
     "RUN_NAME",
     "ChangeEvent",
     "CheckpointError",

@@ -13,6 +13,8 @@ from ..models import ModelConfig
 #: Where a run trains: auto (CUDA when present, else CPU), cpu or cuda. The CLI, the benchmarks and the app
 #: offer exactly these (the app only those this machine has).
 DEVICES = ("auto", "cpu", "cuda")
+#: Training precisions: fp32, or mixed precision (torch.autocast) in bfloat16 or float16 (with loss scaling).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _fail(message: str) -> None:
@@ -43,6 +45,10 @@ class TrainConfig:
             Gaussian noise of the points (None: the set's default).
         seed: seeds the data order, augmentation and dropout.
         device: auto (CUDA when present), cpu or cuda.
+        precision: fp32, or mixed precision with ``torch.autocast``: bf16 or fp16 (fp16 with a gradient
+            scaler). Only the layers inside the field, cell, features and head run in low precision; the
+            implicit state, the ODE integrator's step-size control and the solvers' residuals stay fp32,
+            so a tolerance keeps its meaning.
         threads: torch CPU threads (None: leave torch's default).
         time_budget: stop after this many seconds of wall time (evaluation included); the learning rate
             then follows the cosine over the share of the budget spent.
@@ -70,6 +76,7 @@ class TrainConfig:
     toy_noise: float | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
     threads: int | None = None
     time_budget: float | None = None
 
@@ -112,6 +119,8 @@ class TrainConfig:
             _fail(f"time_budget must be a positive number of seconds (or unset), got {self.time_budget!r}")
         if self.device not in DEVICES:
             _fail(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            _fail(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

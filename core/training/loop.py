@@ -16,7 +16,6 @@ stopped.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import threading
@@ -115,9 +114,12 @@ class Trainer:
                 f"classes, but the model is built for {config.model.input_kind} with "
                 f"{config.model.num_classes} classes; pick a matching preset"
             )
-        self.train_x, self.train_y = self.data.train.inputs, self.data.train.targets
-        self.val_x, self.val_y = self.data.val.inputs, self.data.val.targets
-        self.test_x, self.test_y = self.data.test.inputs, self.data.test.targets
+        splits = [self.data.train, self.data.val, self.data.test]
+        tensors = [t for split in splits for t in (split.inputs, split.targets)]
+        if self.device.type == "cuda" and sum(t.nbytes for t in tensors) < torch.cuda.mem_get_info(self.device)[0] / 4:
+            # On a GPU the whole set lives there when it fits easily: no copy per step.
+            tensors = [t.to(self.device) for t in tensors]
+        self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y = tensors
         self.augmentation = self.data.train.augmentation
         self.batches_per_epoch = max(1, math.ceil(len(self.train_y) / config.batch_size))
         self.total_steps = config.steps or config.epochs * self.batches_per_epoch
@@ -126,6 +128,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model: ImplicitClassifier = build_model(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.main_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # fp16 only: loss scaling keeps small gradients representable (bf16 has fp32's range).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         start_params = self.model.start_point_parameters()
         self.start_optimizer = torch.optim.SGD(start_params, lr=config.start_lr) if start_params else None
         self.step_count = 0
@@ -165,64 +169,75 @@ class Trainer:
         perm = torch.randperm(len(self.train_y), generator=gen)
         return perm[k * self.config.batch_size : (k + 1) * self.config.batch_size]
 
-    def step(self) -> StepEvent:
-        """One optimisation step; raises :class:`Divergence` and leaves the model as it was before the step."""
-        cfg = self.config
-        t0 = time.perf_counter()
-        idx = self._batch_indices(self.step_count)
-        x, y = self.train_x[idx], self.train_y[idx]
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self._batch_indices(step)
+        x, y = self.train_x[idx.to(self.train_x.device)], self.train_y[idx.to(self.train_y.device)]
         if self.augmentation is not None:
             # Seeded by (seed, step): a resumed run sees the same crops and flips.
-            gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step_count)
+            gen = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
             aug = self.augmentation
             x = data_lib.random_crop_flip(x, aug.pad, aug.flip, torch.tensor(aug.fill), gen)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def autocast(self) -> torch.autocast:
+        """The precision context of forward passes: ``torch.autocast`` in bf16/fp16, a no-op in fp32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def step(self) -> StepEvent:
+        """One optimisation step; raises :class:`Divergence` and leaves the model as it was before the step.
+
+        Divergence is detected before the optimizer steps (a non-finite state, loss or gradient), so the
+        parameters and the optimizer's state are untouched by a failed step: only the buffers a forward pass
+        updates (batch-norm statistics) are copied beforehand and put back. The hot path reads the device
+        twice (the forward check, the gradient norm) and once more for the event's figures.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        x, y = self._batch(self.step_count)
         self.model.train()
         lr = self._set_lr()
-        backup = self._snapshot()
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         meter = SavedTensorMeter()
         try:
             self.optimizer.zero_grad(set_to_none=True)
             # The forward pass and the loss only: backward (implicit, adjoint) runs its own autograd.
-            with meter:
+            with meter, self.autocast():
                 out = self.model(x)
-                if out.stats.rel_residual is not None and not torch.isfinite(out.stats.rel_residual).all():
-                    raise Divergence(
-                        f"the equilibrium solver produced a non-finite state at step {self.step_count}",
-                        "lower the learning rate (lr), add damping (beta < 1) or use a tighter solver tol",
-                    )
-                loss = nn.functional.cross_entropy(out.logits, y)
+                loss = nn.functional.cross_entropy(out.logits.float(), y)
                 total = loss  # what is minimised; the events report the cross-entropy, comparable to validation
                 if out.stats.jac_loss is not None:
-                    total = loss + self.config.model.deq.jac_reg * out.stats.jac_loss
-            if not torch.isfinite(total):
-                advice = (
-                    "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol"
-                )
-                if torch.isfinite(loss):
-                    advice = "the Jacobian regulariser is not finite: lower jac_reg (or the learning rate)"
-                raise Divergence(f"the loss became {float(total.detach())} at step {self.step_count}", advice)
-            total.backward()
-            grads_ok = all(torch.isfinite(p.grad).all() for p in self.model.main_parameters() if p.grad is not None)
-            if not grads_ok:
+                    total = loss + cfg.model.deq.jac_reg * out.stats.jac_loss
+            residual = out.stats.rel_residual
+            finite = [torch.isfinite(total)] + ([] if residual is None else [torch.isfinite(residual).all()])
+            if not bool(torch.stack(finite).all()):
+                raise self._forward_divergence(residual, loss, total)
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+            grads = [p.grad for p in self.model.main_parameters() if p.grad is not None]
+            if cfg.grad_clip is not None:
+                norm = nn.utils.clip_grad_norm_(self.model.main_parameters(), cfg.grad_clip)
+            else:
+                norm = nn.utils.get_total_norm(grads)
+            if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
                 raise Divergence(
                     f"non-finite gradients at step {self.step_count}",
                     "lower the learning rate (lr), enable gradient clipping (grad_clip), or add solver damping",
                 )
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.main_parameters(), cfg.grad_clip)
-            self.optimizer.step()
+            # fp16: an overflowing step is skipped by the scaler (which lowers its scale), not a divergence.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             nfe_backward = self.model.nfe_backward
             start_loss = None
             if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
                 start_loss = self.model.update_start_point(self.start_optimizer)
         except (ODEStepLimitError, SolverError) as err:
-            self._restore(backup)
+            self._restore_buffers(buffers)
             raise Divergence(
                 str(err), "lower the learning rate, loosen rtol/atol, or use a fixed-step ODE method"
             ) from err
         except Divergence:
-            self._restore(backup)
+            self._restore_buffers(buffers)
             raise
         self.step_count += 1
         self.unsaved = True
@@ -230,18 +245,21 @@ class Trainer:
         self.nfe_sums[1] += nfe_backward
         graph_bytes = meter.nbytes
         self.peak_graph_bytes = max(self.peak_graph_bytes, graph_bytes)
-        residual = None if out.stats.rel_residual is None else float(out.stats.rel_residual.max())
+        # One read-back for the event's figures.
+        figures = [loss.detach(), (out.logits.argmax(1) == y).float().mean()]
+        figures.append(residual.max() if residual is not None else torch.tensor(math.nan, device=loss.device))
+        loss_value, train_acc, residual_value = torch.stack([f.double() for f in figures]).tolist()
         mem, _ = peak_memory(self.device)
         now = time.perf_counter()
         self.train_seconds += now - t0
         return StepEvent(
             step=self.step_count,
             epoch=self.epoch,
-            loss=float(loss.detach()),
-            train_acc=float((out.logits.argmax(1) == y).float().mean()),
+            loss=loss_value,
+            train_acc=train_acc,
             nfe_forward=out.stats.nfe,
             nfe_backward=nfe_backward,
-            residual=residual,
+            residual=None if residual is None else residual_value,
             start_loss=start_loss,
             lr=lr,
             peak_memory_bytes=mem,
@@ -249,6 +267,28 @@ class Trainer:
             step_seconds=now - t0,
             wall_seconds=self.wall_offset + now - self.started,
         )
+
+    def _forward_divergence(self, residual: torch.Tensor | None, loss: torch.Tensor, total: torch.Tensor) -> Divergence:
+        """Why a forward pass failed, with the setting to change (read back only on this rare path)."""
+        if residual is not None and not torch.isfinite(residual).all():
+            return Divergence(
+                f"the equilibrium solver produced a non-finite state at step {self.step_count}",
+                "lower the learning rate (lr), add damping (beta < 1) or use a tighter solver tol",
+            )
+        if torch.isfinite(loss):
+            return Divergence(
+                f"the loss became {float(total.detach())} at step {self.step_count}",
+                "the Jacobian regulariser is not finite: lower jac_reg (or the learning rate)",
+            )
+        return Divergence(
+            f"the loss became {float(total.detach())} at step {self.step_count}",
+            "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol",
+        )
+
+    def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for buf, value in zip(self.model.buffers(), saved):
+                buf.copy_(value)
 
     def lr_at(self, progress: float) -> float:
         """The learning rate at ``progress`` in [0, 1] of the run: cosine from ``lr`` down to ``lr_min``,
@@ -286,8 +326,9 @@ class Trainer:
                 break
             x = x_all[start : start + bs].to(self.device)
             y = y_all[start : start + bs].to(self.device)
-            out = self.model(x)
-            total_loss += float(nn.functional.cross_entropy(out.logits, y, reduction="sum"))
+            with self.autocast():
+                out = self.model(x)
+            total_loss += float(nn.functional.cross_entropy(out.logits.float(), y, reduction="sum"))
             correct += int((out.logits.argmax(1) == y).sum())
             nfe += out.stats.nfe
             batches += 1
@@ -419,28 +460,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def _snapshot(self) -> dict[str, Any]:
-        # A step that diverges is undone, so a stopped or failed run leaves a consistent model.
-        return {
-            "model": copy.deepcopy(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "start_optimizer": None
-            if self.start_optimizer is None
-            else copy.deepcopy(self.start_optimizer.state_dict()),
-        }
-
-    def _restore(self, snap: dict[str, Any]) -> None:
-        self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        if self.start_optimizer is not None:
-            self.start_optimizer.load_state_dict(snap["start_optimizer"])
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": json.dumps(self.config.to_dict()),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "start_optimizer": None if self.start_optimizer is None else self.start_optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),  # fp16's loss scale ({} otherwise)
             "step": self.step_count,
             "split_seed": self.config.seed,
             "best_val": self.best_val,
@@ -457,6 +483,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.start_optimizer is not None and state.get("start_optimizer") is not None:
             self.start_optimizer.load_state_dict(state["start_optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.step_count = int(state["step"])
         self.best_val, self.best_step = state.get("best_val"), state.get("best_step")
         self.best_state = state.get("best_model")
