@@ -23,6 +23,7 @@ ENDPOINTS = {
     "/playground_step",
     "/playground_reset",
     "/playground_apply",
+    "/playground_probe",
     "/train_start",
     "/train_pause",
     "/train_resume",
@@ -139,6 +140,9 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     # Compare: the run is in the table (this tab started it), its curves are drawn, the table exports.
     table, picked, curves, _, message = c.predict("this tab's runs", [], api_name="/compare_refresh")
     assert [r[0] for r in table["data"]] == [rows[0][0]] and picked["value"] == [rows[0][0]] and "1 run" in message
+    assert rows[0][0] in curves["plot"]
+    # Ticking runs in the picker redraws the overlay (it failed on an input it did not take: the filter).
+    curves, _ = c.predict("this tab's runs", [rows[0][0]], "", api_name="/compare_select")
     assert rows[0][0] in curves["plot"]
     other = client(url).predict("this tab's runs", [], api_name="/compare_refresh")
     assert other[0]["data"] in ([], [[None] * len(other[0]["headers"])], [[""] * len(other[0]["headers"])])

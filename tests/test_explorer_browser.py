@@ -24,8 +24,8 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
 
 from explorer.app import build_app  # noqa: E402
 from explorer.bench import CHROMIUM_ARGS as ARGS  # noqa: E402  (one list of offline-safe flags)
-from explorer.controller import PLAYGROUND_IDLE_PAUSE  # noqa: E402
 from explorer.server import serve  # noqa: E402
+from explorer.tabs.playground import PLAYGROUND_IDLE_PAUSE  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("EXPLORER_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts/explorer"))
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}

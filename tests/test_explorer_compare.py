@@ -14,8 +14,11 @@ import pytest
 
 import core
 from explorer import plots
-from explorer.controller import Explorer
+from explorer.app import Explorer
 from explorer.runs import RUN_COLUMNS, export_runs, read_metrics, read_runs, run_rows
+from explorer.tabs.common import KEEP
+from explorer.tabs.compare import CompareOut
+from explorer.tabs.lab import LabOut
 
 MODEL = core.preset("points-homoode").to_dict()
 
@@ -182,7 +185,7 @@ def test_bad_values_in_run_files_become_blank_cells(tmp_path, tmp_path_factory):
         names = [row[0] for row in csv.reader(fh)]
     assert "'=1+1" in names and "=1+1" not in names  # a spreadsheet would run it as a formula
     ex = Explorer(tmp_path, autoplay=False)
-    assert len(ex.compare_refresh("k", "all saved runs", None)["compare_table"]) == 5
+    assert len(ex.compare.refresh("k", "all saved runs", None).table) == 5
 
 
 def test_export_csv_and_json_round_trip(runs, tmp_path_factory):
@@ -204,37 +207,37 @@ def test_export_csv_and_json_round_trip(runs, tmp_path_factory):
 
 def test_compare_refresh_select_and_accuracy_points(runs):
     ex = Explorer(runs, autoplay=False)
-    out = ex.compare_refresh("s1", "all saved runs", ["gone", "20260101-000000-a"])
-    names, picked = out["compare_runs"]
+    out = ex.compare.refresh("s1", "all saved runs", ["gone", "20260101-000000-a"])
+    names, picked = out.runs
     assert names == ["20260102-000000-b", "20260101-000000-a"] and picked == ["20260101-000000-a"]
-    assert {t.name for t in out["compare_curves"].data} >= {"20260101-000000-a"}
-    assert all(t.legendgroup == "20260101-000000-a" for t in out["compare_curves"].data)
-    acc = {t.name: t for t in out["compare_accuracy"].data if t.xaxis == "x"}
+    assert {t.name for t in out.curves.data} >= {"20260101-000000-a"}
+    assert all(t.legendgroup == "20260101-000000-a" for t in out.curves.data)
+    acc = {t.name: t for t in out.accuracy.data if t.xaxis == "x"}
     # Finished run: test accuracy, summary NFE, filled marker. Running one: best validation so far, open marker.
     assert acc["homoode"].y[0] == pytest.approx(91.234, rel=1e-6) and acc["homoode"].x[0] == pytest.approx(12.34)
     assert acc["homoode"].marker.symbol == ("circle",)
     assert acc["node"].y[0] == pytest.approx(60.0) and acc["node"].x[0] == pytest.approx(30.0)
     assert acc["node"].marker.symbol == ("circle-open",)
-    out = ex.compare_refresh("s1", "all saved runs", None)
-    assert out["compare_runs"][1] == names  # nothing picked: the newest (up to 3)
-    both = ex.compare_select("s1", "all saved runs", names)["compare_curves"]
+    out = ex.compare.refresh("s1", "all saved runs", None)
+    assert out.runs[1] == names  # nothing picked: the newest (up to 3)
+    both = ex.compare.select("s1", "all saved runs", names).curves
     assert {t.legendgroup for t in both.data} == set(names)
     # This tab started neither run.
-    mine = ex.compare_refresh("s1", "this tab's runs", None)
-    assert mine["compare_table"] == [] and "No saved runs" in mine["compare_message"]
+    mine = ex.compare.refresh("s1", "this tab's runs", None)
+    assert mine.table == [] and "No saved runs" in mine.message
     ex.session("s1").run_dirs.append(runs / "20260101-000000-a")
-    assert [r[0] for r in ex.compare_refresh("s1", "this tab's runs", None)["compare_table"]] == ["20260101-000000-a"]
-    assert "show must be" in ex.compare_refresh("s1", "everything", None)["warning"]
-    export = ex.compare_export("s1", "all saved runs", "csv")
-    assert open(export["compare_file"]).read().startswith("run,model,dataset,params")
-    assert "no saved runs" in ex.compare_export("s2", "this tab's runs", "csv")["warning"]
+    assert [r[0] for r in ex.compare.refresh("s1", "this tab's runs", None).table] == ["20260101-000000-a"]
+    assert "show must be" in ex.compare.refresh("s1", "everything", None).warning
+    export = ex.compare.export("s1", "all saved runs", "csv")
+    assert open(export.file).read().startswith("run,model,dataset,params")
+    assert "no saved runs" in ex.compare.export("s2", "this tab's runs", "csv").warning
 
 
 def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     from core.bench import memory_probe
 
-    out = ex.compare_memory("m", ["node", "deq"], ["direct", "adjoint", "implicit"], "4, 16", "points", 8)
+    out = ex.compare.memory("m", ["node", "deq"], ["direct", "adjoint", "implicit"], "4, 16", "points", 8)
     by = {
         (f, g, b): memory_probe(f, g, b, 8, "points", "cpu")
         for f, g in (("node", "direct"), ("node", "adjoint"), ("deq", "implicit"))
@@ -246,12 +249,12 @@ def test_memory_measure_grows_with_batch_and_adjoint_saves_less(tmp_path):
     # rk4 x 8 steps: direct backprop keeps every stage, the adjoint only the solution states.
     assert by[("node", "adjoint", 16)]["graph_bytes"] < 0.5 * by[("node", "direct", 16)]["graph_bytes"]
     assert by[("node", "direct", 16)]["nfe_forward"] == 32
-    fig = out["compare_memory"]
+    fig = out.memory
     assert len(fig.data) == 3 and fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [4, 16]
     direct = next(t for t in fig.data if t.name == "node · direct")
     np.testing.assert_allclose(direct.y, [by[("node", "direct", b)]["graph_bytes"] / 2**20 for b in (4, 16)], rtol=1e-6)
-    assert "8 steps" in out["compare_message"] and ex.registry.gate.running == 0  # the slot is given back
-    deq_only = ex.compare_memory("m", ["deq"], ["implicit"], "4", "points", 8)["compare_message"]
+    assert "8 steps" in out.message and ex.registry.gate.running == 0  # the slot is given back
+    deq_only = ex.compare.memory("m", ["deq"], ["implicit"], "4", "points", 8).message
     assert "rk4" not in deq_only
 
 
@@ -259,10 +262,10 @@ def test_memory_measure_takes_a_training_slot(tmp_path):
     ex = Explorer(tmp_path, autoplay=False, max_trainings=1)
     holder = object()
     ex.registry.gate.acquire(holder)
-    out = ex.compare_memory("m", ["node"], ["direct"], "4", "points", 1)
-    assert "already trains 1 image model" in out["warning"] and "compare_memory" not in out
+    out = ex.compare.memory("m", ["node"], ["direct"], "4", "points", 1)
+    assert "already trains 1 image model" in out.warning and out.memory is KEEP
     ex.registry.gate.release(holder)
-    assert "compare_memory" in ex.compare_memory("m", ["node"], ["direct"], "4", "points", 1)
+    assert ex.compare.memory("m", ["node"], ["direct"], "4", "points", 1).memory is not KEEP
 
 
 @pytest.mark.parametrize(
@@ -286,8 +289,8 @@ def test_memory_measure_takes_a_training_slot(tmp_path):
 )
 def test_memory_measure_rejects_bad_input(tmp_path, args, message):
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.compare_memory("m", *args)
-    assert message in out["warning"] and message in out["compare_message"] and "compare_memory" not in out
+    out = ex.compare.memory("m", *args)
+    assert message in out.warning and message in out.message and out.memory is KEEP
     assert ex.registry.gate.running == 0
 
 
@@ -320,18 +323,18 @@ def test_compare_figures_without_data_say_what_to_do():
 def test_clicking_a_run_opens_it_in_the_solver_lab_once(runs):
     ex = Explorer(runs, autoplay=False)
     row = run_rows(read_runs(runs))[1]  # the finished run
-    out = ex.compare_pick("s1", row=row)
-    assert "no checkpoint yet" in out["warning"] and "tabs" not in out
+    out = ex.compare.pick("s1", row=row)
+    assert isinstance(out, CompareOut) and "no checkpoint yet" in out.warning  # a message only: no tab switch
     (runs / row[0] / "checkpoint.pt").write_bytes(b"")  # only its presence matters to the click
-    out = ex.compare_pick("s1", row=row)
-    assert out["tabs"] == "lab" and out["lab_model_choices"][1] == f"run:{row[0]}" and out["lab_split"] == "test"
+    nav, lab, message = ex.compare.pick("s1", row=row)
+    assert nav.tab == "lab" and lab.model[1] == f"run:{row[0]}" and lab.split == "test" and message.message == ""
     # The lab then runs once for the click (here on an untrained preset), and not again without one.
     form = dict(model_key="fresh:image28-node", checkpoint="", split="val", index=0, tol=1e-4, max_iter=20)
     form.update(ode_method="rk4", ode_steps=2)
-    assert "lab_table" in ex.lab_open("s1", **form)
-    assert ex.lab_open("s1", **form) == {}
+    assert ex.lab.run_opened("s1", **form).table is not KEEP
+    assert ex.lab.run_opened("s1", **form) == LabOut()
     for bad in (["../etc"], ["."], [""], [None], None):
-        assert ex.compare_pick("s1", row=bad) == {}
+        assert ex.compare.pick("s1", row=bad) == ()
 
 
 # ----------------------------------------------------------------------------------------------- manage runs
@@ -340,19 +343,17 @@ def test_clicking_a_run_opens_it_in_the_solver_lab_once(runs):
 def test_filter_keeps_rows_with_every_word(runs):
     records = read_runs(runs)
     ex = Explorer(runs, autoplay=False)
-    assert [r[0] for r in ex.compare_refresh("f", "all saved runs", None, "node")["compare_table"]] == [
-        "20260102-000000-b"
-    ]
-    out = ex.compare_refresh("f", "all saved runs", None, "homoode finished")
-    assert [r[0] for r in out["compare_table"]] == ["20260101-000000-a"] and "matching" in out["compare_message"]
-    assert ex.compare_refresh("f", "all saved runs", None, "nothing-like-this")["compare_table"] == []
-    assert len(ex.compare_refresh("f", "all saved runs", None, "  ")["compare_table"]) == len(records)
+    assert [r[0] for r in ex.compare.refresh("f", "all saved runs", None, "node").table] == ["20260102-000000-b"]
+    out = ex.compare.refresh("f", "all saved runs", None, "homoode finished")
+    assert [r[0] for r in out.table] == ["20260101-000000-a"] and "matching" in out.message
+    assert ex.compare.refresh("f", "all saved runs", None, "nothing-like-this").table == []
+    assert len(ex.compare.refresh("f", "all saved runs", None, "  ").table) == len(records)
 
 
 def test_rename_stays_inside_the_runs_directory(runs, tmp_path_factory):
     ex = Explorer(runs, autoplay=False)
-    out = ex.compare_rename("r", "all saved runs", ["20260101-000000-a"], "best-homoode")
-    assert "renamed" in out["compare_message"] and (runs / "best-homoode" / "config.json").is_file()
+    out = ex.compare.rename("r", "all saved runs", ["20260101-000000-a"], "best-homoode")
+    assert "renamed" in out.message and (runs / "best-homoode" / "config.json").is_file()
     assert not (runs / "20260101-000000-a").exists()
     for picked, new, message in (
         (["best-homoode"], "../escaped", "new name must be"),
@@ -363,36 +364,36 @@ def test_rename_stays_inside_the_runs_directory(runs, tmp_path_factory):
         (["best-homoode", "20260102-000000-b"], "x", "pick exactly one run"),
         (["not-a-run"], "x", "is not a run folder"),
     ):
-        out = ex.compare_rename("r", "all saved runs", picked, new)
-        assert message in out["warning"], (picked, new, out)
+        out = ex.compare.rename("r", "all saved runs", picked, new)
+        assert message in out.warning, (picked, new, out)
     # A link inside the runs directory to a folder outside it is not a run to rename or delete.
     outside = tmp_path_factory.mktemp("outside")
     write_run(outside, "victim")
     (runs / "linked").symlink_to(outside / "victim")
-    assert "there is no run" in ex.compare_rename("r", "all saved runs", ["linked"], "y")["warning"]
-    assert "there is no run" in ex.compare_delete("r", "all saved runs", ["linked"])["warning"]
+    assert "there is no run" in ex.compare.rename("r", "all saved runs", ["linked"], "y").warning
+    assert "there is no run" in ex.compare.delete("r", "all saved runs", ["linked"]).warning
     assert (outside / "victim" / "config.json").is_file()
 
 
 def test_delete_asks_twice_and_never_a_run_still_training(runs):
     ex = Explorer(runs, autoplay=False)
-    first = ex.compare_delete("d", "all saved runs", ["20260101-000000-a"])
-    assert "press **Delete** again" in first["compare_message"] and (runs / "20260101-000000-a").is_dir()
+    first = ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
+    assert "press **Delete** again" in first.message and (runs / "20260101-000000-a").is_dir()
     # Another selection restarts the question.
-    ex.compare_delete("d", "all saved runs", ["20260102-000000-b"])
+    ex.compare.delete("d", "all saved runs", ["20260102-000000-b"])
     assert (runs / "20260102-000000-b").is_dir()
-    ex.compare_delete("d", "all saved runs", ["20260101-000000-a"])
-    done = ex.compare_delete("d", "all saved runs", ["20260101-000000-a"])
-    assert "deleted 1 run" in done["compare_message"] and not (runs / "20260101-000000-a").exists()
-    assert [r[0] for r in done["compare_table"]] == ["20260102-000000-b"]
+    ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
+    done = ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
+    assert "deleted 1 run" in done.message and not (runs / "20260101-000000-a").exists()
+    assert [r[0] for r in done.table] == ["20260102-000000-b"]
     # A run that a tab is still training is refused.
     form = dict(dataset="digits", family="deq", preset="auto", steps=500, batch_size=8, lr=2e-3, ode_method="rk4",
                 n_steps=2, tol=1e-3, deq_solver="anderson", device="cpu", train_limit=64, epochs=None)  # fmt: skip
-    ex.train_start("d", **form)
+    ex.train.start("d", **form)
     live = ex.session("d").run_dirs[-1].name
     try:
-        assert "still training" in ex.compare_delete("d", "all saved runs", [live])["warning"]
-        assert "still training" in ex.compare_rename("d", "all saved runs", [live], "z")["warning"]
+        assert "still training" in ex.compare.delete("d", "all saved runs", [live]).warning
+        assert "still training" in ex.compare.rename("d", "all saved runs", [live], "z").warning
     finally:
         ex.session("d").train.stop(wait=True)
         ex.close_session("d")

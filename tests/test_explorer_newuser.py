@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import load_dataset
 from core.checks import short_repr
-from core.training import CheckpointError, Trainer, load_checkpoint
-from explorer import controller, imagetrain, plots
+from core.data import load_dataset
+from core.training import CheckpointError, RunDir, Trainer, load_checkpoint
+from explorer import imagetrain, plots
 from explorer import lab as lab_lib
-from explorer.controller import Explorer
+from explorer.app import Explorer
 from explorer.imagetrain import TrainSettings, presets_for
 from explorer.playground import PlaygroundSettings, status_markdown
 from explorer.runs import read_metrics
@@ -33,6 +33,11 @@ from explorer.sessions import (
     gradient_method,
     live_run_dirs,
 )
+from explorer.tabs import common
+from explorer.tabs import train as train_tab
+from explorer.tabs.common import KEEP, Nav
+from explorer.tabs.playground import PlaygroundOut
+from explorer.tabs.train import TrainOut, TrainTab
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,15 +88,15 @@ def wait_for(predicate, seconds: float = 10.0) -> bool:
 def test_preset_menu_offers_only_presets_of_the_model_and_the_inputs():
     assert presets_for("deq", "image28") == ["image28-deq"]
     assert presets_for("homoode", "image32") == ["image32-homoode", "paper-cifar10"]
-    out = Explorer.train_presets("", "deq", "digits", "image28-homoode")
-    assert out["tr_preset_choices"] == (["auto", "image28-deq"], "auto")  # the HomoODE pick is dropped
-    assert Explorer.train_presets("", "homoode", "cifar10", "paper-cifar10")["tr_preset_choices"][1] == "paper-cifar10"
+    out = TrainTab.presets("", "deq", "digits", "image28-homoode")
+    assert out.preset == (["auto", "image28-deq"], "auto")  # the HomoODE pick is dropped
+    assert TrainTab.presets("", "homoode", "cifar10", "paper-cifar10").preset[1] == "paper-cifar10"
 
 
 def test_a_deq_run_never_trains_a_homoode_preset(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.train_start("t", **{**TRAIN_FORM, "preset": "image28-homoode"})
-    assert "does not build a DEQ" in out["warning"] and ex.session("t").train is None
+    out = ex.train.start("t", **{**TRAIN_FORM, "preset": "image28-homoode"})
+    assert "does not build a DEQ" in out.warning and ex.session("t").train is None
     assert list(tmp_path.iterdir()) == []  # nothing saved under a wrong name
     settings = TrainSettings(family="deq", preset="image28-deq")
     assert settings.train_config().model.family == "deq" and "image28-deq" in settings.display_name
@@ -104,13 +109,13 @@ def test_open_playgrounds_do_not_block_image_runs(tmp_path):
     ex = Explorer(tmp_path, autoplay=True, max_trainings=1)
     try:
         for tab in ("a", "b", "c"):
-            ex.playground_load(tab, {})
+            ex.playground.load(tab, {})
         assert ex.registry.playground_gate.running == 3 and ex.registry.gate.running == 0
-        out = ex.train_start("d", **TRAIN_FORM)
-        assert "warning" not in out and ex.session("d").train is not None
+        out = ex.train.start("d", **TRAIN_FORM)
+        assert not out.warning and ex.session("d").train is not None
         # A second image run is refused, and told what it can do (not "pause runs in other tabs").
-        out = ex.train_start("e", **TRAIN_FORM)
-        assert "Playground previews do not count" in out["warning"] and "Train tab" in out["warning"]
+        out = ex.train.start("e", **TRAIN_FORM)
+        assert "Playground previews do not count" in out.warning and "Train tab" in out.warning
     finally:
         close(ex, *"abcde")
 
@@ -140,12 +145,12 @@ def test_a_playground_nobody_looks_at_pauses_itself_and_frees_its_slot():
 def test_a_hidden_page_tick_neither_redraws_nor_keeps_playing(tmp_path):
     ex = Explorer(tmp_path, autoplay=True)
     try:
-        ex.playground_load("h", {})
+        ex.playground.load("h", {})
         trainer = ex.session("h").playground
         trainer._last_seen -= 100  # long ago
-        assert ex.playground_tick("h", visibility="hidden") == {}
+        assert ex.playground.tick("h", visibility="hidden") == PlaygroundOut()
         assert trainer._last_seen < time.monotonic() - 50  # a hidden tick is not a look
-        ex.playground_tick("h", visibility="visible")
+        ex.playground.tick("h", visibility="visible")
         assert trainer._last_seen > time.monotonic() - 5
     finally:
         close(ex, "h")
@@ -157,13 +162,13 @@ def test_a_hidden_page_tick_neither_redraws_nor_keeps_playing(tmp_path):
 def test_only_the_selected_tab_polls(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     try:
-        assert ex.tab_selected("s", "playground") == {"pg_timer": True, "train_timer": False}
-        assert ex.tab_selected("s", "train") == {"pg_timer": False, "train_timer": False}  # no run: nothing to poll
-        ex.train_start("s", **{**TRAIN_FORM, "steps": 50})
-        assert ex.tab_selected("s", "train") == {"pg_timer": False, "train_timer": True}
+        assert ex.tab_selected("s", "playground") == Nav(pg_timer=True, train_timer=False)
+        assert ex.tab_selected("s", "train") == Nav(pg_timer=False, train_timer=False)  # no run: nothing to poll
+        ex.train.start("s", **{**TRAIN_FORM, "steps": 50})
+        assert ex.tab_selected("s", "train") == Nav(pg_timer=False, train_timer=True)
         for tab in ("lab", "compare", "about"):
-            assert ex.tab_selected("s", tab) == {"pg_timer": False, "train_timer": False}
-        assert ex.train_tick("s", visibility="hidden") == {}
+            assert ex.tab_selected("s", tab) == Nav(pg_timer=False, train_timer=False)
+        assert ex.train.tick("s", visibility="hidden") == TrainOut()
     finally:
         close(ex, "s")
 
@@ -177,8 +182,8 @@ def test_a_very_long_checkpoint_name_is_a_message_not_a_crash(tmp_path):
     with pytest.raises(ValueError, match="File name too long"):  # under our cap, over the file system's
         lab_lib.resolve_checkpoint("y" * 300, tmp_path)
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.lab_run("l", "fresh:image28-deq", "z" * 5000, "val", 0, 1e-4, 30, "rk4", 4)
-    assert "characters long" in out["warning"] and len(out["lab_message"]) < 300
+    out = ex.lab.run("l", "fresh:image28-deq", "z" * 5000, "val", 0, 1e-4, 30, "rk4", 4)
+    assert "characters long" in out.warning and len(out.message) < 300
 
 
 def test_a_file_that_is_not_a_checkpoint_never_shows_torch_advice(tmp_path):
@@ -189,8 +194,8 @@ def test_a_file_that_is_not_a_checkpoint_never_shows_torch_advice(tmp_path):
         load_checkpoint(run / "config.json")
     assert "weights_only" not in str(err.value) and "config.json is not a readable checkpoint" in str(err.value)
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.lab_run("l", "", "run/config.json", "val", 0, 1e-4, 30, "rk4", 4)
-    assert "weights_only" not in out["warning"] and "not a readable checkpoint" in out["warning"]
+    out = ex.lab.run("l", "", "run/config.json", "val", 0, 1e-4, 30, "rk4", 4)
+    assert "weights_only" not in out.warning and "not a readable checkpoint" in out.warning
 
 
 # ------------------------------------------------------------------ 7. echoed input is cut
@@ -209,7 +214,7 @@ def test_long_values_are_not_echoed_in_full():
     with pytest.raises(ValueError) as err:
         TrainSettings(dataset="d" * 5000)
     assert len(str(err.value)) < 300
-    assert len(controller._msg("m" * 5000)) <= controller.MAX_MESSAGE_CHARS + 3
+    assert len(common.alert("m" * 5000)) <= common.MAX_MESSAGE_CHARS + 3
 
 
 # ------------------------------------------------------------------ 8. one rule for numbers and blanks
@@ -229,12 +234,12 @@ def test_fractions_in_whole_number_fields_are_errors_not_rounded(tmp_path):
         steps=200,
     )
     try:
-        ex.playground_load("p", {})
+        ex.playground.load("p", {})
         for name, value in (("steps", 2.5), ("seed", 3.7)):
-            out = ex.playground_apply("p", **{**form, name: value})
-            assert "whole number" in out["warning"], name
-        out = ex.train_start("p", **{**TRAIN_FORM, "steps": 2.5})
-        assert "whole number" in out["warning"]
+            out = ex.playground.apply("p", **{**form, name: value})
+            assert "whole number" in out.warning, name
+        out = ex.train.start("p", **{**TRAIN_FORM, "steps": 2.5})
+        assert "whole number" in out.warning
     finally:
         close(ex, "p")
 
@@ -242,32 +247,36 @@ def test_fractions_in_whole_number_fields_are_errors_not_rounded(tmp_path):
 @pytest.mark.parametrize("field, label", [("lr", "learning rate"), ("batch_size", "batch size"), ("steps", "steps")])
 def test_blank_train_fields_are_empty_not_defaults(tmp_path, field, label):
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.train_start("b", **{**TRAIN_FORM, field: None})
-    assert out["warning"] == f"{label} is empty: enter a number"
+    out = ex.train.start("b", **{**TRAIN_FORM, field: None})
+    assert out.warning == f"{label} is empty: enter a number"
     # The optional fields may stay blank: they mean "not used".
     assert TrainSettings.from_form(**{**TRAIN_FORM, "train_limit": None, "epochs": None}).train_limit is None
 
 
 def test_a_run_stopped_before_validation_does_not_say_step_none(tmp_path):
+    # Stopping validates the last step first (core's Trainer.end, as the CLI does), so the model it reports
+    # is a validated one; before, the page said "model of step None".
     settings = TrainSettings(steps=50, batch_size=8, train_limit=32, eval_every=40, device="cpu", family="deq")
     st = SessionTrainer([Lane(settings.display_name, settings.train_config(), tmp_path)])
     st.step_once()
     st.stop()
-    text = controller._train_status(st.read(), st)
-    assert "None" not in text and "before its first validation" in text
+    text = train_tab.run_status(st.read(), st)
+    assert "None" not in text and "model of step 1" in text
+    kinds = [row["kind"] for row in RunDir(tmp_path).events()]
+    assert kinds == ["step", "eval", "checkpoint", "finished"]
 
 
 def test_a_fixed_input_clears_the_old_error_and_a_new_model_clears_the_old_sweep(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     try:
-        bad = ex.lab_input("l", "fresh:image28-deq", "", "val", 10**9)
-        assert bad["lab_message"].startswith("⚠️")
-        good = ex.lab_input("l", "fresh:image28-deq", "", "val", 3)
-        assert good["lab_message"] == "" and "lab_sweep" not in good
-        ex.lab_sweep("l", "fresh:image28-deq", "", "steps", 4)
-        assert "lab_sweep" not in ex.lab_input("l", "fresh:image28-deq", "", "val", 4)  # same model: kept
-        other = ex.lab_input("l", "fresh:image28-homoode", "", "val", 4)
-        assert "image28-homoode" in other["lab_sweep"].layout.annotations[0].text
+        bad = ex.lab.input("l", "fresh:image28-deq", "", "val", 10**9)
+        assert bad.message.startswith("⚠️")
+        good = ex.lab.input("l", "fresh:image28-deq", "", "val", 3)
+        assert good.message == "" and good.sweep is KEEP
+        ex.lab.sweep("l", "fresh:image28-deq", "", "steps", 4)
+        assert ex.lab.input("l", "fresh:image28-deq", "", "val", 4).sweep is KEEP  # same model: kept
+        other = ex.lab.input("l", "fresh:image28-homoode", "", "val", 4)
+        assert "image28-homoode" in other.sweep.layout.annotations[0].text
     finally:
         close(ex, "l")
 
@@ -277,10 +286,10 @@ def test_a_fixed_input_clears_the_old_error_and_a_new_model_clears_the_old_sweep
 
 def test_the_model_box_never_keeps_a_dropped_internal_key(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.lab_models("m", "session:train:1")
-    choices, value = out["lab_model_choices"]
+    out = ex.lab.models("m", "session:train:1")
+    choices, value = out.model
     assert value == choices[0][1] and value != "session:train:1"
-    assert ex.lab_models("m", "fresh:image28-homoode")["lab_model_choices"][1] == "fresh:image28-homoode"
+    assert ex.lab.models("m", "fresh:image28-homoode").model[1] == "fresh:image28-homoode"
 
 
 # ------------------------------------------------------------------ 12. options that cannot work
@@ -387,10 +396,10 @@ def test_curve_options_smoothing_wall_time_and_linear_loss():
 
 def test_curve_controls_redraw_the_tab_and_reject_bad_values(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
-    out = ex.curves_set("c", "train", 2.0, "step", "log")
-    assert "smoothing must be" in out["warning"]
-    out = ex.curves_set("c", "train", 0.5, "wall time", "linear")
-    assert "warning" not in out and ex.session("c").curves["train"] == dict(
+    out = ex.train.curves("c", 2.0, "step", "log")
+    assert "smoothing must be" in out.warning
+    out = ex.train.curves("c", 0.5, "wall time", "linear")
+    assert not out.warning and ex.session("c").curves["train"] == dict(
         smoothing=0.5, x_axis="wall time", log_loss=False
     )
 
@@ -432,11 +441,11 @@ def test_show_test_data_draws_the_test_points(tmp_path):
     form = dict(dataset="moons", models=["node"], ode_method="rk4", n_steps=2, tol=1e-3, deq_solver="anderson",
                 lr=0.01, seed=0, steps=50, noise=0.1, points=100, batch_size=64, hidden="auto", depth=1)  # fmt: skip
     try:
-        ex.playground_load("t", {"dataset": "moons", "models": "node", "ode": "rk4", "n": "2", "points": "100"})
-        ex.playground_control("t", "step")
+        ex.playground.load("t", {"dataset": "moons", "models": "node", "ode": "rk4", "n": "2", "points": "100"})
+        ex.playground.control("t", "step")
         trainer = ex.session("t").playground.trainers[0]
-        train_fig = ex.playground_apply("t", **form, show_test=False)["pg_flow"]
-        test_fig = ex.playground_apply("t", **form, show_test=True)["pg_flow"]
+        train_fig = ex.playground.apply("t", **form, show_test=False).flow
+        test_fig = ex.playground.apply("t", **form, show_test=True).flow
         assert "test data" in test_fig.layout.annotations[0].text
 
         def xs(fig) -> list[float]:  # the data points drawn over the boundary (one trace per class)
@@ -446,8 +455,8 @@ def test_show_test_data_draws_the_test_points(tmp_path):
         assert np.allclose(xs(train_fig), sorted(trainer.train_x[:, 0].numpy()), atol=1e-6)
         assert np.allclose(xs(test_fig), sorted(trainer.test_x[:, 0].numpy()), atol=1e-6)
         # A new dataset with the noise left as it was takes that dataset's own noise.
-        out = ex.playground_apply("t", **{**form, "dataset": "spirals"}, show_test=False)
-        assert out["pg_noise"] == 0.05
+        out = ex.playground.apply("t", **{**form, "dataset": "spirals"}, show_test=False)
+        assert out.noise == 0.05
     finally:
         close(ex, "t")
 
@@ -489,13 +498,13 @@ def test_drawing_runs_every_solver_and_refuses_non_digit_models(tmp_path):
     data = load_dataset("digits")
     pixels = data.denormalize(data.test.inputs[0][None])[0, 0].numpy()
     try:
-        out = ex.lab_draw("d", "fresh:image28-deq", "", {"composite": canvas_from_digit(pixels)}, 1e-4, 30, "rk4", 4)
-        assert [r[0] for r in out["lab_table"]] == ["fixed_point", "anderson", "broyden", "homotopy"]
-        assert "your drawing" in out["lab_message"] and "predicted" in out["lab_message"]
-        assert out["lab_picture"].shape == (112, 112)
-        ex.playground_load("d", {}, autoplay=False)  # a 2-D point model cannot take a drawn digit
-        out = ex.lab_draw("d", "session:pg:0", "", {"composite": canvas_from_digit(pixels)}, 1e-4, 30, "rk4", 4)
-        assert "28 x 28 digit models" in out["lab_message"] and "lab_table" not in out
+        out = ex.lab.draw("d", "fresh:image28-deq", "", {"composite": canvas_from_digit(pixels)}, 1e-4, 30, "rk4", 4)
+        assert [r[0] for r in out.table] == ["fixed_point", "anderson", "broyden", "homotopy"]
+        assert "your drawing" in out.message and "predicted" in out.message
+        assert out.picture.shape == (112, 112)
+        ex.playground.load("d", {}, autoplay=False)  # a 2-D point model cannot take a drawn digit
+        out = ex.lab.draw("d", "session:pg:0", "", {"composite": canvas_from_digit(pixels)}, 1e-4, 30, "rk4", 4)
+        assert "28 x 28 digit models" in out.message and out.table is KEEP
     finally:
         close(ex, "d")
 
@@ -518,9 +527,9 @@ def test_playground_defaults_reach_a_good_boundary_in_about_a_minute(dataset, st
 def test_a_placed_point_is_drawn_with_its_path_and_prediction_in_every_model(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     try:
-        ex.playground_load("q", {}, autoplay=False)
-        out = ex.playground_probe("q", "0.2, -0.1")
-        probes = [t for t in out["pg_flow"].data if t.legendgroup == "probe"]
+        ex.playground.load("q", {}, autoplay=False)
+        out = ex.playground.probe("q", "0.2, -0.1")
+        probes = [t for t in out.flow.data if t.legendgroup == "probe"]
         assert len(probes) == 3 * 2  # star, path, end star for each of the two models
         star = probes[0]
         assert (float(star.x[0]), float(star.y[0])) == pytest.approx((0.2, -0.1)) and "P(class 1)" in star.text[0]
@@ -531,10 +540,10 @@ def test_a_placed_point_is_drawn_with_its_path_and_prediction_in_every_model(tmp
             alone = torch.softmax(model(torch.tensor([[0.2, -0.1]])).logits, -1)[0, 1]
         assert pic["probe"]["prob"] == pytest.approx(float(alone), abs=1e-5)
         assert pic["probe"]["path"].shape == (pic["paths"].shape[0], 2)
-        bad = ex.playground_probe("q", "x" * 5000)
-        assert "two numbers" in bad["warning"] and len(bad["warning"]) < 200
-        gone = ex.playground_probe("q", "")
-        assert not [t for t in gone["pg_flow"].data if t.legendgroup == "probe"]
+        bad = ex.playground.probe("q", "x" * 5000)
+        assert "two numbers" in bad.warning and len(bad.warning) < 200
+        gone = ex.playground.probe("q", "")
+        assert not [t for t in gone.flow.data if t.legendgroup == "probe"]
     finally:
         close(ex, "q")
 
@@ -545,12 +554,12 @@ def test_a_placed_point_is_drawn_with_its_path_and_prediction_in_every_model(tmp
 def test_the_noise_box_sent_back_untouched_does_not_rebuild_the_models(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     try:
-        out = ex.playground_load("n", {}, autoplay=False)  # no noise in the link: the box shows the default
-        ex.playground_control("n", "step")
+        out = ex.playground.load("n", {}, autoplay=False)  # no noise in the link: the box shows the default
+        ex.playground.control("n", "step")
         form = dict(dataset="circles", models=["node", "homoode"], ode_method="dopri5", n_steps=4, tol=1e-3,
-                    deq_solver="anderson", lr=0.02, seed=0, steps=2000, noise=out["pg_noise"], points=1000,
+                    deq_solver="anderson", lr=0.02, seed=0, steps=2000, noise=out.noise, points=1000,
                     batch_size=128, hidden="auto", depth=1, show_test=False)  # fmt: skip
-        ex.playground_apply("n", **form)  # a live lr change, the noise box as the page shows it
+        ex.playground.apply("n", **form)  # a live lr change, the noise box as the page shows it
         session = ex.session("n")
         assert session.playground.step_count == 1  # not reset to step 0
         assert session.playground_settings.noise is None and "noise=" not in session.playground_settings.to_query()
@@ -561,9 +570,9 @@ def test_the_noise_box_sent_back_untouched_does_not_rebuild_the_models(tmp_path)
 def test_a_point_outside_the_picture_is_refused(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     try:
-        ex.playground_load("o", {}, autoplay=False)
-        out = ex.playground_probe("o", "50, 50")
-        assert "inside the picture" in out["warning"] and ex.session("o").playground.visual.probe is None
+        ex.playground.load("o", {}, autoplay=False)
+        out = ex.playground.probe("o", "50, 50")
+        assert "inside the picture" in out.warning and ex.session("o").playground.visual.probe is None
     finally:
         close(ex, "o")
 
@@ -580,10 +589,10 @@ def test_on_a_shared_server_a_tab_manages_only_its_own_runs(tmp_path):
     run.mkdir()
     (run / "config.json").write_text("{}")
     ex = Explorer(tmp_path, autoplay=False, manage_all_runs=False)
-    assert "only the runs it started" in ex.compare_delete("m", "all saved runs", ["someone-elses"])["warning"]
-    assert "only the runs it started" in ex.compare_rename("m", "all saved runs", ["someone-elses"], "x")["warning"]
+    assert "only the runs it started" in ex.compare.delete("m", "all saved runs", ["someone-elses"]).warning
+    assert "only the runs it started" in ex.compare.rename("m", "all saved runs", ["someone-elses"], "x").warning
     ex.session("m").run_dirs.append(run)  # its own: allowed (asks twice)
-    assert "press **Delete** again" in ex.compare_delete("m", "all saved runs", ["someone-elses"])["compare_message"]
+    assert "press **Delete** again" in ex.compare.delete("m", "all saved runs", ["someone-elses"]).message
 
 
 def test_a_run_is_live_from_its_start_until_its_summary_even_after_its_tab_closed(tmp_path):

@@ -1,27 +1,33 @@
 """Explorer logic without a browser: figure builders, the session trainer, settings and the query string,
-and the page's event logic (``explorer.controller``)."""
+and the page's event logic (the tab handlers of ``explorer.tabs``, composed by ``explorer.app.Explorer``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
 
 import core
 from core.training import Divergence, TrainConfig
-from explorer import controller, plots
 from explorer import lab as lab_lib
-from explorer.controller import Explorer
+from explorer import plots
+from explorer.app import Explorer
 from explorer.imagetrain import TrainSettings
 from explorer.playground import PlaygroundSettings, flow_views, flow_visual, status_markdown
 from explorer.runs import RUN_COLUMNS, read_metrics, read_runs, run_rows
 from explorer.sessions import CapacityError, Lane, SessionRegistry, SessionTrainer, TrainingGate
+from explorer.tabs import playground as playground_tab
+from explorer.tabs.common import KEEP, Page
+from explorer.tabs.lab import LabOut
+from explorer.tabs.playground import PlaygroundOut
 
 # A redraw happens several times a second: keep every figure's JSON small.
 FIGURE_BUDGET = 150_000
@@ -342,7 +348,7 @@ def test_train_settings_build_the_cli_config():
         TrainSettings.from_form(epochs=2.5)
 
 
-# ----------------------------------------------------------------------------------------------- controller
+# ------------------------------------------------------------------------------------------- tab handlers
 
 
 @pytest.fixture
@@ -352,11 +358,11 @@ def explorer(tmp_path):
     ex.registry.close_all()
 
 
-def test_controller_playground_load_apply_and_bad_value(explorer):
-    out = explorer.playground_load("s1", {"dataset": "moons", "seed": "3"})
-    assert out["pg_dataset"] == "moons" and out["pg_seed"] == 3 and out["pg_link"].startswith("?dataset=moons")
-    assert "ready" in out["pg_status"] and len(out["pg_flow"].data) > 0
-    assert explorer.playground_tick("s1") == {}  # nothing changed: no redraw
+def test_handlers_playground_load_apply_and_bad_value(explorer):
+    out = explorer.playground.load("s1", {"dataset": "moons", "seed": "3"})
+    assert out.dataset == "moons" and out.seed == 3 and out.link.startswith("?dataset=moons")
+    assert "ready" in out.status and len(out.flow.data) > 0
+    assert explorer.playground.tick("s1") == PlaygroundOut()  # nothing changed: no redraw
     form = dict(
         dataset="moons",
         models=["node", "homoode"],
@@ -368,89 +374,89 @@ def test_controller_playground_load_apply_and_bad_value(explorer):
         seed=3,
         steps=2000,
     )
-    out = explorer.playground_apply("s1", **form)
-    assert "lr=0.05" in out["pg_link"] and not out.get("warning")
-    bad = explorer.playground_apply("s1", **{**form, "lr": -1})
-    assert "learning rate must be" in bad["warning"] and "pg_link" not in bad
+    out = explorer.playground.apply("s1", **form)
+    assert "lr=0.05" in out.link and not out.warning
+    bad = explorer.playground.apply("s1", **{**form, "lr": -1})
+    assert "learning rate must be" in bad.warning and bad.link is KEEP
     assert explorer.session("s1").playground_settings.lr == 0.05  # the session keeps its working settings
-    step = explorer.playground_control("s1", "step")
-    assert "step **1**" in step["pg_status"]
+    step = explorer.playground.control("s1", "step")
+    assert "step **1**" in step.status
 
 
-def test_controller_redraws_curves_less_often_than_the_picture(explorer, monkeypatch):
-    monkeypatch.setattr(controller, "CURVES_SECONDS", 3600.0)
-    explorer.playground_load("s1", {"dataset": "moons", "models": "node"})
-    assert "pg_curves" in explorer.playground_control("s1", "play")  # a button always redraws everything
+def test_handlers_redraws_curves_less_often_than_the_picture(explorer, monkeypatch):
+    monkeypatch.setattr(playground_tab, "CURVES_SECONDS", 3600.0)
+    explorer.playground.load("s1", {"dataset": "moons", "models": "node"})
+    assert explorer.playground.control("s1", "play").curves is not KEEP  # a button always redraws everything
     trainer = explorer.session("s1").playground
     for _ in range(200):
         time.sleep(0.02)
-        tick = explorer.playground_tick("s1")
-        if tick:
+        tick = explorer.playground.tick("s1")
+        if tick != PlaygroundOut():
             break
-    assert "pg_flow" in tick and "pg_status" in tick and "pg_curves" not in tick  # running: picture only
+    assert tick.flow is not KEEP and tick.status is not KEEP and tick.curves is KEEP  # running: picture only
     trainer.pause()
-    last = explorer.playground_tick("s1")
-    assert "pg_curves" in last  # stopped: the curves catch up with the last step
-    assert explorer.playground_tick("s1") == {}
+    last = explorer.playground.tick("s1")
+    assert last.curves is not KEEP  # stopped: the curves catch up with the last step
+    assert explorer.playground.tick("s1") == PlaygroundOut()
 
 
-def test_controller_gallery_pick_selects_the_run_in_the_lab(explorer):
+def test_handlers_gallery_pick_selects_the_run_in_the_lab(explorer):
     session = explorer.session("s1")
     for _ in range(5):  # only the newest 3 stay in memory; ids keep counting
         session.train = SessionTrainer([Lane("DEQ", toy_config("deq"))])
         session.add_run(session.train)
     assert list(session.train_runs) == [2, 3, 4]
     session.lab["gallery"] = [7, 3]
-    out = explorer.gallery_pick("s1", 1)
-    choices, selected = out["lab_model_choices"]
+    nav, lab = explorer.train.gallery_pick("s1", 1)
+    choices, selected = lab.model
     assert selected == "session:train:4" and selected in [k for _, k in choices]
     assert "session:train:0" not in [k for _, k in choices]
     assert (
         "no longer in this session"
-        in explorer.lab_run("s1", "session:train:0", "", "val", 0, 1e-4, 9, "rk4", 4)["warning"]
+        in explorer.lab.run("s1", "session:train:0", "", "val", 0, 1e-4, 9, "rk4", 4).warning
     )
-    assert (out["lab_split"], out["lab_index"], out["tabs"]) == ("test", 3, "lab")
-    assert explorer.gallery_pick("s1", 5) == {}
+    assert (lab.split, lab.index, nav.tab) == ("test", 3, "lab")
+    assert explorer.train.gallery_pick("s1", 5) == ()
 
 
-def test_controller_lab_compares_every_solver(explorer):
-    out = explorer.lab_run("s1", "fresh:image28-deq", "", "val", 0, 1e-4, 30, "rk4", 4)
-    assert not out.get("warning")
-    names = [t.name for t in out["lab_residual"].data[:-1]]
+def test_handlers_lab_compares_every_solver(explorer):
+    out = explorer.lab.run("s1", "fresh:image28-deq", "", "val", 0, 1e-4, 30, "rk4", 4)
+    assert not out.warning
+    names = [t.name for t in out.residual.data[:-1]]
     assert [n.split(" ")[0] for n in names] == list(lab_lib.LAB_SOLVERS)
-    assert [r[0] for r in out["lab_table"]] == list(lab_lib.LAB_SOLVERS)
-    assert len(out["lab_path"].data) == 5
-    scrub = explorer.lab_scrub("s1", 0.0)
-    assert len(scrub["lab_path"].data) == 5
-    sweep = explorer.lab_sweep("s1", "fresh:image28-deq", "", "tol", 8)
-    assert len(sweep["lab_sweep"].data) == 3  # fixed_point, anderson, broyden
+    assert [r[0] for r in out.table] == list(lab_lib.LAB_SOLVERS)
+    assert len(out.path.data) == 5
+    scrub = explorer.lab.scrub("s1", 0.0)
+    assert len(scrub.path.data) == 5
+    sweep = explorer.lab.sweep("s1", "fresh:image28-deq", "", "tol", 8)
+    assert len(sweep.sweep.data) == 3  # fixed_point, anderson, broyden
 
 
-def test_controller_lab_ode_model_and_bad_inputs(explorer, tmp_path):
-    out = explorer.lab_run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4)
-    assert out["lab_table"][0][1] == "integrated" and len(out["lab_path"].data) == 2
-    assert "no fixed-point map" in out["lab_residual"].layout.annotations[0].text
-    bad = explorer.lab_run("s1", "fresh:image28-deq", "", "val", 10**6, 1e-4, 30, "rk4", 4)
-    assert "input index must be" in bad["warning"]
-    bad = explorer.lab_run("s1", "fresh:image28-deq", "", "val", 0, -1.0, 30, "rk4", 4)
-    assert "tolerance must be" in bad["warning"]
-    bad = explorer.lab_run("s1", "fresh:image28-deq", str(tmp_path / "elsewhere.pt"), "val", 0, 1e-4, 30, "rk4", 4)
-    assert "only checkpoints under the runs directory" in bad["warning"]
+def test_handlers_lab_ode_model_and_bad_inputs(explorer, tmp_path):
+    out = explorer.lab.run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4)
+    assert out.table[0][1] == "integrated" and len(out.path.data) == 2
+    assert "no fixed-point map" in out.residual.layout.annotations[0].text
+    bad = explorer.lab.run("s1", "fresh:image28-deq", "", "val", 10**6, 1e-4, 30, "rk4", 4)
+    assert "input index must be" in bad.warning
+    bad = explorer.lab.run("s1", "fresh:image28-deq", "", "val", 0, -1.0, 30, "rk4", 4)
+    assert "tolerance must be" in bad.warning
+    bad = explorer.lab.run("s1", "fresh:image28-deq", str(tmp_path / "elsewhere.pt"), "val", 0, 1e-4, 30, "rk4", 4)
+    assert "only checkpoints under the runs directory" in bad.warning
     junk = explorer.runs_dir / "junk"
     junk.mkdir()
     (junk / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    bad = explorer.lab_run("s1", "run:junk", "", "val", 0, 1e-4, 30, "rk4", 4)
-    assert "not a usable checkpoint" in bad["lab_message"]
-    bad = explorer.lab_run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4, view="4-D")
-    assert "path view must be one of" in bad["warning"]
-    three = explorer.lab_run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4, view="3-D")
-    assert {t.type for t in three["lab_path"].data} == {"scatter3d"}
-    flat = explorer.lab_scrub("s1", 0.5, view="2-D")["lab_path"]  # the same result, redrawn in 2-D
-    assert {t.type for t in flat.data} == {"scatter"} and len(flat.data) == len(three["lab_path"].data)
-    assert "path view must be one of" in explorer.lab_scrub("s1", 0.5, view="4-D")["warning"]
+    bad = explorer.lab.run("s1", "run:junk", "", "val", 0, 1e-4, 30, "rk4", 4)
+    assert "not a usable checkpoint" in bad.message
+    bad = explorer.lab.run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4, view="4-D")
+    assert "path view must be one of" in bad.warning
+    three = explorer.lab.run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4, view="3-D")
+    assert {t.type for t in three.path.data} == {"scatter3d"}
+    flat = explorer.lab.scrub("s1", 0.5, view="2-D").path  # the same result, redrawn in 2-D
+    assert {t.type for t in flat.data} == {"scatter"} and len(flat.data) == len(three.path.data)
+    assert "path view must be one of" in explorer.lab.scrub("s1", 0.5, view="4-D").warning
 
 
-def test_controller_train_rejects_bad_values(explorer):
+def test_handlers_train_rejects_bad_values(explorer):
     form = dict(
         dataset="digits",
         family="homoode",
@@ -465,11 +471,39 @@ def test_controller_train_rejects_bad_values(explorer):
         device="cpu",
         train_limit=64,
     )
-    out = explorer.train_start("s1", **form)
-    assert "batch size must be" in out["warning"] and explorer.session("s1").train is None
-    out = explorer.train_start("s1", **{**form, "batch_size": 8, "dataset": "cifar10", "preset": "image28-deq"})
-    assert "preset 'image28-deq' does not build a HomoODE for cifar10" in out["warning"]
-    assert "no image run" in explorer.train_control("s1", "pause")["warning"]
+    out = explorer.train.start("s1", **form)
+    assert "batch size must be" in out.warning and explorer.session("s1").train is None
+    out = explorer.train.start("s1", **{**form, "batch_size": 8, "dataset": "cifar10", "preset": "image28-deq"})
+    assert "preset 'image28-deq' does not build a HomoODE for cifar10" in out.warning
+    assert "no image run" in explorer.train.control("s1", "pause").warning
+
+
+def test_a_misspelt_output_or_input_is_an_error_not_ignored(explorer):
+    with pytest.raises(TypeError, match="stauts"):
+        PlaygroundOut(stauts="step 1")
+    with pytest.raises(TypeError):
+        LabOut("a figure")  # outputs are named, never positional
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PlaygroundOut().status = "changed"
+    with gr.Blocks() as demo, gr.Tabs() as tabs, gr.Tab("t"):
+        page = Page(demo, tabs, 1.0, 1.0)
+        box = gr.Markdown()
+        with pytest.raises(TypeError, match="PlaygroundOut has no output stauts"):
+            page.bind(PlaygroundOut, stauts=box)
+        with pytest.raises(TypeError, match="pointt"):  # the handler has no such input
+            page.on(box.change, explorer.playground.probe, {"pointt": box}, [box])
+
+
+def test_updates_map_fields_to_their_components_and_keep_the_rest():
+    with gr.Blocks() as demo, gr.Tabs() as tabs, gr.Tab("t"):
+        page = Page(demo, tabs, 1.0, 1.0)
+        status, message, play = gr.Markdown(), gr.Markdown(), gr.Button()
+        page.bind(PlaygroundOut, status=status, message=message, play=play)
+    out = PlaygroundOut(status="step 3", play={"value": "▶ Play", "variant": "primary"})
+    updates = page.updates(out, [play, message, status])
+    assert updates[2] == "step 3" and isinstance(updates[0], gr.Button) and updates[0].variant == "primary"
+    assert updates[1] == gr.skip()  # KEEP: left as it is
+    assert page.updates(PlaygroundOut(flow="not wired here"), [status]) == [gr.skip()]
 
 
 def test_pca_gram_path_matches_svd():

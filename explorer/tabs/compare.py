@@ -1,0 +1,360 @@
+"""The Compare tab: every saved run in one table (filter, rename, delete, export), their curves overlaid,
+accuracy vs NFE, and training memory vs batch size measured per family and gradient method."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from core.checks import check_choice, check_number, short_repr
+from core.models import INPUT_KINDS
+
+from .. import plots, runs
+from ..playground import FAMILY_NAMES
+from ..sessions import CapacityError, live_run_dirs
+from .common import KEEP, Choices, CurvesTab, Nav, Page, Result, curve_controls, plot, result
+from .lab import LabOut, open_lab
+
+COMPARE_SCOPES = ("all saved runs", "this tab's runs")
+COMPARE_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
+MAX_OVERLAID = 8  # curves of more runs than colours are unreadable
+DELETE_CONFIRM_SECONDS = 15  # a second press of Delete within this time deletes
+# One probe keeps its whole forward graph: image32 NODE, direct backprop, rk4 x 8 at batch 128 saves ~0.6 GB.
+MAX_MEMORY_BATCH = 128
+MAX_MEMORY_STEPS = 8
+_NO_RUNS = "No saved runs yet: start one in the **Train** tab (or with `python -m core.train --out runs/NAME`)."
+
+
+@result
+class CompareOut(Result):
+    """The Compare tab's outputs."""
+
+    table: list[list[Any]] = KEEP
+    runs: Choices = KEEP  # the run picker: every listed run, and those whose curves are overlaid
+    curves: go.Figure = KEEP
+    accuracy: go.Figure = KEEP
+    message: str = KEEP
+    file: str = KEEP  # an exported table to download
+    memory: go.Figure = KEEP
+
+
+class CompareTab(CurvesTab):
+    """The Compare tab's handlers."""
+
+    name, Out = "compare", CompareOut
+
+    def _records(self, key: str, scope: str, text: str = "") -> list[runs.RunRecord]:
+        check_choice(scope, "show", COMPARE_SCOPES)
+        only = set(self.session(key).run_dirs) if scope == "this tab's runs" else None
+        return runs.filter_runs(runs.read_runs(self.ctx.runs_dir, only=only), text)
+
+    def refresh(self, key: str, scope: str, selected: list[str] | None = None, text: str = "") -> CompareOut:
+        """Re-read the runs directory: the table (only rows containing every word of ``text``), the run
+        picker (keeping what is still there, else the three newest), the overlaid curves of the picked runs
+        and every run's accuracy vs NFE."""
+        try:
+            records = self._records(key, scope, text)
+        except ValueError as err:
+            return CompareOut.failed(err)
+        names = [r.name for r in records]
+        keep = [n for n in (selected or []) if n in names] or names[:3]
+        points = [p for p in (_run_point(r) for r in records) if p is not None]
+        words = str(text or "").strip()
+        matching = f" matching {short_repr(words, 40)}" if words else ""
+        empty = "no run matches the filter" if words else _NO_RUNS
+        message = f"{len(records)} run(s) in `{self.ctx.runs_dir}`{matching}" if records else empty
+        return CompareOut(
+            table=runs.run_rows(records),
+            runs=Choices(names, keep),
+            curves=self._curves(key, records, keep),
+            accuracy=plots.runs_accuracy_figure(points),
+            message=message,
+        )
+
+    def _curves(self, key: str, records: list[runs.RunRecord], selected: list[str]) -> Any:
+        chosen = [r for r in records if r.name in set(selected)][:MAX_OVERLAID]
+        if not chosen:
+            return plots.empty_figure("pick runs above to overlay their training curves", 300)
+        colors = plots.family_colors({r.name: r.family for r in chosen})
+        metrics = {r.name: runs.read_metrics(r.folder) for r in chosen}
+        return plots.curves_figure(metrics, COMPARE_PANELS, colors=colors, **self.curve_options(key))
+
+    def select(self, key: str, scope: str, selected: list[str] | None, text: str = "") -> CompareOut:
+        """The run picker changed: redraw the overlaid curves only."""
+        try:
+            records = self._records(key, scope, text)
+        except ValueError as err:
+            return CompareOut.failed(err)
+        picked = list(selected or [])
+        many = f"showing the curves of the first {MAX_OVERLAID} of {len(picked)} picked runs"
+        return CompareOut(
+            curves=self._curves(key, records, picked), message=many if len(picked) > MAX_OVERLAID else KEEP
+        )
+
+    def redraw_curves(self, key: str, scope: str = "", selected: list[str] | None = None) -> CompareOut:
+        return self.select(key, scope or COMPARE_SCOPES[0], selected)
+
+    def pick(
+        self, key: str, position: int = -1, row: list[Any] | None = None
+    ) -> tuple[Nav, LabOut, CompareOut] | tuple[()] | CompareOut:
+        """A row of the runs table was clicked: open that run's model in the Solver lab (first test image)."""
+        name = row[0] if row else None
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            return ()  # not a run folder's name (the table only shows names; nothing else is opened)
+        if not (self.ctx.runs_dir / name / "checkpoint.pt").is_file():
+            text = f"run {short_repr(name)} has no checkpoint yet (it is saved when the run ends or is stopped)"
+            return CompareOut.failed(text)
+        nav, lab = open_lab(self.ctx, key, f"run:{name}", 0)
+        return nav, lab, CompareOut(message="")
+
+    def _check_may_manage(self, key: str, folders: list[Path]) -> None:
+        """On a shared server (``manage_all_runs`` False) only the runs this tab started may change."""
+        if self.ctx.manage_all_runs:
+            return
+        own = {p.resolve() for p in self.session(key).run_dirs}
+        others = [f.name for f in folders if f.resolve() not in own]
+        if others:
+            raise ValueError(
+                f"this server is shared: a tab may rename or delete only the runs it started, not {', '.join(others)}"
+            )
+
+    def rename(self, key: str, scope: str, selected: list[str] | None, new_name: str, text: str = "") -> CompareOut:
+        """Rename the one picked run (a folder directly in the runs directory; never one still training)."""
+        try:
+            picked = list(selected or [])
+            if len(picked) != 1:
+                raise ValueError("pick exactly one run to rename (in “overlay the curves of these runs”)")
+            name = picked[0]
+            folder = runs.run_folder(self.ctx.runs_dir, name)
+            self._check_may_manage(key, [folder])
+            if folder.resolve() in live_run_dirs():
+                raise ValueError(f"run {short_repr(name)} is still training: stop it first")
+            target = runs.rename_run(self.ctx.runs_dir, name, new_name)
+        except (ValueError, OSError) as err:
+            return CompareOut.failed(err)
+        registry = self.ctx.registry
+        for session_key in registry.keys():  # tabs that started it still list it as theirs
+            session = registry.peek(session_key)
+            if session is not None:
+                session.run_dirs = [target if p.resolve() == folder.resolve() else p for p in session.run_dirs]
+        out = self.refresh(key, scope, [target.name], text)
+        return dataclasses.replace(out, message=f"renamed {name} to **{target.name}**")
+
+    def delete(self, key: str, scope: str, selected: list[str] | None, text: str = "") -> CompareOut:
+        """Delete the picked runs: the first press names them, a second press within
+        ``DELETE_CONFIRM_SECONDS`` (same runs picked) deletes them. Never a run still training."""
+        session = self.session(key)
+        picked = sorted(selected or [])
+        try:
+            if not picked:
+                raise ValueError("pick the runs to delete (in “overlay the curves of these runs”)")
+            folders = [runs.run_folder(self.ctx.runs_dir, name) for name in picked]
+            self._check_may_manage(key, folders)
+            live = live_run_dirs()
+            busy = [f.name for f in folders if f.resolve() in live]
+            if busy:
+                raise ValueError(f"still training: {', '.join(busy)}; stop it first")
+        except ValueError as err:
+            return CompareOut.failed(err)
+        pending = session.lab.get("delete")
+        if pending is None or pending[0] != picked or time.monotonic() - pending[1] > DELETE_CONFIRM_SECONDS:
+            session.lab["delete"] = (picked, time.monotonic())
+            return CompareOut(
+                message=f"⚠️ press **Delete** again within {DELETE_CONFIRM_SECONDS} s to delete "
+                f"{len(picked)} run(s) and their files: {', '.join(picked)}"
+            )
+        session.lab.pop("delete", None)
+        failed = []
+        for name in picked:
+            try:
+                runs.delete_run(self.ctx.runs_dir, name)
+            except (ValueError, OSError) as err:
+                failed.append(f"{name} ({err})")
+        message = f"deleted {len(picked) - len(failed)} run(s)"
+        message += f"; could not delete {', '.join(failed)}" if failed else ""
+        return dataclasses.replace(self.refresh(key, scope, [], text), message=message)
+
+    def export(self, key: str, scope: str, fmt: str, text: str = "") -> CompareOut:
+        """Write the runs table (as filtered) as CSV or JSON for download."""
+        try:
+            path = runs.export_runs(self._records(key, scope, text), fmt, self.ctx.export_dir(key))
+        except (ValueError, OSError) as err:
+            return CompareOut.failed(err)
+        return CompareOut(file=str(path), message=f"exported {path.name}: download it below the buttons")
+
+    def memory(
+        self,
+        key: str,
+        families: list[str] | None,
+        gradients: list[str] | None,
+        batch_sizes: str,
+        kind: str,
+        n_steps: Any,
+    ) -> CompareOut:
+        """One training step per (family, gradient method, batch size) on random inputs of ``kind``,
+        measuring the bytes the forward graph keeps for backward (deterministic, unlike RSS, and the part
+        that grows with the batch). Runs on the CPU so it never disturbs a GPU run's peak counter, and takes
+        a slot of the server's training cap while it runs (it is a training step, many times over)."""
+        from core.bench import MEMORY_VARIANTS, memory_probe
+
+        try:
+            plan = _memory_plan(MEMORY_VARIANTS, families, gradients, batch_sizes, kind, n_steps)
+        except ValueError as err:
+            return CompareOut.failed(err)
+        token = object()
+        try:
+            self.ctx.registry.gate.acquire(token)
+            records = [memory_probe(f, g, b, n, kind, "cpu") for f, g, b, n in plan]
+        except CapacityError as err:
+            return CompareOut.failed(err)
+        except RuntimeError as err:  # out of memory, most likely
+            return CompareOut.failed(f"the measurement failed ({err}); try smaller batch sizes or fewer steps")
+        finally:
+            self.ctx.registry.gate.release(token)
+        ode = any(f != "deq" for f, *_ in plan)
+        return CompareOut(
+            memory=plots.memory_figure(records),
+            message=f"measured {len(records)} training steps on the CPU ({kind} inputs"
+            + (f"; ODE models: rk4 × {plan[0][3]} steps)" if ode else ")"),
+        )
+
+
+def _run_point(record: runs.RunRecord) -> plots.RunPoint | None:
+    """A run on the accuracy-vs-NFE chart: test accuracy when it has ended, else its best validation
+    accuracy so far; mean NFE from its summary, else from its steps so far. None when it has neither."""
+    s = record.summary
+    acc, on = s.get("test_accuracy"), "test"
+    fwd, bwd = s.get("mean_nfe_forward"), s.get("mean_nfe_backward")
+    if acc is None or fwd is None:
+        m = runs.read_metrics(record.folder)
+        if acc is None and len(m["val_acc"]) and np.isfinite(m["val_acc"]).any():
+            acc, on = float(np.nanmax(m["val_acc"])), "val"
+        if fwd is None and len(m["nfe_forward"]):
+            fwd, bwd = float(np.nanmean(m["nfe_forward"])), float(np.nanmean(m["nfe_backward"]))
+    if acc is None or fwd is None:
+        return None
+    return plots.RunPoint(record.name, record.family or "?", float(fwd), float(bwd or 0.0), float(acc), on)
+
+
+def _memory_plan(
+    variants: tuple[tuple[str, str], ...],
+    families: list[str] | None,
+    gradients: list[str] | None,
+    batch_sizes: str,
+    kind: str,
+    n_steps: Any,
+) -> list[tuple[str, str, int, int]]:
+    """(family, gradient, batch, rk4 steps) of each measurement; a clear error for any bad field."""
+    families, gradients = list(families or []), list(gradients or [])
+    if not families:
+        raise ValueError("pick at least one model family to measure")
+    if not gradients:
+        raise ValueError("pick at least one gradient method to measure")
+    for family in families:
+        check_choice(family, "family", tuple(dict.fromkeys(f for f, _ in variants)))
+    for gradient in gradients:
+        check_choice(gradient, "gradient method", tuple(dict.fromkeys(g for _, g in variants)))
+    check_choice(kind, "input kind", INPUT_KINDS)
+    check_number(n_steps, "rk4 steps", 1, MAX_MEMORY_STEPS, integer=True)
+    steps = int(n_steps)
+    try:
+        batches = sorted({int(b) for b in str(batch_sizes).replace(",", " ").split()})
+    except ValueError:
+        raise ValueError(
+            f"batch sizes must be whole numbers separated by commas, e.g. 8, 32, 128; got {short_repr(batch_sizes)}"
+        ) from None
+    if not batches or not all(1 <= b <= MAX_MEMORY_BATCH for b in batches) or len(batches) > 8:
+        raise ValueError(
+            f"give 1 to 8 batch sizes from 1 to {MAX_MEMORY_BATCH}, e.g. 8, 32, 128; got {short_repr(batch_sizes)}"
+        )
+    plan = [(f, g, b, steps) for f, g in variants if f in families and g in gradients for b in batches]
+    if not plan:
+        raise ValueError(
+            "no family uses the chosen gradient methods: NODE, ANODE and HomoODE take direct or adjoint, DEQ "
+            "implicit or phantom"
+        )
+    return plan
+
+
+def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdown]:
+    """The Compare tab's layout and events; returns the tab, its runs table (whose rows open the lab) and
+    its message area."""
+    with gr.Tab("Compare", id="compare") as compare_tab:
+        with gr.Row():
+            scope = gr.Radio(list(COMPARE_SCOPES), value=COMPARE_SCOPES[0], label="show")
+            refresh = gr.Button("Refresh", elem_id="compare-refresh")
+            csv = gr.Button("Export table as CSV", elem_id="compare-csv")
+            json = gr.Button("Export as JSON (with configs)", elem_id="compare-json")
+        with gr.Row():
+            text = gr.Textbox(
+                "",
+                label="filter (every word must appear in the row: e.g. deq digits finished)",
+                elem_id="compare-filter",
+                scale=3,
+            )
+            new_name = gr.Textbox("", label="new name for the picked run", elem_id="compare-new-name")
+            rename = gr.Button("Rename", elem_id="compare-rename", scale=0, min_width=90)
+            delete = gr.Button("Delete picked runs", elem_id="compare-delete", scale=0, min_width=90)
+        message = gr.Markdown("", elem_id="compare-message")
+        file = gr.File(label="exported table", interactive=False, elem_id="compare-file", visible=False)
+        table = gr.Dataframe(
+            headers=runs.RUN_COLUMNS,
+            label="runs (click a row to open its model in the Solver lab; graph MB: the most memory one "
+            "training step's forward pass kept for backward, the run's own figure)",
+            interactive=False,
+            wrap=True,
+            elem_id="compare-table",
+        )
+        picker = gr.CheckboxGroup([], label="overlay the curves of these runs", elem_id="compare-runs")
+        curves = plot("training curves", "compare-curves", "open this tab or press Refresh to list the saved runs", 300)
+        curve_controls(page, tab, [curves, message], scope=scope, selected=picker)
+        accuracy = plot("accuracy vs NFE", "compare-accuracy", "accuracy vs NFE of every run appears here", 300)
+        gr.Markdown(
+            "#### Memory vs batch size, measured\n"
+            "One training step per family, gradient method and batch size on random inputs, here and "
+            "now. The figure is the memory the forward pass keeps for backward: it grows with the batch "
+            "(and, for direct backprop, with the ODE steps), while adjoint and implicit gradients keep "
+            "only states. Whole-process peaks per run: `python -m core.bench memory`."
+        )
+        with gr.Row():
+            families = gr.CheckboxGroup(
+                [(v, k) for k, v in FAMILY_NAMES.items()], value=list(FAMILY_NAMES), label="families"
+            )
+            gradients = gr.CheckboxGroup(
+                list(plots.GRADIENT_DASH), value=list(plots.GRADIENT_DASH), label="gradient methods"
+            )
+            batches = gr.Textbox("8, 32, 128", label="batch sizes", elem_id="memory-batches")
+            kind = gr.Dropdown(list(INPUT_KINDS), value="image28", label="inputs")
+            steps = gr.Number(2, label="rk4 steps (ODE)")
+            measure = gr.Button("Measure", elem_id="memory-run")
+        memory = plot("memory vs batch size", "compare-memory", "press “Measure” (a few seconds on a CPU)", 320)
+
+    page.bind(CompareOut, table=table, runs=picker, curves=curves, accuracy=accuracy, message=message, file=file,
+              memory=memory)  # fmt: skip
+    shown = {"scope": scope, "selected": picker, "text": text}
+    out = [table, picker, curves, accuracy, message]
+    page.on(refresh.click, tab.refresh, shown, out, api_name="compare_refresh")
+    page.on(compare_tab.select, tab.refresh, shown, out, twins=(scope.input, text.input), trigger_mode="always_last")
+    page.on(rename.click, tab.rename, {"scope": scope, "selected": picker, "new_name": new_name, "text": text}, out,
+            api_name="compare_rename")  # fmt: skip
+    page.on(delete.click, tab.delete, shown, out, api_name="compare_delete")
+    page.on(picker.input, tab.select, shown, [curves, message], api_name="compare_select", trigger_mode="always_last")
+    for button, fmt in ((csv, "csv"), (json, "json")):
+        page.on(
+            button.click,
+            partial(tab.export, fmt=fmt),
+            {"scope": scope, "text": text},
+            [file, message],
+            api_name=f"compare_export_{fmt}",
+        )
+    memory_inputs = {"families": families, "gradients": gradients, "batch_sizes": batches, "kind": kind,
+                     "n_steps": steps}  # fmt: skip
+    page.on(measure.click, tab.memory, memory_inputs, [memory, message], api_name="compare_memory")
+    return compare_tab, table, message
