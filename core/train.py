@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import data as data_lib
 from .models import FAMILIES, PRESETS, ModelConfig, preset
 from .solvers import METHODS, ODE_METHODS
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.precision,
         help="fp32, or mixed precision (torch.autocast) in bf16 or fp16 (with loss scaling): the layers run in "
         "low precision; the implicit state, the ODE step-size control and the solver residuals stay fp32. A DEQ "
-        "in bf16/fp16 cannot reach a residual below about 3e-3 (its map is rounded there): raise --tol",
+        "in bf16/fp16 cannot reach a residual below about 3e-3 (its map is rounded there): raise --tol. fp64: "
+        "everything in float64 (slow; for checks to rounding level)",
     )
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data order, split, augmentation and init seed")
@@ -82,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--width", type=int, help="state channels (images) or dimension (points)")
     m.add_argument("--dropout", type=float, help="HomoODE variational dropout")
-    m.add_argument("--start", choices=("fixed", "learnable"), help="HomoODE start point")
+    m.add_argument(
+        "--start-point",
+        "--start",
+        dest="start",
+        choices=("fixed", "learnable"),
+        help="HomoODE start point (--start-point, not --start, under torchrun: it takes --start as its own)",
+    )
     m.add_argument("--start-lr", type=float, default=DEFAULTS.start_lr, help="SGD lr of the learnable start point")
     m.add_argument("--start-every", type=int, default=DEFAULTS.start_every, help="update the start point every N steps")
 
@@ -166,7 +175,8 @@ class _Progress:
 
     def __init__(self, trainer: Trainer, quiet: bool):
         self.bar = None
-        if not quiet:
+        self.speaks = trainer.world.is_main  # under torchrun, rank 0 speaks for all
+        if not quiet and self.speaks:
             from tqdm import tqdm
 
             self.bar = tqdm(total=trainer.total_steps, initial=trainer.step_count, unit="step", dynamic_ncols=True)
@@ -185,7 +195,7 @@ class _Progress:
             self.bar.update(1)
         elif isinstance(event, EvalEvent):
             self.last_val = event.accuracy
-        elif isinstance(event, ErrorEvent):
+        elif isinstance(event, ErrorEvent) and self.speaks:
             self._print(f"error at step {event.step}: {event.message}\n  advice: {event.advice}")
             if event.checkpoint:
                 self._print(f"  last good checkpoint kept: {event.checkpoint}")
@@ -206,12 +216,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume is not None:
-            trainer = load_trainer(RunDir(args.resume).checkpoint_file(), out_dir=args.resume)
+            run = RunDir(args.resume)
+            if run.read_summary().get("stopped") is False:  # finished all its steps: no new rows, no new summary
+                print(
+                    f"the run in {run.path} has finished all its steps; nothing to resume (train a new one with --out)"
+                )
+                return 0
+            trainer = load_trainer(run.checkpoint_file(), out_dir=args.resume)
         else:
             trainer = Trainer(config_from_args(args), out_dir=args.out)
     except (ValueError, CheckpointError, data_lib.DatasetUnavailable) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    progress = _Progress(trainer, args.quiet)
+    try:
+        return _train(trainer, quiet=args.quiet)
+    finally:
+        if trainer.world.parallel and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(trainer: Trainer, quiet: bool) -> int:
+    """Consume the trainer's events with a progress bar; under torchrun only rank 0 shows and says anything."""
+    progress = _Progress(trainer, quiet)
     final: Event | None = None
     try:
         for event in trainer.events():
@@ -222,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
     progress.close()
-    if isinstance(final, FinishedEvent):
+    if isinstance(final, FinishedEvent) and trainer.world.is_main:
         acc = "n/a" if final.test_accuracy is None else f"{100 * final.test_accuracy:.2f} %"
         print(
             f"test accuracy {acc} (model of step {final.best_step}, selected on validation); "
@@ -230,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{final.seconds:.1f} s"
         )
         return 0
-    return 1
+    return 0 if isinstance(final, FinishedEvent) else 1
 
 
 if __name__ == "__main__":

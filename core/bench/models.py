@@ -26,8 +26,8 @@ MODEL_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "node": ("node", []),
     "anode": ("anode", []),
     "deq": ("deq", ["--solver", "anderson", "--backward", "implicit"]),
-    "homoode-fixed": ("homoode", ["--start", "fixed"]),
-    "homoode-learned": ("homoode", ["--start", "learnable"]),
+    "homoode-fixed": ("homoode", ["--start-point", "fixed"]),
+    "homoode-learned": ("homoode", ["--start-point", "learnable"]),
 }
 
 

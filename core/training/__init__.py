@@ -2,8 +2,9 @@
 
 from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import DEVICES, PRECISIONS, TrainConfig
+from .distributed import World, resolve_device
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
-from .loop import LIVE_SETTINGS, Divergence, Trainer, load_trainer, resolve_device, resume, train
+from .loop import LIVE_SETTINGS, Divergence, Trainer, load_trainer, resume, train
 from .memory import SavedTensorMeter, peak_memory
 from .rundir import RUN_NAME, RunDir
 
@@ -25,6 +26,7 @@ __all__ = [
     "StepEvent",
     "TrainConfig",
     "Trainer",
+    "World",
     "atomic_write_bytes",
     "atomic_write_json",
     "json_safe",

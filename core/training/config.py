@@ -13,8 +13,9 @@ from ..models import ModelConfig
 #: Where a run trains: auto (CUDA when present, else CPU), cpu or cuda. The CLI, the benchmarks and the app
 #: offer exactly these (the app only those this machine has).
 DEVICES = ("auto", "cpu", "cuda")
-#: Training precisions: fp32, or mixed precision (torch.autocast) in bfloat16 or float16 (with loss scaling).
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: Training precisions: fp32; mixed precision (torch.autocast) in bfloat16 or float16 (with loss scaling);
+#: or fp64 throughout (slow; for checking solvers, gradients and data-parallel runs to rounding level).
+PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
 
 
 def _fail(message: str) -> None:
@@ -48,7 +49,7 @@ class TrainConfig:
         precision: fp32, or mixed precision with ``torch.autocast``: bf16 or fp16 (fp16 with a gradient
             scaler). Only the layers inside the field, cell, features and head run in low precision; the
             implicit state, the ODE integrator's step-size control and the solvers' residuals stay fp32,
-            so a tolerance keeps its meaning.
+            so a tolerance keeps its meaning. fp64: parameters, data and state in float64.
         threads: torch CPU threads (None: leave torch's default).
         time_budget: stop after this many seconds of wall time (evaluation included); the learning rate
             then follows the cosine over the share of the budget spent.

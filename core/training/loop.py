@@ -30,6 +30,7 @@ from torch import nn
 from .. import data as data_lib
 from ..models import ImplicitClassifier, ODEStepLimitError, build_model
 from ..solvers import SolverError
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
@@ -38,15 +39,6 @@ from .rundir import RunDir
 
 #: What :meth:`Trainer.apply` may change while a run trains (everything else needs a new run).
 LIVE_SETTINGS = ("lr", "grad_clip", "ode", "deq")
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> CUDA when available, else CPU; asking for cuda without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
 
 
 def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, dict[str, Any]]:
@@ -93,8 +85,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path | None = None, resume: dict | None = None):
         self.config = config
-        self.run_dir = RunDir(out_dir) if out_dir is not None else None
-        self.device = resolve_device(config.device)
+        self.world, self.device = distributed.setup(config.device)
+        # Under torchrun only rank 0 writes the run folder; every rank computes the same figures.
+        self.run_dir = RunDir(out_dir) if out_dir is not None and self.world.is_main else None
         if config.threads:
             torch.set_num_threads(config.threads)
         self.data = data_lib.load_dataset(
@@ -116,17 +109,30 @@ class Trainer:
             )
         splits = [self.data.train, self.data.val, self.data.test]
         tensors = [t for split in splits for t in (split.inputs, split.targets)]
+        if config.precision == "fp64":
+            tensors = [t.double() if t.is_floating_point() else t for t in tensors]
         if self.device.type == "cuda" and sum(t.nbytes for t in tensors) < torch.cuda.mem_get_info(self.device)[0] / 4:
             # On a GPU the whole set lives there when it fits easily: no copy per step.
             tensors = [t.to(self.device) for t in tensors]
         self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y = tensors
         self.augmentation = self.data.train.augmentation
-        self.batches_per_epoch = max(1, math.ceil(len(self.train_y) / config.batch_size))
+        if config.batch_size < self.world.size:
+            raise ValueError(
+                f"--batch-size {config.batch_size} is the global batch, split across {self.world.size} processes: "
+                f"it must be at least the number of processes"
+            )
+        n_train = len(self.train_y)
+        self.batches_per_epoch = max(1, math.ceil(n_train / config.batch_size))
+        if self.world.parallel and 0 < n_train % config.batch_size < self.world.size:
+            self.batches_per_epoch = max(1, n_train // config.batch_size)  # a tail too small to share is dropped
         self.total_steps = config.steps or config.epochs * self.batches_per_epoch
         self.eval_every = config.eval_every or self.batches_per_epoch
 
         torch.manual_seed(config.seed)
         self.model: ImplicitClassifier = build_model(config.model).to(self.device)
+        if config.precision == "fp64":
+            self.model.double()
+        self.ddp = self._data_parallel() if self.world.parallel else None
         self.optimizer = torch.optim.Adam(self.model.main_parameters(), lr=config.lr, weight_decay=config.weight_decay)
         # fp16 only: loss scaling keeps small gradients representable (bf16 has fp32's range).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
@@ -151,6 +157,8 @@ class Trainer:
         self.baseline_memory_bytes = peak_memory(self.device)[0]
         if self.run_dir is not None:
             self.run_dir.create().write_config(config)
+            if resume is not None:
+                self.run_dir.truncate_events(self.step_count)
 
     # ------------------------------------------------------------------ the step
 
@@ -169,15 +177,38 @@ class Trainer:
         perm = torch.randperm(len(self.train_y), generator=gen)
         return perm[k * self.config.batch_size : (k + 1) * self.config.batch_size]
 
-    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _data_parallel(self) -> nn.Module:
+        """The model wrapped in ``DistributedDataParallel``, with batch norm over the global batch. HomoODE's
+        start point is left out of DDP (it has its own loss and optimizer; its gradient is all-reduced in
+        :meth:`_update_start_point`)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        distributed.global_batchnorm(self.model, self.device)
+        start = {id(p) for p in self.model.start_point_parameters()}
+        ignored = [name for name, p in self.model.named_parameters() if id(p) in start]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.model, ignored)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _shard(self, n: int) -> slice:
+        """This rank's contiguous part of a global batch of ``n`` (sizes differ by at most one)."""
+        size, rank = self.world.size, self.world.rank
+        base, extra = divmod(n, size)
+        start = rank * base + min(rank, extra)
+        return slice(start, start + base + (rank < extra))
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """This rank's shard of the global batch of ``step`` and the global batch's size."""
         idx = self._batch_indices(step)
         x, y = self.train_x[idx.to(self.train_x.device)], self.train_y[idx.to(self.train_y.device)]
         if self.augmentation is not None:
-            # Seeded by (seed, step): a resumed run sees the same crops and flips.
+            # Seeded by (seed, step) over the global batch: a resumed run, and any number of ranks, see the
+            # same crops and flips.
             gen = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
             aug = self.augmentation
             x = data_lib.random_crop_flip(x, aug.pad, aug.flip, torch.tensor(aug.fill), gen)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        part = self._shard(len(idx))
+        return x[part].to(self.device, non_blocking=True), y[part].to(self.device, non_blocking=True), len(idx)
 
     def autocast(self) -> torch.autocast:
         """The precision context of forward passes: ``torch.autocast`` in bf16/fp16, a no-op in fp32."""
@@ -191,47 +222,58 @@ class Trainer:
         parameters and the optimizer's state are untouched by a failed step: only the buffers a forward pass
         updates (batch-norm statistics) are copied beforehand and put back. The hot path reads the device
         twice (the forward check, the gradient norm) and once more for the event's figures.
+
+        Under torchrun every rank computes its shard of the global batch; each rank's loss is its shard's
+        sum / global batch size x ranks, so DDP's mean of the ranks' gradients is the gradient of the global
+        batch's mean loss, and the ranks agree on a divergence before anyone steps.
         """
         cfg = self.config
         t0 = time.perf_counter()
-        x, y = self._batch(self.step_count)
+        x, y, n_global = self._batch(self.step_count)
+        weight = self.world.size / n_global
         self.model.train()
         lr = self._set_lr()
         buffers = [b.detach().clone() for b in self.model.buffers()]
         meter = SavedTensorMeter()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = loss_sum = None
+        failure: Divergence | None = None
         try:
-            self.optimizer.zero_grad(set_to_none=True)
             # The forward pass and the loss only: backward (implicit, adjoint) runs its own autograd.
             with meter, self.autocast():
-                out = self.model(x)
-                loss = nn.functional.cross_entropy(out.logits.float(), y)
-                total = loss  # what is minimised; the events report the cross-entropy, comparable to validation
+                out = (self.ddp or self.model)(x)
+                loss_sum = nn.functional.cross_entropy(_at_least_fp32(out.logits), y, reduction="sum")
+                total = loss_sum * weight  # what is minimised; events report the cross-entropy alone
                 if out.stats.jac_loss is not None:
-                    total = loss + cfg.model.deq.jac_reg * out.stats.jac_loss
+                    total = total + cfg.model.deq.jac_reg * out.stats.jac_loss * (len(y) * weight)
             residual = out.stats.rel_residual
             finite = [torch.isfinite(total)] + ([] if residual is None else [torch.isfinite(residual).all()])
-            if not bool(torch.stack(finite).all()):
-                raise self._forward_divergence(residual, loss, total)
+            ok = torch.stack(finite).all()
+        except (ODEStepLimitError, SolverError) as err:
+            failure = Divergence(str(err), "lower the learning rate, loosen rtol/atol, or use a fixed-step ODE method")
+            ok = torch.zeros((), dtype=torch.bool, device=self.device)
+        if not self._everywhere(ok):
+            self._restore_buffers(buffers)
+            if failure is None and out is not None and not bool(ok):
+                failure = self._forward_divergence(residual, loss_sum, total)
+            raise failure or Divergence(
+                f"another process of this run diverged at step {self.step_count}",
+                "see rank 0's message; lower the learning rate (lr) or use a tighter solver tol",
+            )
+        try:
             self.scaler.scale(total).backward()
             self.scaler.unscale_(self.optimizer)
-            grads = [p.grad for p in self.model.main_parameters() if p.grad is not None]
             if cfg.grad_clip is not None:
                 norm = nn.utils.clip_grad_norm_(self.model.main_parameters(), cfg.grad_clip)
             else:
-                norm = nn.utils.get_total_norm(grads)
+                norm = nn.utils.get_total_norm([p.grad for p in self.model.main_parameters() if p.grad is not None])
+            # After DDP's all-reduce every rank holds the same gradient, so they agree on this check.
             if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
                 raise Divergence(
                     f"non-finite gradients at step {self.step_count}",
                     "lower the learning rate (lr), enable gradient clipping (grad_clip), or add solver damping",
                 )
-            # fp16: an overflowing step is skipped by the scaler (which lowers its scale), not a divergence.
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            nfe_backward = self.model.nfe_backward
-            start_loss = None
-            if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
-                start_loss = self.model.update_start_point(self.start_optimizer)
-        except (ODEStepLimitError, SolverError) as err:
+        except (ODEStepLimitError, SolverError) as err:  # an adjoint solve that failed in the backward pass
             self._restore_buffers(buffers)
             raise Divergence(
                 str(err), "lower the learning rate, loosen rtol/atol, or use a fixed-step ODE method"
@@ -239,27 +281,45 @@ class Trainer:
         except Divergence:
             self._restore_buffers(buffers)
             raise
+        # fp16: an overflowing step is skipped by the scaler (which lowers its scale), not a divergence.
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        nfe_backward = self.model.nfe_backward
+        start_loss = None
+        if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
+            start_loss = self._update_start_point(len(y) * weight)
         self.step_count += 1
         self.unsaved = True
-        self.nfe_sums[0] += out.stats.nfe
-        self.nfe_sums[1] += nfe_backward
         graph_bytes = meter.nbytes
         self.peak_graph_bytes = max(self.peak_graph_bytes, graph_bytes)
-        # One read-back for the event's figures.
-        figures = [loss.detach(), (out.logits.argmax(1) == y).float().mean()]
-        figures.append(residual.max() if residual is not None else torch.tensor(math.nan, device=loss.device))
-        loss_value, train_acc, residual_value = torch.stack([f.double() for f in figures]).tolist()
+        # One read-back for the event's figures (one all-reduce more under torchrun): global-batch loss and
+        # accuracy, NFE averaged over ranks, the worst residual of any rank.
+        correct = (out.logits.argmax(1) == y).sum()
+        figures = torch.stack(
+            [
+                loss_sum.detach().double(),
+                correct.double(),
+                torch.tensor(float(out.stats.nfe), dtype=torch.float64, device=correct.device),
+                torch.tensor(float(nfe_backward), dtype=torch.float64, device=correct.device),
+            ]
+        )
+        figures = distributed.all_sum(figures)
+        worst = distributed.all_max(residual.max().double() if residual is not None else figures.new_zeros(()))
+        loss_value, correct_total, nfe_f, nfe_b = figures.tolist()
+        nfe_f, nfe_b = nfe_f / self.world.size, nfe_b / self.world.size
+        self.nfe_sums[0] += nfe_f
+        self.nfe_sums[1] += nfe_b
         mem, _ = peak_memory(self.device)
         now = time.perf_counter()
         self.train_seconds += now - t0
         return StepEvent(
             step=self.step_count,
             epoch=self.epoch,
-            loss=loss_value,
-            train_acc=train_acc,
-            nfe_forward=out.stats.nfe,
-            nfe_backward=nfe_backward,
-            residual=None if residual is None else residual_value,
+            loss=loss_value / n_global,
+            train_acc=correct_total / n_global,
+            nfe_forward=round(nfe_f) if nfe_f.is_integer() else nfe_f,
+            nfe_backward=round(nfe_b) if nfe_b.is_integer() else nfe_b,
+            residual=None if residual is None else float(worst),
             start_loss=start_loss,
             lr=lr,
             peak_memory_bytes=mem,
@@ -267,6 +327,25 @@ class Trainer:
             step_seconds=now - t0,
             wall_seconds=self.wall_offset + now - self.started,
         )
+
+    def _everywhere(self, ok: torch.Tensor) -> bool:
+        """True when ``ok`` holds on every rank (one all-reduce under torchrun, a read-back otherwise)."""
+        if not self.world.parallel:
+            return bool(ok)
+        return int(distributed.all_sum(ok.to(torch.int64).reshape(1))) == self.world.size
+
+    def _update_start_point(self, weight: float) -> float:
+        """One SGD step of HomoODE's start point on SmoothL1(z0, stop_grad(z(1))) of the global batch:
+        each rank's loss weighted by its share, the gradients summed over ranks."""
+        opt = self.start_optimizer
+        opt.zero_grad(set_to_none=True)
+        loss = self.model.start_point_loss() * weight
+        loss.backward()
+        if self.world.parallel:
+            for p in self.model.start_point_parameters():
+                p.grad = distributed.all_sum(p.grad) / self.world.size
+        opt.step()
+        return float(distributed.all_sum(loss.detach())) / self.world.size
 
     def _forward_divergence(self, residual: torch.Tensor | None, loss: torch.Tensor, total: torch.Tensor) -> Divergence:
         """Why a forward pass failed, with the setting to change (read back only on this rare path)."""
@@ -302,9 +381,12 @@ class Trainer:
     def progress(self) -> float:
         """How far the run is: the share of its steps done, or of its time budget spent."""
         budget = self.config.time_budget
-        if budget is not None:
-            return (time.perf_counter() - self.started) / budget
-        return self.step_count / self.total_steps
+        if budget is None:
+            return self.step_count / self.total_steps
+        spent = (time.perf_counter() - self.started) / budget
+        if self.world.parallel:  # every rank must step with the same rate: the furthest clock decides
+            spent = float(distributed.all_max(torch.tensor([spent], device=self.device, dtype=torch.float64)))
+        return spent
 
     def _set_lr(self) -> float:
         lr = self.lr_at(self.progress)
@@ -316,24 +398,31 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str = "val", max_batches: int | None = None) -> tuple[float, float, float]:
-        """(loss, accuracy, mean forward NFE) on ``split`` ('val' or 'test') in eval mode."""
+        """(loss, accuracy, mean forward NFE) on ``split`` ('val' or 'test') in eval mode: batches of the
+        global batch size; under torchrun each rank evaluates its shard of every batch and the sums are
+        all-reduced, so the figures are those of the whole split."""
         x_all, y_all = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
         self.model.eval()
         bs = self.config.batch_size
-        total_loss = correct = nfe = batches = 0
+        sums = torch.zeros(3, dtype=torch.float64)  # loss, correct, NFE (summed over this rank's batches)
+        batches = 0
         for start in range(0, len(y_all), bs):
             if max_batches is not None and batches >= max_batches:
                 break
-            x = x_all[start : start + bs].to(self.device)
-            y = y_all[start : start + bs].to(self.device)
+            part = self._shard(min(bs, len(y_all) - start))
+            x = x_all[start : start + bs][part].to(self.device)
+            y = y_all[start : start + bs][part].to(self.device)
+            batches += 1
+            if not len(y):  # a last batch smaller than the number of ranks
+                continue
             with self.autocast():
                 out = self.model(x)
-            total_loss += float(nn.functional.cross_entropy(out.logits.float(), y, reduction="sum"))
-            correct += int((out.logits.argmax(1) == y).sum())
-            nfe += out.stats.nfe
-            batches += 1
+            loss = nn.functional.cross_entropy(_at_least_fp32(out.logits), y, reduction="sum")
+            correct = (out.logits.argmax(1) == y).sum()
+            sums += torch.tensor([float(loss), float(correct), float(out.stats.nfe)], dtype=torch.float64)
+        loss_sum, correct_sum, nfe_sum = distributed.all_sum(sums.to(self.device)).tolist()
         n = min(len(y_all), batches * bs)
-        return total_loss / max(n, 1), correct / max(n, 1), nfe / max(batches, 1)
+        return loss_sum / max(n, 1), correct_sum / max(n, 1), nfe_sum / max(batches * self.world.size, 1)
 
     def validate(self) -> EvalEvent:
         t0 = time.perf_counter()
@@ -505,11 +594,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the event stream
 
-    def _record(self, events: list[Event]) -> list[Event]:
+    def _record(self, event: Event) -> Event:
+        """Append ``event`` to the run folder at once: a row is on disk before the checkpoint that follows
+        it, so a run killed after a checkpoint never resumes without the rows up to it."""
         if self.run_dir is not None:
-            for event in events:
-                self.run_dir.append(event)
-        return events
+            self.run_dir.append(event)
+        return event
 
     def tick(self) -> list[Event]:
         """One step and what follows it, each event recorded in the run folder:
@@ -517,7 +607,7 @@ class Trainer:
         steps and at the last step), or ``[ErrorEvent]`` when the step diverged. A diverged step was rolled
         back, so the run can go on after a settings change (the app's ▶ does; the CLI stops)."""
         try:
-            events: list[Event] = [self.step()]
+            events: list[Event] = [self._record(self.step())]
         except Divergence as err:
             error = ErrorEvent(
                 step=self.step_count,
@@ -526,10 +616,10 @@ class Trainer:
                 advice=err.advice,
                 checkpoint=self.last_checkpoint,
             )
-            return self._record([error])
+            return [self._record(error)]
         if self.step_count % self.eval_every == 0 or self.done:
             events += self._validate_and_save()
-        return self._record(events)
+        return events
 
     def end(self, stopped: bool = False) -> list[Event]:
         """End the run (once): validate and checkpoint the last step if not yet done, measure test accuracy
@@ -540,10 +630,11 @@ class Trainer:
         if self.step_count and self.validated_at != self.step_count:
             events += self._validate_and_save()
         elif self.unsaved and self.step_count and self.save() is not None:
-            events.append(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=self.last_checkpoint))
+            events.append(
+                self._record(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=self.last_checkpoint))
+            )
         self.finished = self.finish(stopped or not (self.done or self.out_of_time))
-        events.append(self.finished)
-        self._record(events)
+        events.append(self._record(self.finished))
         if self.run_dir is not None:
             self.run_dir.write_summary(self.summary(self.finished))
         return events
@@ -558,9 +649,10 @@ class Trainer:
         stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
         self.started = time.perf_counter()
         stopped = False
-        while not self.done and not self.out_of_time:
-            if stop is not None and stop():
-                stopped = True
+        while not self.done:
+            # Under torchrun the ranks decide together (a clock or a signal seen by one rank stops all).
+            out_of_time, stopped = self._any_rank(self.out_of_time, stop is not None and stop())
+            if out_of_time or stopped:
                 break
             batch = self.tick()
             yield from batch
@@ -568,16 +660,23 @@ class Trainer:
                 return
         yield from self.end(stopped)
 
+    def _any_rank(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it holds on any rank (one all-reduce under torchrun)."""
+        if not self.world.parallel:
+            return list(flags)
+        values = torch.tensor([float(f) for f in flags], device=self.device)
+        return [bool(v) for v in distributed.all_max(values).tolist()]
+
     @property
     def out_of_time(self) -> bool:
         budget = self.config.time_budget
         return budget is not None and time.perf_counter() - self.started >= budget
 
     def _validate_and_save(self) -> list[Event]:
-        events: list[Event] = [self.validate()]
+        events: list[Event] = [self._record(self.validate())]
         path = self.save()
         if path is not None:
-            events.append(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path))
+            events.append(self._record(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=path)))
         return events
 
 
@@ -608,3 +707,8 @@ def load_trainer(path: str | Path, out_dir: str | Path | None = None, **override
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path} holds no valid training config: {err}") from None
     return Trainer(config.replace(**overrides) if overrides else config, out_dir=out_dir, resume=state)
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Autocast's bf16/fp16 logits in fp32 for the loss (fp32 and fp64 as they are)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))

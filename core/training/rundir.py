@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import short_repr
-from .checkpoint import CheckpointError, atomic_write_json
+from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
 from .events import Event, json_safe
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"
@@ -70,6 +70,28 @@ class RunDir:
         row = event.to_dict() if isinstance(event, Event) else json_safe(event)
         with open(self.path / METRICS, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+    def truncate_events(self, step: int) -> int:
+        """Keep only the events up to ``step`` (atomically); returns how many were dropped.
+
+        A resumed run continues from its checkpoint's step: rows that a killed process wrote after that
+        checkpoint (and a torn last line) would otherwise stand twice, once from each process."""
+        path = self.path / METRICS
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return 0
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
+        return len(lines) - len(kept)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, json_safe(summary))
