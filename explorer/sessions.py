@@ -29,7 +29,7 @@ import numpy as np
 
 from core.checks import short_repr
 from core.models import ModelConfig
-from core.training import ErrorEvent, EvalEvent, StepEvent, TrainConfig, Trainer
+from core.training import ChangeEvent, ErrorEvent, EvalEvent, Event, StepEvent, TrainConfig, Trainer
 
 from .runs import describe_changes
 
@@ -179,6 +179,105 @@ class Snapshot:
     gradients: dict[str, str] = field(default_factory=dict)  # lane -> direct, adjoint, implicit or phantom
 
 
+class PageBuffer:
+    """What the page reads of a :class:`SessionTrainer`: one :class:`LaneMetrics` per lane and the last
+    pictures, behind one lock. Only the worker writes (events, errors, finished summaries); any thread
+    takes a :meth:`snapshot`.
+
+    Args:
+        lanes: how many models.
+        max_points: keep at most this many step rows per lane (older rows are thinned by half).
+    """
+
+    def __init__(self, lanes: int, max_points: int):
+        self.max_points = max_points
+        self.lanes = [LaneMetrics() for _ in range(lanes)]
+        self.version = 0  # bumps with every new picture
+        self._lock = threading.Lock()
+
+    def record(self, lane: int, event: Event) -> None:
+        """One of core's events into a lane's series (steps, validation, divergence)."""
+        m = self.lanes[lane]
+        with self._lock:
+            if isinstance(event, StepEvent):
+                for key, value in _step_values(event).items():
+                    getattr(m, key).append(value)
+                if len(m.step) > self.max_points:
+                    # Thin the older half: long runs keep their shape at a bounded cost.
+                    for key in STEP_SERIES:
+                        values = getattr(m, key)
+                        half = len(values) // 2
+                        setattr(m, key, values[:half:2] + values[half:])
+            elif isinstance(event, EvalEvent):
+                m.val_step.append(event.step)
+                m.val_acc.append(event.accuracy)
+            elif isinstance(event, ChangeEvent) and event.changes:
+                m.change_step.append(event.step)
+                m.change_text.append(describe_changes(event.changes))
+            elif isinstance(event, ErrorEvent):
+                # The step was rolled back: the run stays usable after a settings change.
+                m.error = (event.message, event.advice)
+
+    def clear_errors(self) -> None:
+        with self._lock:
+            for m in self.lanes:
+                m.error = None
+
+    def publish(self, lane: int, *, visual: Any = None, finished: dict[str, Any] | None = None) -> None:
+        """A lane's new picture, or its summary once its files are written."""
+        with self._lock:
+            if finished is not None:
+                self.lanes[lane].finished = finished
+            else:
+                self.lanes[lane].visual = visual
+
+    def new_version(self) -> None:
+        with self._lock:
+            self.version += 1
+
+    def unfinished(self) -> list[int]:
+        with self._lock:
+            return [i for i, m in enumerate(self.lanes) if m.finished is None]
+
+    def errors(self) -> bool:
+        with self._lock:
+            return any(m.error for m in self.lanes)
+
+    def copy(self, names: list[str]) -> dict[str, Any]:
+        """The fields of a :class:`Snapshot` that come from the buffer, by lane name (lists to arrays)."""
+        with self._lock:
+            metrics = {n: m.arrays() for n, m in zip(names, self.lanes)}
+            out = {
+                "metrics": metrics,
+                "errors": {n: m.error for n, m in zip(names, self.lanes) if m.error},
+                "finished": {n: dict(m.finished) for n, m in zip(names, self.lanes) if m.finished},
+                "visuals": {n: m.visual for n, m in zip(names, self.lanes)},
+                "version": self.version,
+            }
+        last = {}
+        for name, m in metrics.items():
+            if len(m["step"]):
+                last[name] = {k: float(m[k][-1]) for k in STEP_SERIES if len(m[k])}
+                if len(m["val_acc"]):
+                    last[name]["val_acc"] = float(m["val_acc"][-1])
+        return {**out, "last": last}
+
+
+def _step_values(e: StepEvent) -> dict[str, float]:
+    """A step event as the page's series (``STEP_SERIES``): memory is the run's own graph, in MB."""
+    return {
+        "step": e.step,
+        "loss": e.loss,
+        "train_acc": e.train_acc,
+        "nfe_forward": e.nfe_forward,
+        "nfe_backward": e.nfe_backward,
+        "memory_mb": e.graph_bytes / 2**20,
+        "step_ms": 1000 * e.step_seconds,
+        "lr": e.lr,
+        "wall_s": e.wall_seconds,
+    }
+
+
 class SessionTrainer:
     """Trains one or more models side by side in one worker thread; the page only reads its buffer.
 
@@ -218,12 +317,10 @@ class SessionTrainer:
         self.visual = visual
         self.visual_every = visual_every
         self.steps_per_second = steps_per_second
-        self.max_points = max_points
         self.idle_pause = idle_pause
         self._last_seen = time.monotonic()
         self._auto_paused = False  # paused by idle_pause (not by the user): the next seen() plays again
         self._cond = threading.Condition()
-        self._buffer_lock = threading.Lock()
         self.model_lock = threading.RLock()  # held by the worker during each step; taken to copy a model
         self._playing = False
         self._pending_steps = 0
@@ -237,9 +334,8 @@ class SessionTrainer:
         self._message = ""
         self._thread: threading.Thread | None = None
         self._rate = 0.0
-        self._visual_version = 0
         self.trainers: list[Trainer] = []
-        self.metrics: list[LaneMetrics] = []
+        self.buffer = PageBuffer(len(lanes), max_points)
         self._live = False  # this trainer's folders are in the live set (see live_run_dirs)
         self._build()
 
@@ -251,8 +347,7 @@ class SessionTrainer:
         trainers = [Trainer(lane.config, out_dir=lane.out_dir) for lane in self.lanes]
         with self.model_lock:
             self.trainers = trainers
-        with self._buffer_lock:
-            self.metrics = [LaneMetrics() for _ in self.lanes]
+        self.buffer = PageBuffer(len(self.lanes), self.buffer.max_points)
         if not self._live:
             _add_live_dirs(self.lanes)
             self._live = True
@@ -279,7 +374,7 @@ class SessionTrainer:
             self._last_seen = time.monotonic()
             self._state = RUNNING
             self._message = ""
-            self._clear_errors()  # a diverged lane (rolled back) gets another try, e.g. after a lower lr
+            self.buffer.clear_errors()  # a diverged lane (rolled back) gets another try, e.g. after a lower lr
             self._cond.notify_all()
         self._ensure_thread()
 
@@ -307,7 +402,7 @@ class SessionTrainer:
         with self._cond:
             if self.done or self._stopped:
                 return self.step_count
-            self._clear_errors()
+            self.buffer.clear_errors()
             target = self._steps_done + 1
             self._pending_steps += 1
             self._cond.notify_all()
@@ -367,6 +462,12 @@ class SessionTrainer:
         """Stop without waiting (the tab closed); the worker ends after its current step."""
         self.stop(wait=False)
 
+    def join(self, timeout: float = 120.0) -> None:
+        """Wait for the worker thread to end (after :meth:`stop` or :meth:`close`)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def seen(self) -> None:
         """The page is looking (its visible tab polled): keep playing, or play again if :attr:`idle_pause`
         paused the run while nobody looked. A full server leaves it paused, saying why."""
@@ -400,11 +501,6 @@ class SessionTrainer:
         if thread is None or not thread.is_alive():
             self._thread = None
 
-    def _clear_errors(self) -> None:
-        with self._buffer_lock:
-            for m in self.metrics:
-                m.error = None
-
     # ------------------------------------------------------------------ reading (any thread)
 
     @property
@@ -429,30 +525,14 @@ class SessionTrainer:
 
     def read(self) -> Snapshot:
         """Copy the buffer (cheap: lists to arrays) for one redraw."""
-        with self._buffer_lock:
-            metrics = {lane.name: m.arrays() for lane, m in zip(self.lanes, self.metrics)}
-            errors = {lane.name: m.error for lane, m in zip(self.lanes, self.metrics) if m.error}
-            finished = {lane.name: dict(m.finished) for lane, m in zip(self.lanes, self.metrics) if m.finished}
-            visuals = {lane.name: m.visual for lane, m in zip(self.lanes, self.metrics)}
-        last = {}
-        for name, m in metrics.items():
-            if len(m["step"]):
-                last[name] = {k: float(m[k][-1]) for k in STEP_SERIES if len(m[k])}
-                if len(m["val_acc"]):
-                    last[name]["val_acc"] = float(m["val_acc"][-1])
         return Snapshot(
             state=self._state,
             step=self.step_count,
             total_steps=self.total_steps,
-            metrics=metrics,
-            last=last,
-            errors=errors,
-            finished=finished,
-            visuals=visuals,
             steps_per_second=self._rate,
             message=self._message,
-            version=self._visual_version,
             gradients={lane.name: gradient_method(lane.config.model) for lane in self.lanes},
+            **self.buffer.copy([lane.name for lane in self.lanes]),
         )
 
     def clone_model(self, lane: int = 0):
@@ -508,8 +588,8 @@ class SessionTrainer:
                     self._steps_done += 1
                 if self.done:
                     self._playing = False
-                    self._state = FINISHED if all(m.error is None for m in self.metrics) else DIVERGED
-                elif any(m.error for m in self.metrics) and self._playing:
+                    self._state = DIVERGED if self.buffer.errors() else FINISHED
+                elif self.buffer.errors() and self._playing:
                     # Stop for the user to read the advice; ▶ retries the rolled-back lane.
                     self._playing = False
                     self._state = DIVERGED
@@ -534,52 +614,19 @@ class SessionTrainer:
         for change in changes:
             with self.model_lock:
                 events = [trainer.apply(**change) for trainer in self.trainers]
-            for metrics, event in zip(self.metrics, events):
-                if event.changes:
-                    with self._buffer_lock:
-                        metrics.change_step.append(event.step)
-                        metrics.change_text.append(describe_changes(event.changes))
+            for i, event in enumerate(events):
+                self.buffer.record(i, event)
         return bool(changes)
 
     def _tick(self) -> None:
         """One step of every lane still training (core's ``Trainer.tick``), read into the page's buffer."""
-        for trainer, metrics in zip(self.trainers, self.metrics):
-            if trainer.done or metrics.error is not None:
+        for i, trainer in enumerate(self.trainers):
+            if trainer.done or self.buffer.lanes[i].error is not None:
                 continue
             with self.model_lock:
                 events = trainer.tick()
             for event in events:
-                if isinstance(event, StepEvent):
-                    self._append_step(metrics, event)
-                elif isinstance(event, EvalEvent):
-                    self._append_eval(metrics, event)
-                elif isinstance(event, ErrorEvent):
-                    # The step was rolled back: the run stays usable after a settings change.
-                    with self._buffer_lock:
-                        metrics.error = (event.message, event.advice)
-
-    def _append_step(self, m: LaneMetrics, e: StepEvent) -> None:
-        with self._buffer_lock:
-            m.step.append(e.step)
-            m.loss.append(e.loss)
-            m.train_acc.append(e.train_acc)
-            m.nfe_forward.append(e.nfe_forward)
-            m.nfe_backward.append(e.nfe_backward)
-            m.memory_mb.append(e.graph_bytes / 2**20)  # the run's own: what its forward kept for backward
-            m.step_ms.append(1000 * e.step_seconds)
-            m.lr.append(e.lr)
-            m.wall_s.append(e.wall_seconds)
-            if len(m.step) > self.max_points:
-                # Thin the older half: long runs keep their shape at a bounded cost.
-                for key in STEP_SERIES:
-                    values = getattr(m, key)
-                    half = len(values) // 2
-                    setattr(m, key, values[:half:2] + values[half:])
-
-    def _append_eval(self, m: LaneMetrics, e: EvalEvent) -> None:
-        with self._buffer_lock:
-            m.val_step.append(e.step)
-            m.val_acc.append(e.accuracy)
+                self.buffer.record(i, event)
 
     def refresh_visual(self) -> None:
         """Recompute the picture now: after something the picture depends on changed (any thread)."""
@@ -593,15 +640,13 @@ class SessionTrainer:
                     picture = self.visual(trainer)
                 except Exception as err:  # a picture must never kill training: show why instead
                     picture = {"error": f"{type(err).__name__}: {err}"}
-                with self._buffer_lock:
-                    self.metrics[i].visual = picture
-            with self._buffer_lock:
-                self._visual_version += 1
+                self.buffer.publish(i, visual=picture)
+            self.buffer.new_version()
 
     def _finish_all(self, stopped: bool) -> None:
         """End each lane not yet ended (core's ``Trainer.end``: last validation and checkpoint, test
         accuracy, summary)."""
-        pending = [i for i, m in enumerate(self.metrics) if m.finished is None]
+        pending = self.buffer.unfinished()
         if not pending:
             return
         for i in pending:
@@ -609,8 +654,7 @@ class SessionTrainer:
             with self.model_lock:
                 trainer.end(stopped)
                 summary = trainer.summary(trainer.finished)
-            with self._buffer_lock:  # published last: "finished" on the page means the files are there
-                self.metrics[i].finished = summary
+            self.buffer.publish(i, finished=summary)  # last: "finished" on the page means the files are there
         with self._cond:
             if stopped:
                 self._state = STOPPED
@@ -680,10 +724,15 @@ class Session:
                 finished.close()
         return run_id
 
-    def close(self) -> None:
-        for trainer in self.trainers():
+    def close(self, wait: bool = False) -> None:
+        """Stop every training of this tab; ``wait`` for their workers to end (at server shutdown: a worker
+        thread still inside torch when the interpreter exits aborts the process)."""
+        trainers = self.trainers()
+        for trainer in trainers:
             with contextlib.suppress(Exception):  # closing must not fail half-way
                 trainer.close()
+        for trainer in trainers if wait else ():
+            trainer.join()
 
 
 class SessionRegistry:
@@ -739,10 +788,11 @@ class SessionRegistry:
             session.close()
 
     def close_all(self) -> None:
+        """Stop every session's trainings and wait for their workers (server shutdown)."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for s in sessions:
-            s.close()
+            s.close(wait=True)
 
     def keys(self) -> list[str]:
         with self._lock:

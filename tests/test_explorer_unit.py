@@ -285,6 +285,18 @@ def test_registry_is_lazy_and_unload_stops_training():
     assert s.playground.step_count == n  # a closed tab stops its work
 
 
+def test_closing_the_server_waits_for_every_worker():
+    # A worker thread still inside torch when the interpreter exits aborts the process (exit code 134).
+    reg = SessionRegistry(max_trainings=2)
+    trainers = [SessionTrainer([Lane("A", toy_config())], gate=reg.gate) for _ in range(2)]
+    for key, trainer in zip("ab", trainers):
+        reg.get(key).playground = trainer
+        trainer.play()
+    assert all(t._thread.is_alive() for t in trainers)
+    reg.close_all()
+    assert not any(t._thread and t._thread.is_alive() for t in trainers) and len(reg) == 0
+
+
 # ----------------------------------------------------------------------------------------------- settings
 
 
