@@ -63,6 +63,21 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 360, legend_
     return fig
 
 
+#: A legend as a column right of the plot area: clear of subplot titles, however many entries it has.
+_LEGEND_RIGHT = dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top")
+
+
+def _legend_at_right(layout: dict, margin: int) -> None:
+    """Move a layout dict's legend right of the plots (``_LEGEND_RIGHT``), ``margin`` px wide."""
+    layout["legend"] = dict(_LEGEND_RIGHT)
+    layout["margin"]["r"] = margin
+
+
+def _series_color(i: int) -> str:
+    """The i-th series colour, cycling through ``SERIES_COLORS``."""
+    return SERIES_COLORS[i % len(SERIES_COLORS)]
+
+
 def empty_figure(message: str, height: int = 300) -> go.Figure:
     """A blank figure carrying a centred message (e.g. "press ▶ to start"), wrapped at ~55 characters so a
     long note fits a half-width panel."""
@@ -206,7 +221,7 @@ def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure
     few inputs through the model's state space (and the vector field where the state is the input plane).
 
     One column per model. Traces per column: 1 heatmap + 2 point sets, then up to 1 heatmap + 2
-    trajectory sets (one per class, NaN-separated) + 1 end-point set + 1 arrow set.
+    trajectory sets (one per class, NaN-separated) + 1 end-point set + 1 arrow set, then the user's point.
     """
     if not views:
         return empty_figure("no model to draw yet", height)
@@ -218,84 +233,104 @@ def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure
     data: list[dict] = []
     for c, view in enumerate(views, start=1):
         top, bottom = _axes(1, c, cols), _axes(2, c, cols)
-        heat = dict(zmin=0, zmax=1, colorscale=PROB_SCALE, showscale=False)
-        data.append(
-            dict(
-                type="heatmap",
-                x=f32(view.grid_x),
-                y=f32(view.grid_y),
-                z=f32(view.prob),
-                **heat,
-                hovertemplate="(%{x:.2f}, %{y:.2f}) P(class 1)=%{z:.2f}<extra></extra>",
-                **top,
-            )
-        )
-        data += _class_points(view.points, view.labels, top, legend=c == 1)
-        if view.state_prob is not None:
-            sx, sy, sp = view.state_prob
-            data.append(dict(type="heatmap", x=f32(sx), y=f32(sy), z=f32(sp), **heat, hoverinfo="skip", **bottom))
-        if view.field is not None:
-            ax, ay = arrow_segments(*view.field[:2], *view.field[2:], scale=_arrow_scale(view.field))
-            data.append(
-                dict(
-                    type=scatter_type(len(ax)),
-                    x=ax,
-                    y=ay,
-                    mode="lines",
-                    line=dict(width=1, color="#888888"),
-                    name="vector field",
-                    showlegend=c == 1,
-                    hoverinfo="skip",
-                    **bottom,
-                )
-            )
-        if view.paths is not None and view.paths.shape[0] > 0:
-            labels = np.asarray(view.path_labels if view.path_labels is not None else np.zeros(view.paths.shape[1]))
-            for k, color in enumerate(CLASS_COLORS):
-                sel = labels == k
-                if not sel.any():
-                    continue
-                px, py = join_polylines(view.paths[:, sel])
-                data.append(
-                    dict(
-                        type=scatter_type(len(px)),
-                        x=px,
-                        y=py,
-                        mode="lines",
-                        line=dict(width=1.2, color=color),
-                        opacity=0.8,
-                        name=f"trajectory, class {k}",
-                        legendgroup=f"class{k}",
-                        showlegend=False,
-                        hoverinfo="skip",
-                        **bottom,
-                    )
-                )
-            end = f32(view.paths[-1])
-            data.append(
-                dict(
-                    type=scatter_type(len(end)),
-                    x=end[:, 0],
-                    y=end[:, 1],
-                    mode="markers",
-                    name="end state",
-                    showlegend=c == 1,
-                    marker=dict(size=6, color=[CLASS_COLORS[int(k) % 2] for k in labels], symbol="diamond"),
-                    hovertemplate="end (%{x:.2f}, %{y:.2f})<extra></extra>",
-                    **bottom,
-                )
-            )
+        legend = c == 1  # one legend entry per kind of trace, from the first column
+        hover = "(%{x:.2f}, %{y:.2f}) P(class 1)=%{z:.2f}<extra></extra>"
+        data.append(_prob_heatmap(view.grid_x, view.grid_y, view.prob, top, hovertemplate=hover))
+        data += _class_points(view.points, view.labels, top, legend)
+        data += _state_space_traces(view, bottom, legend)
         if view.probe is not None:
-            data += _probe_traces(view.probe, top, bottom, legend=c == 1)
-        for axis, title in (("xaxis", view.state_axes[0]), ("yaxis", view.state_axes[1])):
-            name = axis + bottom[axis][1:]
-            layout[name]["title"] = dict(text=title, standoff=4)
+            data += _probe_traces(view.probe, top, bottom, legend)
+        for ref, title in zip((bottom["xaxis"], bottom["yaxis"]), view.state_axes):
+            layout[_layout_key(ref)]["title"] = dict(text=title, standoff=4)
     # No tick labels (as in TensorFlow Playground; hover shows coordinates): measuring and placing them on
     # 2 x 3 axes was a third of the browser's time per redraw.
     for name, axis in layout.items():
         if name.startswith(("xaxis", "yaxis")):
             axis.update(showticklabels=False, ticks="")
     return go.Figure(dict(data=data, layout=layout))
+
+
+def _layout_key(ref: str) -> str:
+    """The layout key of an axis reference: "x" -> "xaxis", "y3" -> "yaxis3"."""
+    return ref[0] + "axis" + ref[1:]
+
+
+def _prob_heatmap(x: np.ndarray, y: np.ndarray, prob: np.ndarray, axes: dict[str, str], **hover) -> dict:
+    """Heatmap trace of P(class 1): x (W,), y (H,), prob (H, W), on the 0-1 ``PROB_SCALE``."""
+    return dict(
+        type="heatmap", x=f32(x), y=f32(y), z=f32(prob), zmin=0, zmax=1, colorscale=PROB_SCALE, showscale=False,
+        **hover, **axes,
+    )  # fmt: skip
+
+
+def _state_space_traces(view: FlowView, axes: dict[str, str], legend: bool) -> list[dict]:
+    """The bottom panel of one column: the head's decision over the state view, the vector field, and the
+    trajectories with their end states, each only where the view has it."""
+    data = []
+    if view.state_prob is not None:
+        data.append(_prob_heatmap(*view.state_prob, axes, hoverinfo="skip"))
+    if view.field is not None:
+        ax, ay = arrow_segments(*view.field, scale=_arrow_scale(view.field))
+        data.append(
+            dict(
+                type=scatter_type(len(ax)),
+                x=ax,
+                y=ay,
+                mode="lines",
+                line=dict(width=1, color="#888888"),
+                name="vector field",
+                showlegend=legend,
+                hoverinfo="skip",
+                **axes,
+            )
+        )
+    if view.paths is not None and view.paths.shape[0] > 0:
+        data += _trajectory_traces(view.paths, view.path_labels, axes, legend)
+    return data
+
+
+def _trajectory_traces(
+    paths: np.ndarray, path_labels: np.ndarray | None, axes: dict[str, str], legend: bool
+) -> list[dict]:
+    """(T, M, 2) paths of M inputs of (M,) classes (None: all class 0) -> one NaN-separated line per class
+    present, then one trace of the M end states."""
+    labels = np.asarray(path_labels if path_labels is not None else np.zeros(paths.shape[1]))
+    data = []
+    for k, color in enumerate(CLASS_COLORS):
+        sel = labels == k
+        if not sel.any():
+            continue
+        px, py = join_polylines(paths[:, sel])
+        data.append(
+            dict(
+                type=scatter_type(len(px)),
+                x=px,
+                y=py,
+                mode="lines",
+                line=dict(width=1.2, color=color),
+                opacity=0.8,
+                name=f"trajectory, class {k}",
+                legendgroup=f"class{k}",
+                showlegend=False,
+                hoverinfo="skip",
+                **axes,
+            )
+        )
+    end = f32(paths[-1])
+    data.append(
+        dict(
+            type=scatter_type(len(end)),
+            x=end[:, 0],
+            y=end[:, 1],
+            mode="markers",
+            name="end state",
+            showlegend=legend,
+            marker=dict(size=6, color=[CLASS_COLORS[int(k) % 2] for k in labels], symbol="diamond"),
+            hovertemplate="end (%{x:.2f}, %{y:.2f})<extra></extra>",
+            **axes,
+        )
+    )
+    return data
 
 
 PROBE_COLOR = "#000000"
@@ -407,7 +442,7 @@ def family_colors(families: Mapping[str, str | None]) -> dict[str, str]:
             k = seen[family] = seen.get(family, -1) + 1
             out[name] = FAMILY_COLORS[family] if k == 0 else lighter(FAMILY_COLORS[family], min(0.6, 0.3 * k))
         else:
-            out[name] = SERIES_COLORS[i % len(SERIES_COLORS)]
+            out[name] = _series_color(i)
     return out
 
 
@@ -450,13 +485,7 @@ def curves_figure(
         x_axis: ``"step"`` or ``"wall time"`` (seconds since the run started).
         log_loss: the loss panel on a log axis (else linear).
     """
-    unknown = [p for p in panels if p not in CURVE_PANELS]
-    if unknown:
-        raise ValueError(f"unknown panel(s) {unknown}; expected some of {', '.join(CURVE_PANELS)}")
-    if x_axis not in CURVE_X:
-        raise ValueError(f"x axis must be one of {', '.join(CURVE_X)}, got {x_axis!r}")
-    if not (isinstance(smoothing, (int, float)) and 0 <= smoothing < 1):
-        raise ValueError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
+    _check_curve_options(panels, smoothing, x_axis)
     if not runs or all(len(r.get("step", ())) == 0 for r in runs.values()):
         return empty_figure("no steps yet: press ▶", height or 260)
     x_key, x_title = CURVE_X[x_axis]
@@ -465,73 +494,108 @@ def curves_figure(
     height = height or (230 * rows + 40)
     layout = _grid_layout(rows, cols, [CURVE_PANELS[p][0] for p in panels], height, spacing=(0.08, 0.2))
     # Runs are listed at the right, where they cannot collide with the subplot titles.
-    layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top")
-    layout["margin"]["r"] = 120
+    _legend_at_right(layout, margin=120)
+    grid = [_axes(p_i // cols + 1, p_i % cols + 1, cols) for p_i in range(len(panels))]
     data: list[dict] = []
     shapes: list[dict] = []
     for r_i, (name, m) in enumerate(runs.items()):
-        color = (colors or {}).get(name) or SERIES_COLORS[r_i % len(SERIES_COLORS)]
-        for p_i, panel in enumerate(panels):
-            row, col = divmod(p_i, cols)
-            axes = _axes(row + 1, col + 1, cols)
-            for key, suffix, dash in CURVE_PANELS[panel][1]:
-                y = m.get(key)
-                per_eval = key.startswith("val_")
-                x = _curve_x(m, "val_" if per_eval else "", x_key)
-                if y is None or x is None or len(y) == 0 or len(x) != len(y):
-                    continue
-                y = np.asarray(y, dtype=np.float64)
-                idx = decimate(np.asarray(x))
-                line = dict(
-                    type="scatter",
-                    x=f32(np.asarray(x)[idx]),
-                    mode="lines+markers" if per_eval else "lines",
-                    marker=dict(size=4),
-                    name=name + suffix,
-                    legendgroup=name,
-                    **axes,
-                )
-                if smoothing > 0 and not per_eval:
-                    data.append({**line, "y": f32(y[idx]), "line": dict(color=lighter(color, 0.7), width=1, dash=dash),
-                                 "showlegend": False, "hoverinfo": "skip"})  # fmt: skip
-                    y = smooth(y, smoothing)
-                data.append(
-                    {
-                        **line,
-                        "y": f32(y[idx]),
-                        "line": dict(color=color, width=1.5, dash=dash),
-                        "showlegend": p_i == 0 and not suffix,  # one legend entry per run
-                    }
-                )
-            # Live setting changes (lr, tolerance) as labelled vertical lines: where the curve changed course.
-            cx = _curve_x(m, "change_", x_key)
-            if cx is not None and len(cx):
-                for x0, text in zip(cx, m.get("change_text", [""] * len(cx))):
-                    shapes.append(
-                        dict(type="line", x0=float(x0), x1=float(x0), y0=0, y1=1, xref=axes["xaxis"],
-                             yref=axes["yaxis"] + " domain", line=dict(color=color, width=1, dash="dashdot"),
-                             name=f"{name}: {text}")
-                    )  # fmt: skip
-    for p_i, panel in enumerate(panels):
-        row, col = divmod(p_i, cols)
-        axes = _axes(row + 1, col + 1, cols)
-        if CURVE_PANELS[panel][2] == "log" and (panel != "loss" or log_loss):
-            layout["yaxis" + axes["yaxis"][1:]]["type"] = "log"
-            if _decades(runs, CURVE_PANELS[panel][1]) > 1:
+        color = (colors or {}).get(name) or _series_color(r_i)
+        data += _run_traces(name, m, color, panels, grid, x_key, smoothing)
+        shapes += _change_lines(name, m, color, grid, x_key)
+    for p_i, (panel, axes) in enumerate(zip(panels, grid)):
+        _, series, scale = CURVE_PANELS[panel]
+        y_axis = layout[_layout_key(axes["yaxis"])]
+        if scale == "log" and (panel != "loss" or log_loss):
+            y_axis["type"] = "log"
+            if _decades(runs, series) > 1:
                 # Over more than a decade label 1, 2, 5 only: plotly's 2..9 labels crowd a small panel.
-                layout["yaxis" + axes["yaxis"][1:]]["dtick"] = "D2"
-        if row == rows - 1:
-            layout["xaxis" + axes["xaxis"][1:]]["title"] = dict(text=x_title)
-    annotations = list(layout.get("annotations", []))
-    for shape in shapes:
-        if shape["xref"] in ("x", "x1"):  # label each change once, in the first panel
-            annotations.append(
-                dict(x=shape["x0"], y=1, xref=shape["xref"], yref="y domain", text="⚙", showarrow=False,
-                     yanchor="bottom", font=dict(size=11, color=shape["line"]["color"]), hovertext=shape["name"])
-            )  # fmt: skip
+                y_axis["dtick"] = "D2"
+        if p_i // cols == rows - 1:  # the x title under the bottom row only
+            layout[_layout_key(axes["xaxis"])]["title"] = dict(text=x_title)
     layout["shapes"] = shapes
-    layout["annotations"] = annotations
+    layout["annotations"] = list(layout.get("annotations", [])) + _change_marks(shapes)
     return go.Figure(dict(data=data, layout=layout))
+
+
+def _check_curve_options(panels: Sequence[str], smoothing: float, x_axis: str) -> None:
+    """Raise ValueError, naming the choices, for an unknown panel or x axis or a smoothing outside [0, 1)."""
+    unknown = [p for p in panels if p not in CURVE_PANELS]
+    if unknown:
+        raise ValueError(f"unknown panel(s) {unknown}; expected some of {', '.join(CURVE_PANELS)}")
+    if x_axis not in CURVE_X:
+        raise ValueError(f"x axis must be one of {', '.join(CURVE_X)}, got {x_axis!r}")
+    if not (isinstance(smoothing, (int, float)) and 0 <= smoothing < 1):
+        raise ValueError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
+
+
+def _run_traces(
+    name: str,
+    m: Mapping[str, np.ndarray],
+    color: str,
+    panels: Sequence[str],
+    grid: Sequence[dict[str, str]],
+    x_key: str,
+    smoothing: float,
+) -> list[dict]:
+    """One run's traces, panel by panel (``grid``: each panel's axes), series by series (``CURVE_PANELS``)."""
+    data = []
+    for p_i, (panel, axes) in enumerate(zip(panels, grid)):
+        for key, suffix, dash in CURVE_PANELS[panel][1]:
+            per_eval = key.startswith("val_")
+            x = _curve_x(m, "val_" if per_eval else "", x_key)
+            y = m.get(key)
+            if y is None or x is None or len(y) == 0 or len(x) != len(y):
+                continue
+            # One legend entry per run: its first panel's unsuffixed series.
+            trace = dict(name=name + suffix, legendgroup=name, showlegend=p_i == 0 and not suffix, **axes)
+            data += _series_traces(x, y, per_eval, color, dash, smoothing, trace)
+    return data
+
+
+def _series_traces(
+    x: np.ndarray, y: np.ndarray, per_eval: bool, color: str, dash: str, smoothing: float, trace: dict
+) -> list[dict]:
+    """One metric series, x and y (S,), decimated: its line (``trace`` adds name, legend and axes), with
+    the raw series drawn faint behind it when smoothed. A per-validation series (``per_eval``) keeps its
+    markers and is never smoothed."""
+    y = np.asarray(y, dtype=np.float64)
+    idx = decimate(np.asarray(x))
+    mode = "lines+markers" if per_eval else "lines"
+    line = dict(type="scatter", x=f32(np.asarray(x)[idx]), mode=mode, marker=dict(size=4), **trace)
+    data = []
+    if smoothing > 0 and not per_eval:
+        data.append({**line, "y": f32(y[idx]), "line": dict(color=lighter(color, 0.7), width=1, dash=dash),
+                     "showlegend": False, "hoverinfo": "skip"})  # fmt: skip
+        y = smooth(y, smoothing)
+    data.append({**line, "y": f32(y[idx]), "line": dict(color=color, width=1.5, dash=dash)})
+    return data
+
+
+def _change_lines(
+    name: str, m: Mapping[str, np.ndarray], color: str, grid: Sequence[dict[str, str]], x_key: str
+) -> list[dict]:
+    """Live setting changes (lr, tolerance) of one run as dash-dot vertical lines in every panel: where the
+    curve changed course. (C,) change positions -> C shapes per panel, panel by panel."""
+    cx = _curve_x(m, "change_", x_key)
+    if cx is None or not len(cx):
+        return []
+    texts = m.get("change_text", [""] * len(cx))
+    return [
+        dict(type="line", x0=float(x0), x1=float(x0), y0=0, y1=1, xref=axes["xaxis"],
+             yref=axes["yaxis"] + " domain", line=dict(color=color, width=1, dash="dashdot"), name=f"{name}: {text}")
+        for axes in grid
+        for x0, text in zip(cx, texts)
+    ]  # fmt: skip
+
+
+def _change_marks(shapes: Sequence[dict]) -> list[dict]:
+    """A ⚙ over each change line of the first panel (one label per change), its text on hover."""
+    return [
+        dict(x=shape["x0"], y=1, xref=shape["xref"], yref="y domain", text="⚙", showarrow=False,
+             yanchor="bottom", font=dict(size=11, color=shape["line"]["color"]), hovertext=shape["name"])
+        for shape in shapes
+        if shape["xref"] in ("x", "x1")
+    ]  # fmt: skip
 
 
 def _decades(runs: Mapping[str, Mapping[str, np.ndarray]], series: list[tuple[str, str, str]]) -> float:
@@ -570,7 +634,7 @@ def residual_figure(traces: Sequence[ResidualTrace], tol: float | None = None, h
     fig = go.Figure()
     stop_x, stop_y, stop_sym, stop_col, stop_txt = [], [], [], [], []
     for i, tr in enumerate(traces):
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        color = _series_color(i)
         res = np.asarray(tr.residual, dtype=np.float64)
         # A log axis cannot show 0 (exact convergence) or inf: clip into the drawable range.
         res = np.clip(np.nan_to_num(res, nan=1e30, posinf=1e30), 1e-16, 1e30)
@@ -686,6 +750,30 @@ def path_figure(
     if not paths:
         return empty_figure("no path yet: run the solvers", height)
     position = float(np.clip(position, 0.0, 1.0))
+    fig = _layout(go.Figure(dict(data=_path_traces(paths, position, labels, dims))), height=height)
+    titles = _pc_titles(explained, dims)
+    if dims == 3:
+        axis = dict(backgroundcolor="white", gridcolor="#dddddd", showspikes=False)
+        fig.update_layout(
+            scene=dict(
+                **{f"{c}axis": dict(title=dict(text=title), **axis) for c, title in zip("xyz", titles)},
+                aspectmode="cube",
+                # Camera pulled back so the axis titles stay inside the panel.
+                camera=dict(eye=dict(x=1.9, y=1.9, z=1.3)),
+            ),
+            margin=dict(l=10, r=10, t=30, b=10),
+        )
+    else:
+        fig.update_xaxes(title_text=titles[0])
+        fig.update_yaxes(title_text=titles[1])
+    return fig
+
+
+def _path_traces(
+    paths: Mapping[str, np.ndarray], position: float, labels: Mapping[str, np.ndarray] | None, dims: int
+) -> list[dict]:
+    """One line per (T, >= dims) path, on its first ``dims`` coordinates, then one trace of cursor markers
+    at ``position`` in [0, 1] along each non-empty path. Raises ValueError for a path of another shape."""
     kind = "scatter3d" if dims == 3 else "scatter"
     coords = "xyz"[:dims]
     data: list[dict] = []
@@ -695,7 +783,7 @@ def path_figure(
         p = f32(p)
         if p.ndim != 2 or p.shape[1] < dims:
             raise ValueError(f"path {name!r} must have shape (T, >={dims}), got {p.shape}")
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        color = _series_color(i)
         lab = None if labels is None else labels.get(name)
         data.append(
             dict(
@@ -714,7 +802,8 @@ def path_figure(
             for k, c in enumerate(coords):
                 cursor[c].append(float(p[j, k]))
             ccol.append(color)
-            ctxt.append(f"{name}: {'k' if lab is None else ''}{j if lab is None else f'{float(lab[j]):.3g}'}")
+            # Where the cursor is: the inner time there, or the state's index without one.
+            ctxt.append(f"{name}: k{j}" if lab is None else f"{name}: {float(lab[j]):.3g}")
     data.append(
         dict(
             type=kind,
@@ -726,31 +815,19 @@ def path_figure(
             hovertemplate="%{text}<extra></extra>",
         )
     )
-    fig = _layout(go.Figure(dict(data=data)), height=height)
+    return data
+
+
+def _pc_titles(explained: np.ndarray | None, dims: int) -> list[str]:
+    """Axis titles "PC1 (62 % of variance)", ... of the first ``dims`` axes, from (P,) variance shares (None
+    or NaN: no share)."""
     ex = np.asarray(explained if explained is not None else [np.nan] * dims, dtype=np.float64)
     # Short axis titles in 3-D, where long ones collide with the tick labels.
     share = "{:.0f} %" if dims == 3 else "{:.0f} % of variance"
-    titles = [
+    return [
         f"PC{k + 1} ({share.format(100 * ex[k])})" if k < len(ex) and np.isfinite(ex[k]) else f"PC{k + 1}"
         for k in range(dims)
     ]
-    if dims == 3:
-        axis = dict(backgroundcolor="white", gridcolor="#dddddd", showspikes=False)
-        fig.update_layout(
-            scene=dict(
-                xaxis=dict(title=dict(text=titles[0]), **axis),
-                yaxis=dict(title=dict(text=titles[1]), **axis),
-                zaxis=dict(title=dict(text=titles[2]), **axis),
-                aspectmode="cube",
-                # Camera pulled back so the axis titles stay inside the panel.
-                camera=dict(eye=dict(x=1.9, y=1.9, z=1.3)),
-            ),
-            margin=dict(l=10, r=10, t=30, b=10),
-        )
-    else:
-        fig.update_xaxes(title_text=titles[0])
-        fig.update_yaxes(title_text=titles[1])
-    return fig
 
 
 def sweep_figure(
@@ -774,7 +851,7 @@ def sweep_figure(
                 text=list(text),
                 textposition="top center",
                 textfont=dict(size=10),
-                line=dict(color=SERIES_COLORS[i % len(SERIES_COLORS)], width=2),
+                line=dict(color=_series_color(i), width=2),
                 name=name,
                 hovertemplate="%{text}<br>mean NFE %{x:.1f}<br>accuracy %{y:.1f} %<extra></extra>",
             )
@@ -816,8 +893,7 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
         return empty_figure("no run has an accuracy and NFE yet: finish (or stop) a run in the Train tab", height)
     titles = ["accuracy vs forward NFE (● test, ○ best validation so far)", "accuracy vs backward NFE"]
     layout = _grid_layout(1, 2, titles, height, spacing=(0.1, 0.1))
-    layout["legend"] = dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top")
-    layout["margin"]["r"] = 110
+    _legend_at_right(layout, margin=110)
     data: list[dict] = []
     for family in sorted({p.family for p in points}):
         mine = [p for p in points if p.family == family]
@@ -889,7 +965,7 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
             )
         )
     _layout(fig, height=height)
-    fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"), margin_r=150)
+    fig.update_layout(legend=_LEGEND_RIGHT, margin_r=150)
     batches = sorted({r["batch_size"] for r in records})
     fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title_text="batch size")
     fig.update_yaxes(title_text="MB saved for backward, one training step", rangemode="tozero")
