@@ -80,3 +80,25 @@ def test_problem_filter_without_match_fails(capsys):
 
     assert bench.main(["solvers", "--quick", "--problems", "no_such_problem"]) == 2
     assert "cos" in capsys.readouterr().err
+
+
+def test_throughput_records_images_per_second_on_the_cpu(tmp_path):
+    out = tmp_path / "tp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.bench", "throughput", "--models", "node", "deq", "--batches", "4", "max",
+         "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["benchmark"] == "throughput" and payload["precision"] == "fp32"
+    records = payload["records"]
+    assert [(r["model"], r["batch"]) for r in records] == [("node", 4), ("deq", 4)]  # 'max' is CUDA-only
+    for r in records:
+        assert r["train_images_per_s"] > 0 and r["eval_images_per_s"] > 0 and r["nfe_forward"] >= 1
+        assert r["params"] > 0 and r["peak_memory_bytes"] > 0 and r["device"] == "cpu"
+    assert "| node | 4 | fp32 |" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "core.bench", "throughput", "--batches", "0"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--batches takes whole numbers" in bad.stderr
