@@ -15,7 +15,7 @@
   "▶ Start new run" (default form, once) to its status saying running.
 - solver comparison: seconds to solve one bundled digit with every solver (untrained image28-deq, warm).
 
-Targets from issue 4: ready <= 5 s, >= 4 redraws/s, solver comparison <= 2 s. The machines are shared and
+Targets: ready <= 5 s, >= 4 redraws/s, solver comparison <= 2 s. The machines are shared and
 noisy: each figure is the median of a few repeats, measured in one run. A figure that cannot be measured
 prints "skipped (why)" and is null in the JSON, with its reason under "skipped".
 """

@@ -1,4 +1,4 @@
-"""What a new user meets (issue 8): every case here failed before its fix.
+"""What a new user meets: every case here failed before its fix.
 
 Presets that disagree with the model, Playgrounds holding image-run slots, pages that poll while hidden,
 long input echoed back, raw torch errors, silent rounding and silent defaults, stale messages and plots.
