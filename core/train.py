@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         "in bf16/fp16 cannot reach a residual below about 3e-3 (its map is rounded there): raise --tol. fp64: "
         "everything in float64 (slow; for checks to rounding level)",
     )
+    run.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory layout for image models (GPUs, bf16)"
+    )
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the ODE field / DEQ cell (falls back to eager, with a warning, where it cannot)",
+    )
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data order, split, augmentation and init seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -164,6 +172,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
         threads=args.threads,
         time_budget=args.time_budget,
     )

@@ -423,3 +423,25 @@ def test_mixed_precision_keeps_the_implicit_state_in_fp32():
     assert trainer.step().loss > 0
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
         cfg.replace(precision="fp8")
+
+
+def test_channels_last_trains_the_same_model_and_compile_falls_back_with_a_warning(monkeypatch):
+    model = preset("image28-homoode").replace(ode=FAST_ODE, width=8, head_dim=16)
+    cfg = TrainConfig(model=model, dataset="digits", steps=3, batch_size=8, train_limit=64, device="cpu")
+    plain = [Trainer(cfg).step().loss for _ in range(1)]
+    last = Trainer(cfg.replace(channels_last=True))
+    assert last.model.features.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert last.step().loss == pytest.approx(plain[0], rel=1e-5)  # the same arithmetic, another layout
+    with pytest.warns(UserWarning, match="applies to image models"):
+        Trainer(points_config(channels_last=True))
+
+    def broken(self, *args, **kwargs):  # a machine where torch.compile cannot build its kernels
+        def fail(*a, **k):
+            raise RuntimeError("no working C++ compiler")
+
+        self._compiled_call_impl = fail
+
+    monkeypatch.setattr(torch.nn.Module, "compile", broken)
+    with pytest.warns(UserWarning, match="--compile: torch.compile failed here .*no working C.. compiler"):
+        fallback = Trainer(cfg.replace(compile=True))
+    assert fallback.step().loss == pytest.approx(plain[0], rel=1e-5)  # trained eagerly

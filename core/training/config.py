@@ -53,6 +53,10 @@ class TrainConfig:
         threads: torch CPU threads (None: leave torch's default).
         time_budget: stop after this many seconds of wall time (evaluation included); the learning rate
             then follows the cosine over the share of the budget spent.
+        channels_last: image models and their inputs in channels-last memory layout (faster convolutions
+            on recent GPUs, above all in bf16/fp16); ignored, with a warning, for points.
+        compile: ``torch.compile`` the field / cell (the function every solver step calls); where it
+            cannot compile here, the run goes on eagerly with a warning saying why.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -80,6 +84,8 @@ class TrainConfig:
     precision: str = "fp32"
     threads: int | None = None
     time_budget: float | None = None
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -120,6 +126,9 @@ class TrainConfig:
             _fail(f"time_budget must be a positive number of seconds (or unset), got {self.time_budget!r}")
         if self.device not in DEVICES:
             _fail(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             _fail(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -20,6 +20,7 @@ import json
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,9 @@ class Trainer:
         self.model: ImplicitClassifier = build_model(config.model).to(self.device)
         if config.precision == "fp64":
             self.model.double()
+        self.memory_format = self._memory_format()
+        if config.compile:
+            self._compile()
         self.ddp = self._data_parallel() if self.world.parallel else None
         self.optimizer = torch.optim.Adam(self.model.main_parameters(), lr=config.lr, weight_decay=config.weight_decay)
         # fp16 only: loss scaling keeps small gradients representable (bf16 has fp32's range).
@@ -177,6 +181,38 @@ class Trainer:
         perm = torch.randperm(len(self.train_y), generator=gen)
         return perm[k * self.config.batch_size : (k + 1) * self.config.batch_size]
 
+    def _memory_format(self) -> torch.memory_format:
+        if not self.config.channels_last:
+            return torch.contiguous_format
+        if self.config.model.input_kind == "points":
+            warnings.warn("channels_last applies to image models; this points model keeps its layout", stacklevel=3)
+            return torch.contiguous_format
+        self.model.to(memory_format=torch.channels_last)
+        return torch.channels_last
+
+    def _compile(self) -> None:
+        """``torch.compile`` the function the solvers call at every step (the ODE field or the DEQ cell), in
+        place (the checkpoint's keys stay the same); tried once on a small batch, and undone with a warning
+        when this machine cannot compile it."""
+        block = self.model.block
+        target = block.fn.field if hasattr(block, "fn") else block.cell
+        target.compile()
+        try:
+            with torch.no_grad(), self.autocast():
+                self.model.eval()(self.val_x[:2].to(self.device, memory_format=self._input_format(self.val_x)))
+        except Exception as err:  # a missing compiler or an unsupported op: train eagerly instead
+            target._compiled_call_impl = None  # what nn.Module.compile set: eager again
+            warnings.warn(
+                f"--compile: torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                "training without it",
+                stacklevel=3,
+            )
+        finally:
+            self.model.train()
+
+    def _input_format(self, x: torch.Tensor) -> torch.memory_format:
+        return self.memory_format if x.dim() == 4 else torch.contiguous_format
+
     def _data_parallel(self) -> nn.Module:
         """The model wrapped in ``DistributedDataParallel``, with batch norm over the global batch. HomoODE's
         start point is left out of DDP (it has its own loss and optimizer; its gradient is all-reduced in
@@ -208,7 +244,8 @@ class Trainer:
             aug = self.augmentation
             x = data_lib.random_crop_flip(x, aug.pad, aug.flip, torch.tensor(aug.fill), gen)
         part = self._shard(len(idx))
-        return x[part].to(self.device, non_blocking=True), y[part].to(self.device, non_blocking=True), len(idx)
+        x = x[part].to(self.device, non_blocking=True, memory_format=self._input_format(x))
+        return x, y[part].to(self.device, non_blocking=True), len(idx)
 
     def autocast(self) -> torch.autocast:
         """The precision context of forward passes: ``torch.autocast`` in bf16/fp16, a no-op in fp32."""
@@ -410,7 +447,7 @@ class Trainer:
             if max_batches is not None and batches >= max_batches:
                 break
             part = self._shard(min(bs, len(y_all) - start))
-            x = x_all[start : start + bs][part].to(self.device)
+            x = x_all[start : start + bs][part].to(self.device, memory_format=self._input_format(x_all))
             y = y_all[start : start + bs][part].to(self.device)
             batches += 1
             if not len(y):  # a last batch smaller than the number of ranks
