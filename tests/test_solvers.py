@@ -704,3 +704,26 @@ def test_sample_nfe_of_a_sample_that_never_converges_is_the_batch_nfe():
         lambda z: a * z + 1, torch.zeros(2, 2, dtype=torch.float64), method="fixed_point", max_iter=20
     )
     assert not stats.converged and stats.sample_nfe[1] == stats.nfe and stats.sample_nfe[0] < stats.nfe
+
+
+@pytest.mark.parametrize("method", ["fixed_point", "anderson", "broyden", "homotopy"])
+def test_a_map_that_breaks_the_contract_is_named_not_solved(method):
+    z0 = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match=r"f returned shape \(4, 1\) for a state of shape \(4, 3\)"):
+        core.solve(lambda z: z.mean(1, keepdim=True), z0, method=method)  # broadcasts: used to "converge"
+    with pytest.raises(ValueError, match="f must return one tensor of the state's shape .4, 3., got tuple"):
+        core.solve(lambda z: (z, z), z0, method=method)
+    with pytest.raises(ValueError, match="f returned torch.float64 for a torch.float32 state"):
+        core.solve(lambda z: z.double() * 0.5, z0, method=method)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_residuals_do_not_underflow_to_zero(dtype):
+    # z = 0.5 z + 1e-4 has its root at 2e-4; in float16 the squares of such residuals underflow, so a
+    # norm taken in float16 read exactly 0 and the solve "converged" at once.
+    z0 = torch.zeros(2, 64, dtype=dtype)
+    z, stats = core.solve(lambda z: 0.5 * z + 1e-4, z0, method="fixed_point", tol=1e-12, max_iter=5)
+    assert stats.abs_residual.dtype == torch.float32
+    assert float(stats.abs_residual.min()) > 0 and not stats.converged
+    z, stats = core.solve(lambda z: 0.5 * z + 1e-4, z0, method="fixed_point", tol=1e-2, max_iter=60)
+    assert stats.converged and float((z.float() - 2e-4).abs().max()) < 2e-5

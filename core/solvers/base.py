@@ -220,7 +220,19 @@ class CountedMap:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        return self.f(z)
+        fz = self.f(z)
+        # The contract, checked at every call (a few attribute reads): a map that broadcasts to another
+        # shape would otherwise "converge" with residual 0, and a tuple fails deep inside with a bare error.
+        if not isinstance(fz, torch.Tensor):
+            raise ValueError(f"f must return one tensor of the state's shape {tuple(z.shape)}, got {type(fz).__name__}")
+        if fz.shape != z.shape:
+            raise ValueError(
+                f"f returned shape {tuple(fz.shape)} for a state of shape {tuple(z.shape)}; a fixed-point map "
+                "must return the state's shape (check for broadcasting)"
+            )
+        if fz.dtype != z.dtype:
+            raise ValueError(f"f returned {fz.dtype} for a {z.dtype} state; return the state's dtype (fz.to(z.dtype))")
+        return fz
 
 
 def wide_dtype(device: torch.device) -> torch.dtype:
@@ -234,8 +246,10 @@ def evenly_spaced(n: int, k: int) -> torch.Tensor:
 
 
 def batch_norm(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) -> (B,) Euclidean norm of each sample."""
-    return x.reshape(x.shape[0], -1).norm(dim=1)
+    """(B, ...) -> (B,) Euclidean norm of each sample, computed in float32 at least: in float16 the squares
+    of residuals below ~1e-4 underflow to 0, and a solve would report a residual of exactly 0."""
+    flat = x.reshape(x.shape[0], -1)
+    return flat.to(torch.promote_types(flat.dtype, torch.float32)).norm(dim=1)
 
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
