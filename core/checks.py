@@ -80,11 +80,15 @@ class Range:
 
     def check(self, value: Any, name: str) -> None:
         kind = "a whole number" if self.integer else "a number"
-        check(value in self, f"{name} must be {kind} from {self.low:g} to {self.high:g}, got {short_repr(value)}")
+        check(value in self, f"{name} must be {kind} from {self.text()}, got {short_repr(value)}")
 
     def text(self) -> str:
-        """``"1e-08 to 0.5"``: how the page states the range."""
-        return f"{self.low:g} to {self.high:g}"
+        """``"1e-08 to 0.5"``, ``"0 to 2,147,483,647"``: how messages and the page state the range."""
+        return f"{_show(self.low)} to {_show(self.high)}"
+
+
+def _show(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1e4 else f"{v:g}"
 
 
 def check_number(value: Any, name: str, low: float, high: float, integer: bool = False) -> None:

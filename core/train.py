@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-budget", type=float, help="stop after this many seconds (cosine lr over the budget)")
     run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
+    run.add_argument(
+        "--overwrite", action="store_true", help="start afresh in an --out folder that already holds a run"
+    )
     run.add_argument("--device", choices=DEVICES, default=DEFAULTS.device, help="auto: CUDA when present")
     run.add_argument(
         "--precision",
@@ -234,14 +238,34 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             trainer = load_trainer(run.checkpoint_file(), out_dir=args.resume)
         else:
-            trainer = Trainer(config_from_args(args), out_dir=args.out)
+            config = config_from_args(args)
+            if args.out is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 only
+                _prepare_out(RunDir(args.out), args.overwrite)
+            trainer = Trainer(config, out_dir=args.out)
     except (ValueError, CheckpointError, data_lib.DatasetUnavailable) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except OSError as err:  # a run folder that cannot be made or written
+        where = err.filename or args.out or args.resume
+        parser.exit(2, f"{parser.prog}: error: cannot write the run folder {where}: {err.strerror or err}\n")
     try:
         return _train(trainer, quiet=args.quiet)
     finally:
         if trainer.world.parallel and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _prepare_out(run: RunDir, overwrite: bool) -> None:
+    """Refuse to start a second run into a run's folder (its rows would mix with the old ones), unless told."""
+    if run.path.exists() and not run.path.is_dir():
+        raise ValueError(f"--out {run.path} is a file, not a folder; pick another path")
+    if run.has_config() and not overwrite:
+        raise ValueError(
+            f"{run.path} already holds a run: --resume {run.path} continues it, --overwrite starts afresh there "
+            "(its files are replaced), or pick another --out"
+        )
+    run.create()
+    if overwrite:
+        run.clear()
 
 
 def _train(trainer: Trainer, quiet: bool) -> int:

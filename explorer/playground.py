@@ -179,7 +179,7 @@ class PlaygroundSettings:
             model=model,
             dataset=self.dataset,
             steps=self.steps,
-            batch_size=self.batch_size,
+            batch_size=min(self.batch_size, self.points),  # more than the points is the whole set: full batch
             lr=self.lr,
             seed=self.seed,
             eval_every=50,

@@ -367,7 +367,7 @@ def test_apply_returns_change_events_with_old_and_new_values():
 
 def test_toy_size_and_noise_reach_the_generated_data():
     config = TrainConfig(
-        model=preset("points-node"), dataset="moons", steps=1, toy_size=120, toy_noise=0.0, device="cpu"
+        model=preset("points-node"), dataset="moons", steps=1, toy_size=120, toy_noise=0.0, device="cpu", batch_size=64
     )
     trainer = Trainer(config)
     assert len(trainer.test_y) == 120 and "noise 0.0" in trainer.data.source
@@ -445,3 +445,59 @@ def test_channels_last_trains_the_same_model_and_compile_falls_back_with_a_warni
     with pytest.warns(UserWarning, match="--compile: torch.compile failed here .*no working C.. compiler"):
         fallback = Trainer(cfg.replace(compile=True))
     assert fallback.step().loss == pytest.approx(plain[0], rel=1e-5)  # trained eagerly
+
+
+def test_cli_guards_the_run_folder(tmp_path):
+    run = tmp_path / "run"
+    args = ["--model", "deq", "--dataset", "circles", "--steps", "2", "--device", "cpu", "--quiet", "--out", str(run)]
+    assert _cli(*args).returncode == 0
+    rows = (run / "metrics.jsonl").read_text()
+    again = _cli(*args)  # a second run into the same folder would mix its rows with the first one's
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--overwrite" in again.stderr
+    assert (run / "metrics.jsonl").read_text() == rows
+    (run / ".checkpoint.pt.x1.tmp").write_bytes(b"half")  # what a kill during a checkpoint write leaves
+    assert _cli(*args, "--overwrite").returncode == 0
+    assert [json.loads(r)["step"] for r in (run / "metrics.jsonl").read_text().splitlines()].count(1) == 1
+    assert not list(run.glob(".*.tmp"))
+    file = tmp_path / "file"
+    file.write_text("x")
+    for out, needle in [(file, "is a file, not a folder"), ("/proc/no/run", "cannot write the run folder")]:
+        proc = _cli(*args[:-1], str(out))
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    died = tmp_path / "died"
+    died.mkdir()
+    (died / "config.json").write_text("{}")
+    proc = _cli("--resume", str(died))
+    assert proc.returncode == 2 and "stopped before its first checkpoint" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--seed", str(2**70)], "seed must be a whole number from 0 to 2,147,483,647"),
+        (["--grad-clip", "nan"], "grad_clip must be a positive number"),
+        (["--batch-size", "1000000000"], "larger than the training split (1,000 examples)"),
+    ],
+)
+def test_cli_refuses_bad_numbers_in_one_line(flags, needle):
+    proc = _cli("--model", "deq", "--dataset", "circles", "--steps", "1", "--device", "cpu", *flags)
+    assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_running_out_of_memory_is_one_line_of_advice_and_keeps_the_checkpoint(tmp_path):
+    trainer = Trainer(points_config(steps=6, eval_every=2), out_dir=tmp_path)
+    forward = trainer.model.forward
+
+    def hungry(x, trajectory=0):
+        if trainer.step_count == 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 80000000000 bytes")
+        return forward(x, trajectory)
+
+    trainer.model.forward = hungry
+    events = list(trainer.events())
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.step == 3
+    assert error.message.startswith("out of memory at step 3 (batch 64)") and "--batch-size" in error.advice
+    assert error.checkpoint == str(tmp_path / "checkpoint.pt") and load_checkpoint(error.checkpoint)["step"] == 2
+    trainer.model.forward = forward
+    assert trainer.step().step == 4  # the run goes on once memory allows

@@ -43,7 +43,7 @@ def test_ranges_state_themselves():
         False,
     )
     assert checks.TOL.text() == "1e-08 to 0.5"
-    with pytest.raises(ValueError, match="seed must be a whole number from 0 to 2.14748e\\+09, got -1"):
+    with pytest.raises(ValueError, match="seed must be a whole number from 0 to 2,147,483,647, got -1"):
         checks.SEED.check(-1, "seed")
 
 

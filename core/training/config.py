@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import from_fields
+from ..checks import SEED, from_fields, is_number
 from ..models import ModelConfig
 
 #: Where a run trains: auto (CUDA when present, else CPU), cpu or cuda. The CLI, the benchmarks and the app
@@ -106,10 +106,11 @@ class TrainConfig:
                 _fail(f"{name} must be a positive number, got {value!r}")
         if not isinstance(self.lr_min, (int, float)) or not 0 <= self.lr_min <= self.lr:
             _fail(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            _fail(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.grad_clip is not None and (not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0):
+        if not is_number(self.weight_decay) or self.weight_decay < 0:
+            _fail(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and (not is_number(self.grad_clip) or self.grad_clip <= 0):
             _fail(f"grad_clip must be a positive number (or unset), got {self.grad_clip!r}")
+        SEED.check(self.seed, "seed")
         if self.val_fraction is not None and (
             not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1
         ):

@@ -117,6 +117,13 @@ class Trainer:
             tensors = [t.to(self.device) for t in tensors]
         self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y = tensors
         self.augmentation = self.data.train.augmentation
+        if config.batch_size > len(self.data.train.targets):
+            # Refused before the model or any batch is built: such a batch is the whole split anyway.
+            n = len(self.data.train.targets)
+            raise ValueError(
+                f"batch size {config.batch_size:,} is larger than the training split ({n:,} examples); "
+                f"use a batch size of at most {n:,}"
+            )
         if config.batch_size < self.world.size:
             raise ValueError(
                 f"--batch-size {config.batch_size} is the global batch, split across {self.world.size} processes: "
@@ -289,6 +296,12 @@ class Trainer:
         except (ODEStepLimitError, SolverError) as err:
             failure = Divergence(str(err), "lower the learning rate, loosen rtol/atol, or use a fixed-step ODE method")
             ok = torch.zeros((), dtype=torch.bool, device=self.device)
+        except (RuntimeError, MemoryError) as err:
+            if not _out_of_memory(err):
+                raise
+            failure = self._memory_divergence(err)
+            out = None
+            ok = torch.zeros((), dtype=torch.bool, device=self.device)
         if not self._everywhere(ok):
             self._restore_buffers(buffers)
             if failure is None and out is not None and not bool(ok):
@@ -315,6 +328,12 @@ class Trainer:
             raise Divergence(
                 str(err), "lower the learning rate, loosen rtol/atol, or use a fixed-step ODE method"
             ) from err
+        except (RuntimeError, MemoryError) as err:
+            if not _out_of_memory(err):
+                raise
+            self._restore_buffers(buffers)
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._memory_divergence(err) from None
         except Divergence:
             self._restore_buffers(buffers)
             raise
@@ -399,6 +418,16 @@ class Trainer:
         return Divergence(
             f"the loss became {float(total.detach())} at step {self.step_count}",
             "lower the learning rate (lr), enable gradient clipping (grad_clip), or use a tighter solver tol",
+        )
+
+    def _memory_divergence(self, err: BaseException) -> Divergence:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        return Divergence(
+            f"out of memory at step {self.step_count} (batch {self.config.batch_size:,}): {first}",
+            "use a smaller --batch-size, the adjoint (--adjoint: memory flat in the ODE steps), fewer ODE steps, "
+            "or --precision bf16",
         )
 
     def _restore_buffers(self, saved: list[torch.Tensor]) -> None:
@@ -744,6 +773,12 @@ def load_trainer(path: str | Path, out_dir: str | Path | None = None, **override
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path} holds no valid training config: {err}") from None
     return Trainer(config.replace(**overrides) if overrides else config, out_dir=out_dir, resume=state)
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A failed allocation, CUDA's or the CPU allocator's (torch raises RuntimeError for both)."""
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:

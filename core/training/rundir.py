@@ -57,8 +57,17 @@ class RunDir:
     # ------------------------------------------------------------------ writing
 
     def create(self) -> RunDir:
+        """Make the folder (and its parents), and remove temporary files a killed writer left in it."""
         self.path.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG, SUMMARY, CHECKPOINT, METRICS):
+            for stale in self.path.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
         return self
+
+    def clear(self) -> None:
+        """Remove the run's own files (the four above), nothing else: for starting afresh in this folder."""
+        for name in (CONFIG, METRICS, SUMMARY, CHECKPOINT):
+            (self.path / name).unlink(missing_ok=True)
 
     def write_config(self, config: Any) -> None:
         """The settings in force: a ``TrainConfig`` (or its dict)."""
@@ -158,6 +167,11 @@ class RunDir:
         if path.is_symlink():
             raise CheckpointError(f"{path} is a symbolic link; only a checkpoint written into the run folder is opened")
         if not path.is_file():
+            if self.has_config():
+                raise CheckpointError(
+                    f"the run in {self.path} stopped before its first checkpoint: there is nothing to resume; "
+                    f"start it again with --out {self.path} --overwrite"
+                )
             raise CheckpointError(f"no checkpoint in {self.path} (the run has not saved one yet)")
         return path
 
