@@ -626,6 +626,7 @@ class Trainer:
             "split_seed": self.config.seed,
             "best_val": self.best_val,
             "best_step": self.best_step,
+            "validated_at": self.validated_at,
             "best_model": self.best_state,
             "nfe_sums": list(self.nfe_sums),
             "peak_graph_bytes": self.peak_graph_bytes,
@@ -642,6 +643,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step_count = int(state["step"])
         self.best_val, self.best_step = state.get("best_val"), state.get("best_step")
+        self.validated_at = state.get("validated_at")  # a resumed run does not validate that step twice
         self.best_state = state.get("best_model")
         self.nfe_sums = list(state.get("nfe_sums", [0, 0]))
         self.peak_graph_bytes = int(state.get("peak_graph_bytes", 0))  # 0 in checkpoints older than the field

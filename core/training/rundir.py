@@ -84,7 +84,9 @@ class RunDir:
         """Keep only the events up to ``step`` (atomically); returns how many were dropped.
 
         A resumed run continues from its checkpoint's step: rows that a killed process wrote after that
-        checkpoint (and a torn last line) would otherwise stand twice, once from each process."""
+        checkpoint (and a torn last line) would otherwise stand twice, once from each process. A
+        ``finished`` row goes too: a run being resumed has not finished (its process died before the
+        summary), and its end will be recorded again."""
         path = self.path / METRICS
         try:
             lines = path.read_text().splitlines()
@@ -96,7 +98,12 @@ class RunDir:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            if (
+                isinstance(row, dict)
+                and isinstance(row.get("step"), int)
+                and row["step"] <= step
+                and (row.get("kind") != "finished")
+            ):
                 kept.append(line)
         if len(kept) != len(lines):
             atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
