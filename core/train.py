@@ -159,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir,
         download=args.download,
         # With only a time budget, the budget ends the run.
-        epochs=args.epochs or (1_000_000 if args.time_budget and not args.steps else 1),
+        epochs=args.epochs if args.epochs is not None else (1_000_000 if args.time_budget and not args.steps else 1),
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
