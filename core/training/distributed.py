@@ -75,6 +75,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel``, its batch norms over the global batch. HomoODE's
+    start point is left out of DDP: it has its own loss and optimizer, and the trainer all-reduces its
+    gradient itself."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    global_batchnorm(model, device)
+    start = {id(p) for p in getattr(model, "start_point_parameters", list)()}
+    ignored = [name for name, p in model.named_parameters() if id(p) in start]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def shard(n: int, world: World) -> slice:
+    """This rank's contiguous part of a global batch of ``n`` (the parts' sizes differ by at most one)."""
+    base, extra = divmod(n, world.size)
+    start = world.rank * base + min(world.rank, extra)
+    return slice(start, start + base + (world.rank < extra))
+
+
+def everywhere(ok: torch.Tensor, world: World) -> bool:
+    """True when ``ok`` holds on every rank (one all-reduce under torchrun, a read-back otherwise)."""
+    if not world.parallel:
+        return bool(ok)
+    return int(all_sum(ok.to(torch.int64).reshape(1))) == world.size
+
+
+def any_rank(world: World, device: torch.device, *flags: bool) -> list[bool]:
+    """Each flag, true when it holds on any rank (one all-reduce under torchrun): decisions taken together."""
+    if not world.parallel:
+        return list(flags)
+    return [bool(v) for v in all_max(torch.tensor([float(f) for f in flags], device=device)).tolist()]
+
+
 def all_sum(values: torch.Tensor) -> torch.Tensor:
     """The sum over ranks of ``values`` (a copy; itself when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

@@ -143,7 +143,7 @@ class Trainer:
         self.memory_format = self._memory_format()
         if config.compile:
             self._compile()
-        self.ddp = self._data_parallel() if self.world.parallel else None
+        self.ddp = distributed.data_parallel(self.model, self.device) if self.world.parallel else None
         self.optimizer = torch.optim.Adam(self.model.main_parameters(), lr=config.lr, weight_decay=config.weight_decay)
         # fp16 only: loss scaling keeps small gradients representable (bf16 has fp32's range).
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
@@ -220,26 +220,6 @@ class Trainer:
     def _input_format(self, x: torch.Tensor) -> torch.memory_format:
         return self.memory_format if x.dim() == 4 else torch.contiguous_format
 
-    def _data_parallel(self) -> nn.Module:
-        """The model wrapped in ``DistributedDataParallel``, with batch norm over the global batch. HomoODE's
-        start point is left out of DDP (it has its own loss and optimizer; its gradient is all-reduced in
-        :meth:`_update_start_point`)."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        distributed.global_batchnorm(self.model, self.device)
-        start = {id(p) for p in self.model.start_point_parameters()}
-        ignored = [name for name, p in self.model.named_parameters() if id(p) in start]
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.model, ignored)
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.model, device_ids=device_ids)
-
-    def _shard(self, n: int) -> slice:
-        """This rank's contiguous part of a global batch of ``n`` (sizes differ by at most one)."""
-        size, rank = self.world.size, self.world.rank
-        base, extra = divmod(n, size)
-        start = rank * base + min(rank, extra)
-        return slice(start, start + base + (rank < extra))
-
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """This rank's shard of the global batch of ``step`` and the global batch's size."""
         idx = self._batch_indices(step)
@@ -250,7 +230,7 @@ class Trainer:
             gen = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
             aug = self.augmentation
             x = data_lib.random_crop_flip(x, aug.pad, aug.flip, torch.tensor(aug.fill), gen)
-        part = self._shard(len(idx))
+        part = distributed.shard(len(idx), self.world)
         x = x[part].to(self.device, non_blocking=True, memory_format=self._input_format(x))
         return x, y[part].to(self.device, non_blocking=True), len(idx)
 
@@ -302,7 +282,7 @@ class Trainer:
             failure = self._memory_divergence(err)
             out = None
             ok = torch.zeros((), dtype=torch.bool, device=self.device)
-        if not self._everywhere(ok):
+        if not distributed.everywhere(ok, self.world):
             self._restore_buffers(buffers)
             if failure is None and out is not None and not bool(ok):
                 failure = self._forward_divergence(residual, loss_sum, total)
@@ -310,6 +290,44 @@ class Trainer:
                 f"another process of this run diverged at step {self.step_count}",
                 "see rank 0's message; lower the learning rate (lr) or use a tighter solver tol",
             )
+        self._backward(total, buffers)
+        # fp16: an overflowing step is skipped by the scaler (which lowers its scale), not a divergence.
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        nfe_backward = self.model.nfe_backward
+        start_loss = None
+        if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
+            start_loss = self._update_start_point(len(y) * weight)
+        self.step_count += 1
+        self.unsaved = True
+        graph_bytes = meter.nbytes
+        self.peak_graph_bytes = max(self.peak_graph_bytes, graph_bytes)
+        loss_value, correct_total, nfe_f, nfe_b, worst = self._figures(loss_sum, out, y, nfe_backward)
+        self.nfe_sums[0] += nfe_f
+        self.nfe_sums[1] += nfe_b
+        mem, _ = peak_memory(self.device)
+        now = time.perf_counter()
+        self.train_seconds += now - t0
+        return StepEvent(
+            step=self.step_count,
+            epoch=self.epoch,
+            loss=loss_value / n_global,
+            train_acc=correct_total / n_global,
+            nfe_forward=round(nfe_f) if nfe_f.is_integer() else nfe_f,
+            nfe_backward=round(nfe_b) if nfe_b.is_integer() else nfe_b,
+            residual=worst,
+            start_loss=start_loss,
+            lr=lr,
+            peak_memory_bytes=mem,
+            graph_bytes=graph_bytes,
+            step_seconds=now - t0,
+            wall_seconds=self.wall_offset + now - self.started,
+        )
+
+    def _backward(self, total: torch.Tensor, buffers: list[torch.Tensor]) -> None:
+        """Gradients of ``total`` (unscaled, all-reduced under DDP) and their check; on failure the buffers are
+        put back and :class:`Divergence` raised, before the optimizer has touched anything."""
+        cfg = self.config
         try:
             self.scaler.scale(total).backward()
             self.scaler.unscale_(self.optimizer)
@@ -337,58 +355,26 @@ class Trainer:
         except Divergence:
             self._restore_buffers(buffers)
             raise
-        # fp16: an overflowing step is skipped by the scaler (which lowers its scale), not a divergence.
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        nfe_backward = self.model.nfe_backward
-        start_loss = None
-        if self.start_optimizer is not None and (self.step_count + 1) % cfg.start_every == 0:
-            start_loss = self._update_start_point(len(y) * weight)
-        self.step_count += 1
-        self.unsaved = True
-        graph_bytes = meter.nbytes
-        self.peak_graph_bytes = max(self.peak_graph_bytes, graph_bytes)
-        # One read-back for the event's figures (one all-reduce more under torchrun): global-batch loss and
-        # accuracy, NFE averaged over ranks, the worst residual of any rank.
+
+    def _figures(
+        self, loss_sum: torch.Tensor, out: Any, y: torch.Tensor, nfe_backward: int
+    ) -> tuple[float, float, float, float, float | None]:
+        """The event's figures in one read-back (one all-reduce more under torchrun): the global batch's loss
+        sum and correct count, NFE averaged over ranks, the worst residual of any rank (None without one)."""
+        residual = out.stats.rel_residual
         correct = (out.logits.argmax(1) == y).sum()
+        dev = correct.device
         figures = torch.stack(
             [
                 loss_sum.detach().double(),
                 correct.double(),
-                torch.tensor(float(out.stats.nfe), dtype=torch.float64, device=correct.device),
-                torch.tensor(float(nfe_backward), dtype=torch.float64, device=correct.device),
+                torch.tensor(float(out.stats.nfe), dtype=torch.float64, device=dev),
+                torch.tensor(float(nfe_backward), dtype=torch.float64, device=dev),
             ]
         )
-        figures = distributed.all_sum(figures)
-        worst = distributed.all_max(residual.max().double() if residual is not None else figures.new_zeros(()))
-        loss_value, correct_total, nfe_f, nfe_b = figures.tolist()
-        nfe_f, nfe_b = nfe_f / self.world.size, nfe_b / self.world.size
-        self.nfe_sums[0] += nfe_f
-        self.nfe_sums[1] += nfe_b
-        mem, _ = peak_memory(self.device)
-        now = time.perf_counter()
-        self.train_seconds += now - t0
-        return StepEvent(
-            step=self.step_count,
-            epoch=self.epoch,
-            loss=loss_value / n_global,
-            train_acc=correct_total / n_global,
-            nfe_forward=round(nfe_f) if nfe_f.is_integer() else nfe_f,
-            nfe_backward=round(nfe_b) if nfe_b.is_integer() else nfe_b,
-            residual=None if residual is None else float(worst),
-            start_loss=start_loss,
-            lr=lr,
-            peak_memory_bytes=mem,
-            graph_bytes=graph_bytes,
-            step_seconds=now - t0,
-            wall_seconds=self.wall_offset + now - self.started,
-        )
-
-    def _everywhere(self, ok: torch.Tensor) -> bool:
-        """True when ``ok`` holds on every rank (one all-reduce under torchrun, a read-back otherwise)."""
-        if not self.world.parallel:
-            return bool(ok)
-        return int(distributed.all_sum(ok.to(torch.int64).reshape(1))) == self.world.size
+        loss_value, correct_total, nfe_f, nfe_b = distributed.all_sum(figures).tolist()
+        worst = None if residual is None else float(distributed.all_max(residual.max().double()))
+        return loss_value, correct_total, nfe_f / self.world.size, nfe_b / self.world.size, worst
 
     def _update_start_point(self, weight: float) -> float:
         """One SGD step of HomoODE's start point on SmoothL1(z0, stop_grad(z(1))) of the global batch:
@@ -475,7 +461,7 @@ class Trainer:
         for start in range(0, len(y_all), bs):
             if max_batches is not None and batches >= max_batches:
                 break
-            part = self._shard(min(bs, len(y_all) - start))
+            part = distributed.shard(min(bs, len(y_all) - start), self.world)
             x = x_all[start : start + bs][part].to(self.device, memory_format=self._input_format(x_all))
             y = y_all[start : start + bs][part].to(self.device)
             batches += 1
@@ -719,7 +705,9 @@ class Trainer:
         stopped = False
         while not self.done:
             # Under torchrun the ranks decide together (a clock or a signal seen by one rank stops all).
-            out_of_time, stopped = self._any_rank(self.out_of_time, stop is not None and stop())
+            out_of_time, stopped = distributed.any_rank(
+                self.world, self.device, self.out_of_time, stop is not None and stop()
+            )
             if out_of_time or stopped:
                 break
             batch = self.tick()
@@ -727,13 +715,6 @@ class Trainer:
             if isinstance(batch[-1], ErrorEvent):
                 return
         yield from self.end(stopped)
-
-    def _any_rank(self, *flags: bool) -> list[bool]:
-        """Each flag, true when it holds on any rank (one all-reduce under torchrun)."""
-        if not self.world.parallel:
-            return list(flags)
-        values = torch.tensor([float(f) for f in flags], device=self.device)
-        return [bool(v) for v in distributed.all_max(values).tolist()]
 
     @property
     def out_of_time(self) -> bool:
