@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from .. import parallel
 from ..solvers import SolverStats, evenly_spaced, make_options, solve
 from .config import DEQConfig, ODEConfig
 from .layers import LearnableStart, alternating_start
@@ -113,6 +114,8 @@ class ODEBlock(nn.Module):
         if cfg.adaptive:
             times = torch.linspace(0, 1, max(trajectory, 2), dtype=z0.dtype, device=z0.device)
             options = {"max_num_steps": cfg.max_steps}
+            if self.training and parallel.active():
+                options["norm"] = parallel.global_rms_norm
         else:
             # The output grid is the step grid: fixed-step states are the integrator's own.
             times = torch.linspace(0, 1, cfg.n_steps + 1, dtype=z0.dtype, device=z0.device)

@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..parallel import sum_over_ranks
+
 
 @dataclass(frozen=True)
 class World:
@@ -127,22 +129,6 @@ def all_max(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _SumOverRanks(torch.autograd.Function):
-    """y = Σ_ranks x, differentiable: each rank's gradient is the sum of every rank's upstream gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        out = grad.clone()
-        dist.all_reduce(out)
-        return out
-
-
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the global batch, on any backend (gloo included).
 
@@ -159,7 +145,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        all_reduce = _SumOverRanks.apply
+        all_reduce = sum_over_ranks
         dims = [0, *range(2, x.dim())]
         count = all_reduce(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
         mean = all_reduce(x.sum(dims)) / count
