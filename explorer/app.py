@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from .tabs import compare, lab, playground, train
-from .tabs.common import Context, Nav, Page
+from .tabs.common import QUICK_CONCURRENCY, Context, Nav, Page
 
 #: System fonts only: the page must not fetch fonts (or anything) from the internet.
 THEME_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
@@ -131,6 +131,8 @@ def build_app(runs_dir: str | Path = "runs", **options: Any) -> gr.Blocks:
             ex.close_session(request.session_hash)
 
         demo.unload(unload)
+    # Quick events get QUICK_CONCURRENCY slots each; slow work has its own, few, shared slots (``tabs.common.WORK``).
+    demo.queue(default_concurrency_limit=QUICK_CONCURRENCY)
     return demo
 
 

@@ -40,7 +40,7 @@ def serve(demo, host: str = "127.0.0.1", port: int | None = None, **launch: obje
     from .app import CSS, app_theme
 
     port = port or free_port(host)
-    demo.queue(default_concurrency_limit=2)
+    # The queue (how many handlers run at once, and which wait for which) is the app's: ``build_app`` sets it.
     demo.launch(
         server_name=host,
         server_port=port,

@@ -11,9 +11,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 from gradio_client import Client
+from gradio_client.utils import Status
 
 from explorer.app import build_app
 from explorer.server import serve
+from explorer.tabs.common import SLOW_JOBS
 
 ENDPOINTS = {
     "/playground_load",
@@ -149,3 +151,50 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     update, _ = c.predict("this tab's runs", api_name="/compare_export_csv")
     path = update["value"] if isinstance(update, dict) else update  # the file box is shown with its file
     assert open(path).read().splitlines()[1].startswith(f"{rows[0][0]},deq,digits,")
+
+
+def _wait_until_processing(job, timeout: float = 60.0) -> None:
+    """Until the server runs ``job`` (not merely queued), or it ended."""
+    deadline = time.perf_counter() + timeout
+    while job.status().code != Status.PROCESSING and not job.done():
+        assert time.perf_counter() < deadline, f"the job did not start within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def test_slow_work_in_one_session_never_delays_another_sessions_clicks(app):
+    """Issue 11: a long sweep in one tab and a memory measurement in another (beside it, or queued behind it
+    on a small CPU); a third tab's clicks, ticks and menus are answered within about a second meanwhile."""
+    _, url = app
+    a, b, c = client(url), client(url), client(url)
+    b.predict(api_name="/playground_load")  # B has a page open (its Playground plays, as on a real first load)
+    # A: accuracy vs NFE of an untrained DEQ on 64 validation inputs, 15 settings (~8 s on a quiet 2-core box).
+    sweep = a.submit("fresh:image28-deq", "", "tol", 64, api_name="/lab_sweep")
+    _wait_until_processing(sweep)
+    # C: a second slow job (~5 s), which runs beside A's or queues behind it (the server's cap on slow work).
+    measure = c.submit(["deq"], ["implicit"], "8, 32, 128", "image28", 1, api_name="/compare_memory")
+    time.sleep(0.3)
+    quick = [
+        ("/playground_tick", ()),
+        ("/playground_pause", ()),
+        ("/playground_step", ()),
+        ("/playground_play", ()),
+        ("/playground_tick", ()),
+        ("/playground_pause", ()),
+        ("/runs_list", ()),
+        ("/compare_refresh", ("this tab's runs", [])),
+        ("/lab_models", ("fresh:image28-deq",)),
+    ]
+    timings = []
+    try:
+        for endpoint, args in quick:
+            started = time.perf_counter()
+            b.predict(*args, api_name=endpoint)
+            timings.append((endpoint, round(time.perf_counter() - started, 3), sweep.done()))
+        # Not vacuous: A's sweep was still running when B's last answer came.
+        assert not any(done for *_, done in timings), f"the sweep ended too soon to measure anything: {timings}"
+        assert max(seconds for _, seconds, _ in timings) < 1.5, timings
+        if SLOW_JOBS == 1:  # the cap on slow work (a small CPU): C's measurement waits for A's sweep to end
+            assert measure.status().code == Status.IN_QUEUE
+    finally:  # never leave a job inside torch when the module's server closes
+        a_out, c_out = sweep.result(timeout=300), measure.result(timeout=300)
+    assert "sweep of" in a_out[1] and "measured 3 training steps" in c_out[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import gradio as gr
 
@@ -211,6 +212,27 @@ class Tab:
 
 # ----------------------------------------------------------------------------------------------- the page
 
+# How events share the server (issue 11: one tab's slow work must never hold up another tab's clicks). Gradio
+# runs each handler in a worker thread, in a queue per concurrency group: events with the same
+# ``concurrency_id`` share that group's slots, server-wide, and wait in line for them; an event without one is
+# a group of its own. So the work is sorted by how long it can take, and each kind gets its own slots:
+#: Clicks, ticks, tab switches, menus (tenths of a second): each event its own group with this many slots, so
+#: that many tabs can press ▶ at once and none ever waits behind a sweep. The queue's default (``build_app``).
+QUICK_CONCURRENCY = 8
+#: Jobs of seconds to minutes (a Solver-lab sweep, a memory measurement): one group for all of them, so they
+#: queue among themselves (a second tab's sweep waits, shown its place in line) and never take the quick
+#: handlers' slots. At most this many at once, server-wide: each keeps a core busy, and a 2-core machine must
+#: keep one core for the Playgrounds, trainings and every tab's clicks.
+SLOW_JOBS = 2 if (os.cpu_count() or 1) >= 4 else 1
+#: One input through every solver, the test-image gallery (about a second, longer on big settings): their own
+#: group, so a sweep never delays a Solve (nor a drawing) and vice versa; bounded for the same CPU reason.
+SOLVE_JOBS = 2
+WORK: dict[str, dict[str, Any]] = {
+    "quick": {},  # the queue's default: its own group of QUICK_CONCURRENCY slots
+    "solve": {"concurrency_id": "explorer-solve", "concurrency_limit": SOLVE_JOBS},
+    "slow": {"concurrency_id": "explorer-slow", "concurrency_limit": SLOW_JOBS},
+}
+
 
 class Page:
     """One page's wiring: its Blocks and tabs, the app-level components the tabs wire to (the timers and the
@@ -247,6 +269,7 @@ class Page:
         twins: Sequence[Callable[..., Any]] = (),
         select: bool = False,
         query: bool = False,
+        work: Literal["quick", "solve", "slow"] = "quick",
         **event: Any,
     ) -> Any:
         """Wire ``fn(session_key, **inputs)`` to ``trigger`` (an event such as ``button.click``, a list of them
@@ -254,8 +277,10 @@ class Page:
         never have one) an event is not in the page's API. ``inputs`` maps ``fn``'s parameter names to
         components; ``outputs`` are the components updated, in the endpoint's order. ``select`` passes the
         clicked item's index as ``position`` (a table row's cells as ``row``); ``query`` passes the page's
-        query parameters as ``params`` and its address as ``page_url``."""
+        query parameters as ``params`` and its address as ``page_url``. ``work`` says how long ``fn`` can run,
+        which sets the slots it queues for (``WORK``)."""
         inputs = dict(inputs or {})
+        event = {**WORK[work], **event}
         inspect.signature(fn).bind_partial(None, **dict.fromkeys(inputs))  # a typo fails here
         handler = self._handler(fn, list(inputs), list(outputs), select, query)
 
@@ -279,9 +304,9 @@ class Page:
             outputs,
             api_name=api_name,
             show_progress="hidden",
-            concurrency_limit=8,
-            # A tick that arrives while the last redraw is still in flight runs right after it ("once" would
-            # drop it and wait a whole extra period: 2 redraws/s instead of ~3 when a redraw takes 0.3 s).
+            # A quick event (QUICK_CONCURRENCY slots). A tick that arrives while the last redraw is still in
+            # flight runs right after it ("once" would drop it and wait a whole extra period: 2 redraws/s
+            # instead of ~3 when a redraw takes 0.3 s).
             trigger_mode="always_last",
             js="(v) => document.visibilityState",  # runs in the page before the request
         )

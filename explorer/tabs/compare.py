@@ -356,5 +356,6 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
         )
     memory_inputs = {"families": families, "gradients": gradients, "batch_sizes": batches, "kind": kind,
                      "n_steps": steps}  # fmt: skip
-    page.on(measure.click, tab.memory, memory_inputs, [memory, message], api_name="compare_memory")
+    # Seconds (a minute on big settings): in line with the other slow jobs, never in the way of clicks (``WORK``).
+    page.on(measure.click, tab.memory, memory_inputs, [memory, message], api_name="compare_memory", work="slow")
     return compare_tab, table, message

@@ -328,13 +328,14 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
     settings = {"tol": tol, "max_iter": max_iter, "ode_method": ode, "ode_steps": ode_steps, "view": view}
     run_inputs = {**which, "split": split, "index": index, **settings}
     out = [residual, path, table, position, picture, message]
-    page.on(solve.click, tab.run, run_inputs, out, api_name="lab_run")
+    page.on(solve.click, tab.run, run_inputs, out, api_name="lab_run", work="solve")
     page.on(
         drawing.change,
         tab.draw,
         {**which, "drawing": drawing, **settings},
         out,
         api_name="lab_draw",
+        work="solve",
         show_progress="hidden",
         trigger_mode="always_last",  # a stroke that lands mid-solve runs once the solve is done
     )
@@ -349,8 +350,14 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
         show_progress="hidden",
         trigger_mode="always_last",
     )
+    # Seconds to a minute: in line with the other slow jobs, never in the way of anyone's clicks (``WORK``).
     page.on(
-        sweep.click, tab.sweep, {**which, "kind": kind, "samples": samples}, [sweep_plot, message], api_name="lab_sweep"
+        sweep.click,
+        tab.sweep,
+        {**which, "kind": kind, "samples": samples},
+        [sweep_plot, message],
+        api_name="lab_sweep",
+        work="slow",
     )
     page.on(
         index.submit,
@@ -369,6 +376,6 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
             outputs=[page.tabs, model, split, index, page.pg_timer, page.train_timer, *outputs],
             select=True,
         )
-        page.on(opened.then, tab.run_opened, run_inputs, out)
+        page.on(opened.then, tab.run_opened, run_inputs, out, work="solve")
 
     return lab_tab, open_from

@@ -28,7 +28,8 @@ from .common import KEEP, USER_ERRORS, Context, Page, Result, Tab, as_int, lane_
 
 PLAYGROUND_RATE = 30.0  # steps per second: watchable, and leaves CPU for the page and other sessions
 # Seconds without a visible page's tick before a Playground pauses itself: well above a tick's delay on a
-# busy server (ticks of every tab queue behind one concurrency limit), so a watched Playground never flickers.
+# busy server (every tab's ticks share one queue group of the tick event's slots), so a watched Playground
+# never flickers.
 PLAYGROUND_IDLE_PAUSE = 8.0
 PG_PANELS = ("loss", "accuracy", "nfe")
 CURVES_SECONDS = 0.45  # Playground curves redraw about twice a second; the picture every tick

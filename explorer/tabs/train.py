@@ -299,6 +299,6 @@ def build(tab: TrainTab, page: Page) -> tuple[gr.Tab, gr.Gallery]:
         page.on(button.click, partial(tab.control, action=action), outputs=view, api_name=f"train_{action}")
     page.on(apply.click, tab.apply, {"lr": lr, "tol": tol}, [message], api_name="train_apply")
     page.poll(page.train_timer, tab.tick, view, "train_tick")
-    page.on(show_gallery.click, tab.gallery, outputs=[gallery, message], api_name="train_gallery")
+    page.on(show_gallery.click, tab.gallery, outputs=[gallery, message], api_name="train_gallery", work="solve")
     refresh.click(tab.runs_table, outputs=runs, api_name="runs_list")
     return train_tab, gallery
