@@ -108,18 +108,8 @@ class Trainer:
                 f"classes, but the model is built for {config.model.input_kind} with "
                 f"{config.model.num_classes} classes; pick a matching preset"
             )
-        splits = [self.data.train, self.data.val, self.data.test]
-        tensors = [t for split in splits for t in (split.inputs, split.targets)]
-        if config.precision == "fp64":
-            tensors = [t.double() if t.is_floating_point() else t for t in tensors]
-        if self.device.type == "cuda" and sum(t.nbytes for t in tensors) < torch.cuda.mem_get_info(self.device)[0] / 4:
-            # On a GPU the whole set lives there when it fits easily: no copy per step.
-            tensors = [t.to(self.device) for t in tensors]
-        self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y = tensors
-        self.augmentation = self.data.train.augmentation
-        if config.batch_size > len(self.data.train.targets):
-            # Refused before the model or any batch is built: such a batch is the whole split anyway.
-            n = len(self.data.train.targets)
+        n = len(self.data.train.targets)
+        if config.batch_size > n:  # refused before the data moves to a device or the model is built
             raise ValueError(
                 f"batch size {config.batch_size:,} is larger than the training split ({n:,} examples); "
                 f"use a batch size of at most {n:,}"
@@ -129,6 +119,15 @@ class Trainer:
                 f"--batch-size {config.batch_size} is the global batch, split across {self.world.size} processes: "
                 f"it must be at least the number of processes"
             )
+        splits = [self.data.train, self.data.val, self.data.test]
+        tensors = [t for split in splits for t in (split.inputs, split.targets)]
+        if config.precision == "fp64":
+            tensors = [t.double() if t.is_floating_point() else t for t in tensors]
+        if self.device.type == "cuda" and sum(t.nbytes for t in tensors) < torch.cuda.mem_get_info(self.device)[0] / 4:
+            # On a GPU the whole set lives there when it fits easily: no copy per step.
+            tensors = [t.to(self.device) for t in tensors]
+        self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y = tensors
+        self.augmentation = self.data.train.augmentation
         n_train = len(self.train_y)
         self.batches_per_epoch = max(1, math.ceil(n_train / config.batch_size))
         if self.world.parallel and 0 < n_train % config.batch_size < self.world.size:
@@ -206,7 +205,8 @@ class Trainer:
         target.compile()
         try:
             with torch.no_grad(), self.autocast():
-                self.model.eval()(self.val_x[:2].to(self.device, memory_format=self._input_format(self.val_x)))
+                # Two training inputs: the split always has them (a batch is at least one), val may be empty.
+                self.model.eval()(self.train_x[:2].to(self.device, memory_format=self._input_format(self.train_x)))
         except Exception as err:  # a missing compiler or an unsupported op: train eagerly instead
             target._compiled_call_impl = None  # what nn.Module.compile set: eager again
             warnings.warn(
