@@ -26,7 +26,7 @@ FAMILY_COLORS = {"node": "#6A3D9A", "anode": "#CC79A7", "deq": "#000000", "homoo
 SERIES_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 # Heatmap of P(class 1): class-0 blue through white to class-1 orange, pale so points stay visible.
 PROB_SCALE = [[0.0, "#9ecae1"], [0.5, "#ffffff"], [1.0, "#fdae6b"]]
-STATUS_SYMBOLS = {"converged": "circle", "max_iter": "square", "diverged": "x", "non_finite": "x"}
+STATUS_SYMBOLS = {"converged": "circle", "max_iter": "square", "diverged": "x", "non_finite": "x", "stalled": "diamond"}
 #: Point count from which trajectories and point clouds use WebGL (Scattergl). Below it SVG is faster:
 #: in headless Chromium with software GL the Playground redrew 1.4 times/s with Scattergl and 3.4 times/s
 #: with SVG scatter (same figure, ~1,000 points); WebGL pays off only for many more points.
@@ -969,4 +969,14 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
     batches = sorted({r["batch_size"] for r in records})
     fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title_text="batch size")
     fig.update_yaxes(title_text="MB saved for backward, one training step", rangemode="tozero")
+    return fig
+
+
+def study_figure(spec: object, height: int = 380) -> go.Figure:
+    """A reproduction study's figure (a ``core.study.FigureSpec``, which core describes and draws) in the app's
+    style, so the Compare tab shows what ``python -m core.study`` writes into its report."""
+    from core.study import build_figure
+
+    fig = _layout(build_figure(spec, height), getattr(spec, "title", None), height)
+    fig.update_layout(legend=_LEGEND_RIGHT, margin_r=190)
     return fig

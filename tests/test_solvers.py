@@ -40,8 +40,12 @@ def check_stats(f, z0: torch.Tensor, z: torch.Tensor, stats: core.SolverStats, m
     assert bool((torch.diff(stats.trace_nfe) > 0).all()), stats.trace_nfe
     assert 1 <= int(stats.trace_nfe[0]) and int(stats.trace_nfe[-1]) <= stats.nfe
     assert stats.n_steps >= 1 and stats.seconds >= 0
-    # Best-iterate bookkeeping: the reported residual is the smallest one the trace saw, per sample.
-    torch.testing.assert_close(stats.residual.cpu(), stats.trace.min(dim=0).values, rtol=0, atol=0)
+    # Best-iterate bookkeeping: the reported residual is the smallest one the trace saw, per sample (a
+    # diverged solve may have seen smaller ones on states that ran away, which are never the answer).
+    if stats.status is core.Status.DIVERGED:
+        assert bool((stats.residual.cpu() >= stats.trace.min(dim=0).values).all())
+    else:
+        torch.testing.assert_close(stats.residual.cpu(), stats.trace.min(dim=0).values, rtol=0, atol=0)
     # ... and it is the residual of the returned z, recomputed here.
     with torch.no_grad():
         fz = f(z)
@@ -727,3 +731,72 @@ def test_half_precision_residuals_do_not_underflow_to_zero(dtype):
     assert float(stats.abs_residual.min()) > 0 and not stats.converged
     z, stats = core.solve(lambda z: 0.5 * z + 1e-4, z0, method="fixed_point", tol=1e-2, max_iter=60)
     assert stats.converged and float((z.float() - 2e-4).abs().max()) < 2e-5
+
+
+# ----------------------------------------------------------------------------------------------
+# Honesty: a failure is never reported as a success (issue 13, items 1-3)
+
+NO_FIXED_POINT = {"2z+1 (root -1, path singular at λ=1/2)": lambda z: 2 * z + 1, "z+1 (no root)": lambda z: z + 1}
+
+
+@pytest.mark.parametrize("name", list(NO_FIXED_POINT))
+@pytest.mark.parametrize("ode_method", ["rk4", "dopri5"])
+def test_homotopy_through_a_singular_path_reports_diverged_instead_of_raising(name, ode_method):
+    # I - λJ = (1 - 2λ) I or (1 - λ) I is singular on the path: the dense solve used to raise LinAlgError.
+    f = NO_FIXED_POINT[name]
+    z0 = torch.zeros(4, 2)
+    z, stats = core.solve(f, z0, method="homotopy", ode_method=ode_method)
+    check_stats(f, z0, z, stats, "homotopy")
+    assert stats.status is core.Status.DIVERGED
+    with pytest.raises(core.SolverError, match="diverged.*newton"):
+        core.solve(f, z0, method="homotopy", ode_method=ode_method, throw=True)
+
+
+def test_a_singular_dense_system_gives_nan_for_that_sample_only():
+    f = core.solvers.base.CountedMap(lambda z: z * torch.tensor([[1.0], [0.5]]))  # J = I, then J = I/2
+    op = JacobianAt(f, torch.ones(2, 3))
+    x = solve_shifted(op, torch.ones(2, 3), 1.0, 1.0, method="dense")  # (I - J) x = 1
+    assert bool(torch.isnan(x[0]).all())
+    torch.testing.assert_close(x[1], torch.full((3,), 2.0))
+
+
+@pytest.mark.parametrize("method", ["fixed_point", "anderson", "broyden"])
+@pytest.mark.parametrize("name", ["z+1", "-z+1"])
+def test_a_map_without_reachable_fixed_point_is_never_converged_and_stops_early(method, name):
+    # z+1 has no fixed point: the relative residual 1/||f(z)|| falls by running away (anderson used to
+    # report "converged" after 30,563 iterations at ||z|| = 14,141); -z+1 makes plain iteration oscillate
+    # between 0 and 1 (it used to run all max_iter iterations).
+    f = {"z+1": lambda z: z + 1, "-z+1": lambda z: -z + 1}[name]
+    z0 = torch.zeros(2, 2)
+    z, stats = core.solve(f, z0, method=method, max_iter=100_000)
+    check_stats(f, z0, z, stats, method)
+    if name == "-z+1" and method != "fixed_point":
+        # Anderson and Broyden solve the linear map exactly (root 1/2).
+        assert stats.converged and torch.allclose(z, torch.full_like(z, 0.5))
+        return
+    assert stats.status is core.Status.STALLED
+    assert stats.nfe <= 2 * core.solvers.SolverOptions().patience + 10
+    assert float(stats.abs_residual.min()) == pytest.approx(math.sqrt(2), rel=1e-5)
+    with pytest.raises(core.SolverError, match="stalled.*no fixed point"):
+        core.solve(f, z0, method=method, max_iter=100_000, throw=True)
+
+
+def test_relative_convergence_needs_the_absolute_residual_to_fall():
+    # Already a fixed point at the start: converged at once, nothing to fall from.
+    _, stats = core.solve(lambda z: 0.5 * z + 1, torch.full((1, 2), 2.0), method="fixed_point")
+    assert stats.converged and stats.nfe == 1
+    # A slow contraction (root 1000 from 0): tol is met only once the residual has really fallen.
+    z, stats = core.solve(
+        lambda z: 0.99 * z + 10, torch.zeros(1, 1, dtype=torch.float64), method="fixed_point", max_iter=5000
+    )
+    assert stats.converged
+    assert float(stats.abs_residual[0]) <= 0.5 * 10.0
+    assert float(stats.rel_residual[0]) <= 1e-4
+    assert abs(float(z) - 1000.0) <= 1e-4 * 1000.0 / (1 - 0.99)  # the residual bound on the error
+
+
+def test_stall_patience_is_an_option_with_a_checked_range():
+    _, stats = core.solve(lambda z: -z + 1, torch.zeros(1, 2), method="fixed_point", max_iter=1000, patience=5)
+    assert stats.status is core.Status.STALLED and stats.nfe == 6
+    with pytest.raises(ValueError, match="patience must be an integer >= 1"):
+        core.solve(lambda z: z, torch.zeros(1, 2), patience=0)

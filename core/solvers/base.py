@@ -7,6 +7,12 @@ independent (the Jacobian of f is block-diagonal over the batch), so residuals, 
 Residuals follow TorchDEQ's convention:
     abs_b = ||f(z_b) - z_b||,    rel_b = abs_b / (||f(z_b)|| + eps)
 and a solve stops when the worst sample of the batch is under ``tol``.
+
+What "converged" means: every sample's residual is under ``tol``, and, in the relative mode, its absolute
+residual has also fallen to at most half of its first value (unless the start already met ``tol``). The
+relative residual alone can be met by running away: on f(z) = z + 1 (no fixed point) ||f(z) - z|| stays 1
+while ||f(z)|| grows, so rel -> 0 as z -> infinity; that is never a solution. An iterative solve whose
+absolute residual stops falling (oscillation, a map without fixed point) stops early as ``stalled``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Status(str, enum.Enum):
     MAX_ITER = "max_iter"  # budget (iterations, ODE steps) spent without reaching tol
     DIVERGED = "diverged"  # residual grew without bound, or the path could not be followed
     NON_FINITE = "non_finite"  # f produced inf/nan; the best finite iterate is returned
+    STALLED = "stalled"  # the absolute residual stopped falling (oscillation, or no fixed point to reach)
 
     def __str__(self) -> str:
         return self.value
@@ -163,6 +170,8 @@ class SolverOptions:
         stop_mode: ``"rel"`` (||f(z) - z|| / ||f(z)||, default) or ``"abs"`` (||f(z) - z||).
         divergence_ratio: stop as ``diverged`` when a sample's residual exceeds this multiple of the
             best residual it had reached.
+        patience: iterative solvers stop as ``stalled`` when no unconverged sample's absolute residual
+            has fallen by 1 % over this many evaluations.
         throw: raise :class:`SolverError` instead of returning a non-converged result.
     """
 
@@ -170,6 +179,7 @@ class SolverOptions:
     max_iter: int = 50
     stop_mode: str = "rel"
     divergence_ratio: float = 1e4
+    patience: int = 50
     throw: bool = False
 
     def __post_init__(self) -> None:
@@ -188,6 +198,10 @@ class SolverOptions:
         check(
             isinstance(self.divergence_ratio, (int, float)) and self.divergence_ratio > 1,
             f"divergence_ratio must be > 1, got {self.divergence_ratio!r}",
+        )
+        check(
+            isinstance(self.patience, int) and not isinstance(self.patience, bool) and self.patience >= 1,
+            f"patience must be an integer >= 1, got {self.patience!r}",
         )
 
     @classmethod
@@ -285,6 +299,11 @@ class Tracker:
     last_abs: torch.Tensor | None = None
     last_rel: torch.Tensor | None = None
     min_abs: torch.Tensor | None = None  # smallest absolute residual each sample has had
+    first_abs: torch.Tensor | None = None  # (B,) absolute residual of the first evaluation
+    first_key: torch.Tensor | None = None  # (B,) the residual tol applies to, at the first evaluation
+    origin: torch.Tensor | None = None  # the first state observed
+    far: torch.Tensor | None = None  # (B,) bool: the latest state ran away from the origin (see observe)
+    history_min_abs: list[torch.Tensor] = field(default_factory=list)  # min_abs of the last patience+1 checks
     rows_abs: list[torch.Tensor] = field(default_factory=list)
     rows_rel: list[torch.Tensor] = field(default_factory=list)
     rows_nfe: list[int] = field(default_factory=list)
@@ -301,11 +320,20 @@ class Tracker:
         self.min_abs = finite_abs if self.min_abs is None else torch.minimum(self.min_abs, finite_abs)
         key = self.key(abs_res, rel_res)
         if self.best_z is None:
+            self.first_abs, self.first_key = finite_abs, key
+            self.origin = z.detach().clone()
+            self.far = torch.zeros_like(finite_abs, dtype=torch.bool)
             self.best_z = z.detach().clone()
             self.best_abs, self.best_rel = abs_res.clone(), rel_res.clone()
             return
+        # A state divergence_ratio first residuals away from the start has run away: a root that far would
+        # need a contraction factor above 1 - 1/divergence_ratio. Far out, z + 1 == z in floating point, so
+        # such a state can show a residual of 0; it is never taken as the answer.
+        self.far = batch_norm(z.detach() - self.origin) > self.options.divergence_ratio * self.first_abs.clamp_min(
+            1e-12
+        )
         best_key = self.key(self.best_abs, self.best_rel)
-        better = key < best_key
+        better = (key < best_key) & ~self.far
         if bool(better.any()):
             shape = (-1,) + (1,) * (z.dim() - 1)
             self.best_z = torch.where(better.view(shape), z.detach(), self.best_z)
@@ -316,27 +344,53 @@ class Tracker:
         res = rel_res if self.options.stop_mode == "rel" else abs_res
         return torch.nan_to_num(res, nan=math.inf)
 
+    def sample_converged(self) -> torch.Tensor:
+        """(B,) bool: is each sample's best iterate a solution (see the module docstring)?
+
+        Under tol, and in the relative mode also an absolute residual that fell to half its first value:
+        the relative residual of a run-away iterate falls without the residual itself falling.
+        """
+        under = self.key(self.best_abs, self.best_rel) <= self.options.tol
+        if self.options.stop_mode == "abs":
+            return under
+        fell = (self.best_abs <= 0.5 * self.first_abs) | (self.first_key <= self.options.tol)
+        return under & fell
+
     def converged(self) -> bool:
-        """Is the worst sample's best residual under tol?"""
-        return bool((self.key(self.best_abs, self.best_rel) <= self.options.tol).all())
+        """Is every sample's best iterate a solution?"""
+        return bool(self.sample_converged().all())
+
+    def stalled(self) -> bool:
+        """Has no unconverged sample's absolute residual fallen by 1 % over the last ``patience`` checks?"""
+        self.history_min_abs.append(self.min_abs)
+        if len(self.history_min_abs) <= self.options.patience:
+            return False
+        then = self.history_min_abs.pop(0)
+        moving = self.min_abs < 0.99 * then
+        pending = ~self.sample_converged()
+        return not bool((moving & pending).any())
+
+    def ran_away(self) -> bool:
+        """Has some unconverged sample's latest state run away from the start (see ``observe``)?"""
+        return bool((self.far & ~self.sample_converged()).any())
 
     def diverging(self) -> bool:
-        """Has some sample's latest absolute residual blown up relative to its best?
+        """Has some sample's latest absolute residual blown up relative to its best, or its state run away?
 
         Judged on the absolute residual whatever the stop mode: when iterates blow up, ||f(z)|| grows
         with ||f(z) - z|| and the relative residual stays bounded.
         """
         last = torch.nan_to_num(self.last_abs, nan=math.inf)
-        blown = last > self.options.divergence_ratio * self.min_abs.clamp_min(1e-30)
+        blown = (last > self.options.divergence_ratio * self.min_abs.clamp_min(1e-30)) | self.far
         # Samples already under tol keep their best iterate while the batch iterates on; their residual
         # can hit exactly 0 and then wobble at round-off level, which is not divergence.
-        pending = self.key(self.best_abs, self.best_rel) > self.options.tol
-        return bool((blown & pending).any())
+        return bool((blown & ~self.sample_converged()).any())
 
     def check(self, z: torch.Tensor, fz: torch.Tensor, z0: torch.Tensor) -> tuple[bool, Status | None]:
         """Record one evaluation fz = f(z) of an iterative solver (z shaped like z0) and say whether to stop:
         (True, NON_FINITE) on a NaN/inf, (True, None) once converged (``finish`` names the status),
-        (True, DIVERGED) when a pending sample blows up, else (False, None)."""
+        (True, DIVERGED) when a pending sample blows up, (True, STALLED) when no pending sample's residual
+        still falls, else (False, None)."""
         if not all_finite(fz) or not all_finite(z):
             if self.best_z is None:  # nothing finite seen yet: keep the start as the answer
                 self.observe(z0, torch.nan_to_num(fz, nan=float("inf")))
@@ -346,6 +400,8 @@ class Tracker:
             return True, None
         if self.diverging():
             return True, Status.DIVERGED
+        if self.stalled():
+            return True, Status.STALLED
         return False, None
 
     def finish(
@@ -407,6 +463,11 @@ def failure_advice(method: str, stats: SolverStats) -> str:
         )
     elif stats.status is Status.MAX_ITER:
         tail = "raise max_iter, loosen tol, or use a faster method (anderson, broyden)"
+    elif stats.status is Status.STALLED:
+        tail = (
+            "the residual stopped falling: the iterates oscillate or the map has no fixed point here; "
+            "add damping (beta < 1), use anderson or broyden, or check that f has a fixed point"
+        )
     elif stats.status is Status.DIVERGED:
         if method == "homotopy":
             tail = "try more ODE steps (n_steps), a tighter rtol/atol, or the 'newton' homotopy"

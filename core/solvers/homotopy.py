@@ -125,6 +125,8 @@ class _PathField:
         if not all_finite(op.fz):
             raise _Stop(Status.NON_FINITE)
         self.tracker.observe(op.z, op.fz)
+        if self.tracker.ran_away():
+            raise _Stop(Status.DIVERGED)
         if self.newton_rhs is None:
             rhs, shift = op.fz - self.z0, float(lam)
         else:

@@ -10,6 +10,8 @@ states, by building J densely from N vector-Jacobian products and a batched LU s
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.autograd.forward_ad as fwAD
 
@@ -105,7 +107,7 @@ def solve_shifted(
         tol: GMRES stopping rule ||A x - rhs|| <= tol ||rhs|| per sample.
 
     Returns:
-        (B, ...) the solution x.
+        (B, ...) the solution x; NaN for a sample whose matrix is singular (dense method).
     """
     bsz = rhs.shape[0]
     n = rhs[0].numel()
@@ -114,7 +116,10 @@ def solve_shifted(
         jac = op.dense().to(wide)
         eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
         mat = a * eye - c * jac
-        x = torch.linalg.solve(mat, rhs.reshape(bsz, n, 1).to(wide))
+        x, info = torch.linalg.solve_ex(mat, rhs.reshape(bsz, n, 1).to(wide))
+        # A singular system (e.g. I - λJ where the homotopy path turns back) has no solution: NaN for that
+        # sample, which the callers read as a path that cannot be followed, instead of an uncaught LinAlgError.
+        x = torch.where((info != 0).view(bsz, 1, 1), torch.full_like(x, math.nan), x)
         return x.to(rhs.dtype).reshape(rhs.shape)
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
