@@ -79,11 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     d = p.add_argument_group("data")
-    d.add_argument("--data-dir", help="folder with standard dataset files")
-    d.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    d.add_argument("--data-dir", help="folder with standard dataset files (on --resume too: never taken from the run)")
+    d.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download a missing dataset (on --resume too: never taken from the run)",
+    )
     d.add_argument("--augment", action="store_true", help="random crop + flip (32x32 colour sets)")
     d.add_argument("--val-fraction", type=float, help="share of train held out for validation (default: per dataset)")
-    d.add_argument("--train-limit", type=int, help="use only this many training examples")
+    d.add_argument(
+        "--train-limit", type=int, help="use only this many training examples (validation and test stay whole)"
+    )
+    d.add_argument(
+        "--test-limit",
+        type=int,
+        help="measure test accuracy on this many test examples (a stratified sample; recorded in summary.json)",
+    )
 
     o = p.add_argument_group("optimisation")
     o.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
@@ -173,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_every=args.eval_every,
         eval_batches=args.eval_batches,
         train_limit=args.train_limit,
+        test_limit=args.test_limit,
         seed=args.seed,
         device=args.device,
         precision=args.precision,
@@ -236,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"the run in {run.path} has finished all its steps; nothing to resume (train a new one with --out)"
                 )
                 return 0
-            trainer = load_trainer(run.checkpoint_file(), out_dir=args.resume)
+            # The data's source comes from this command line (or the defaults), never from the saved run.
+            trainer = load_trainer(
+                run.checkpoint_file(), out_dir=args.resume, data_dir=args.data_dir, download=args.download
+            )
         else:
             config = config_from_args(args)
             if args.out is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 only
@@ -255,13 +270,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare_out(run: RunDir, overwrite: bool) -> None:
-    """Refuse to start a second run into a run's folder (its rows would mix with the old ones), unless told."""
+    """Refuse to start a run in a folder that is not empty, unless told (--overwrite).
+
+    A finished run's checkpoint, config and summary would be replaced and its ``metrics.jsonl`` would get a
+    second run's rows; a folder holding anything else (a run killed before its ``config.json``, other files)
+    is no place to start silently either."""
     if run.path.exists() and not run.path.is_dir():
         raise ValueError(f"--out {run.path} is a file, not a folder; pick another path")
-    if run.has_config() and not overwrite:
+    if not overwrite and run.path.is_dir() and any(run.path.iterdir()):
+        holds = "a run" if run.has_config() else "files"
         raise ValueError(
-            f"{run.path} already holds a run: --resume {run.path} continues it, --overwrite starts afresh there "
-            "(its files are replaced), or pick another --out"
+            f"{run.path} already holds {holds}: --resume {run.path} continues a run, --overwrite starts afresh "
+            "there (the run's files are replaced), or pick another --out"
         )
     run.create()
     if overwrite:

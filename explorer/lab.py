@@ -60,7 +60,12 @@ MAX_PATH_CHARS = 1024
 
 def resolve_checkpoint(path_text: str, runs_dir: Path) -> Path:
     """A checkpoint path typed by the user, restricted to the runs directory (the page may be reachable
-    by others: it must not open arbitrary files)."""
+    by others: it must not open arbitrary files).
+
+    The check is on the final path, resolved after a folder's ``checkpoint.pt`` is appended: a link
+    (the folder's or the file's) that leads out of the runs directory is refused. Every problem with the
+    path (too long, a link loop, a NUL character) is a ValueError saying so.
+    """
     text = (path_text or "").strip()
     if not text:
         raise ValueError("enter the path of a checkpoint file (a run folder or its checkpoint.pt)")
@@ -68,21 +73,24 @@ def resolve_checkpoint(path_text: str, runs_dir: Path) -> Path:
         raise ValueError(
             f"that path is {len(text):,} characters long; a checkpoint path here is at most {MAX_PATH_CHARS}"
         )
+    if "\0" in text:
+        raise ValueError(f"{short_repr(text)} is not a path: it holds a NUL character")
     try:
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = runs_dir / path
-        path = path.resolve()
-        root = runs_dir.resolve()
-        if root not in (path, *path.parents):
-            raise ValueError(f"only checkpoints under the runs directory {root} can be opened here")
         if path.is_dir():
             path = RunDir(path).checkpoint
+        path = path.resolve()
+        root = runs_dir.resolve()
+        if root not in path.parents:
+            raise ValueError(f"only checkpoints under the runs directory {root} can be opened here")
         if not path.is_file():
             raise ValueError(f"no checkpoint file at {short_repr(str(path), 200)}")
-    except (OSError, RuntimeError) as err:  # a name too long for the file system, a symlink loop, ...
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
-        raise ValueError(f"cannot open {short_repr(text)}: {reason}") from None
+    except RuntimeError:  # Path.resolve's symlink loop (an OSError from Python 3.13 on)
+        raise ValueError(f"cannot open {short_repr(text)}: it is a loop of symbolic links") from None
+    except OSError as err:  # a name too long for the file system, a loop, no permission, ...
+        raise ValueError(f"cannot open {short_repr(text)}: {err.strerror or type(err).__name__}") from None
     return path
 
 
@@ -92,7 +100,7 @@ def load_run(path: Path, device: str = "cpu") -> tuple[nn.Module, DataBundle, Tr
     The saved config is rebuilt on this machine's device and without its thread setting (a run recorded
     with ``--threads`` must not change this server's torch threads).
     """
-    trainer = load_trainer(path, threads=None, device=device, download=False)
+    trainer = load_trainer(path, threads=None, device=device)  # never downloads (load_trainer)
     return trainer.model.eval(), trainer.data, trainer.config
 
 

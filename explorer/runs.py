@@ -46,6 +46,8 @@ RUN_COLUMNS = [
     "state",
 ]
 EXPORT_FORMATS = ("csv", "json")
+#: A text cell starting with one of these is quoted in a CSV export (see ``_csv_cell``).
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _finite(value: Any) -> float | None:
@@ -285,10 +287,12 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
 
 
 def _csv_cell(value: Any) -> Any:
-    # A cell starting with = + - @ is a formula to a spreadsheet: quote text cells that do (not numbers).
+    # A cell starting with = + - @ is a formula to a spreadsheet, and so is one starting with a tab or a
+    # carriage return (some spreadsheets strip them, then read the formula behind): quote text cells that
+    # do (not numbers) (OWASP, "CSV Injection").
     if value is None:
         return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value[:1] in CSV_FORMULA_STARTS:
         return "'" + value
     return value
 

@@ -154,13 +154,13 @@ def test_digits_normalisation_and_denormalise():
 
 
 def test_limit_and_val_fraction():
-    b = load_dataset("digits", limit=300, val_fraction=0.5)
-    assert b.sizes == {"train": 300, "val": 300, "test": 300}
+    b = load_dataset("digits", train_limit=300, val_fraction=0.5)
+    assert b.sizes == {"train": 300, "val": 4000, "test": 2000}  # the limit is on training only
     assert torch.bincount(b.train.targets, minlength=10).min() >= 20  # stratified subset
     with pytest.raises(ValueError, match="val_fraction"):
         load_dataset("digits", val_fraction=1.0)
-    with pytest.raises(ValueError, match="limit"):
-        load_dataset("digits", limit=0)
+    with pytest.raises(ValueError, match="train_limit"):
+        load_dataset("digits", train_limit=0)
 
 
 def test_stratified_split_exact_and_proportional():
@@ -210,8 +210,8 @@ def test_digits_splits_come_in_balanced_order():
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [("digits", {"limit": 300, "val_fraction": 0.5}), ("circles", {"toy_size": 1000}),
-     ("moons", {"toy_size": 600, "limit": 101})],
+    [("digits", {"train_limit": 300, "val_fraction": 0.5}), ("circles", {"toy_size": 1000}),
+     ("moons", {"toy_size": 600, "train_limit": 101})],
 )  # fmt: skip
 def test_limit_and_toy_splits_come_in_balanced_order(name, options):
     b = load_dataset(name, **options)
@@ -230,9 +230,9 @@ def test_balanced_order_keeps_split_membership(limit):
     val_idx, train_idx = stratified_split(labels, 1000, [4, 0])
     expected = {"train": (images, labels, train_idx), "val": (images, labels, val_idx)}
     expected["test"] = (test_images, test_labels, np.arange(2000))
-    b = load_dataset("digits", split_seed=4, limit=limit)
+    b = load_dataset("digits", split_seed=4, train_limit=limit)
     for key, (pool, pool_labels, idx) in expected.items():
-        if limit is not None:
+        if limit is not None and key == "train":
             idx = idx[stratified_split(pool_labels[idx], limit, [4, 1])[0]]
         split = getattr(b, key)
         pixels = torch.round(b.denormalize(split.inputs) * 255).to(torch.uint8).numpy()

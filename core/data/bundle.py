@@ -273,7 +273,7 @@ def load_dataset(
     split_seed: int = 0,
     augment: bool = False,
     download: bool = False,
-    limit: int | None = None,
+    train_limit: int | None = None,
     toy_size: int = 1000,
     toy_noise: float | None = None,
 ) -> DataBundle:
@@ -296,13 +296,15 @@ def load_dataset(
             ``~/.cache/implicit-explorer/data``); also where ``download`` puts them.
         val_fraction: share of the training split held out for validation, stratified by class and
             drawn with ``split_seed``; None: the dataset's default (0.1; digits 0.125; toy sets 0.2).
-        split_seed: seed of the validation split, of ``limit`` subsets, of toy generation, of
+        split_seed: seed of the validation split, of the ``train_limit`` subset, of toy generation, of
             augmentation and of the train / val order. The test split never depends on it (its order
             comes from a fixed seed).
         augment: random crop (pad 4) + horizontal flip of the train split, for the 32x32 colour sets
             (SVHN: crop only, a mirrored digit is another glyph).
         download: let torchvision fetch missing files (needs internet); never done otherwise.
-        limit: keep at most this many examples per split (a stratified, seeded subset), for quick runs.
+        train_limit: keep at most this many training examples (a stratified, seeded subset), for quick
+            runs. Validation and test stay whole: a limit on them would change what a run's accuracy
+            means (cap validation's cost with ``TrainConfig.eval_batches`` instead).
         toy_size, toy_noise: size and noise of generated toy sets (noise None: the set's default).
 
     Returns:
@@ -317,8 +319,8 @@ def load_dataset(
     if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 <= frac < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {frac!r}")
     _check_int(split_seed, "split_seed", 0)
-    if limit is not None:
-        _check_int(limit, "limit", 1)
+    if train_limit is not None:
+        _check_int(train_limit, "train_limit", 1)
     if augment and info.input_kind != "image32":
         colour = ", ".join(n for n, i in DATASETS.items() if i.input_kind == "image32")
         raise ValueError(f"augment=True is for the 32x32 colour sets ({colour}), not {name!r}")
@@ -332,8 +334,8 @@ def load_dataset(
             for stream, n in enumerate((toy_size, n_val, toy_size))
         ]
         tensors = [(torch.from_numpy(X), torch.from_numpy(y)) for X, y in parts]
-        if limit is not None:
-            tensors = [_subset(x, y, limit, split_seed) for x, y in tensors]
+        if train_limit is not None:
+            tensors[0] = _subset(*tensors[0], train_limit, split_seed)
         source = f"generated {name} ({TOY_SETS[name][2]}; noise {noise}, seed {split_seed})"
         splits = {}
         for key, (x, y) in zip(("train", "val", "test"), tensors):
@@ -360,8 +362,8 @@ def load_dataset(
         splits = {}
         for key, (pool, pool_labels, idx) in picks.items():
             y = pool_labels[idx]
-            if limit is not None and limit < len(y):
-                keep = stratified_split(y, limit, [split_seed, 1])[0]
+            if key == "train" and train_limit is not None and train_limit < len(y):
+                keep = stratified_split(y, train_limit, [split_seed, 1])[0]
                 idx, y = idx[keep], y[keep]
             order = balanced_order(y, _order_seed(key, split_seed))
             idx, y = idx[order], y[order]  # index once: the 32x32 sets are big
@@ -397,7 +399,7 @@ def _random_images(n: int, info: DatasetInfo, seed: list[int]) -> tuple[np.ndarr
 
 
 def _order_seed(split: str, split_seed: int) -> list[int]:
-    # Streams 0 and 1 of split_seed draw the val split and limit subsets; 2 and 3 order train and val.
+    # Streams 0 and 1 of split_seed draw the val split and the train_limit subset; 2 and 3 order train and val.
     return list(TEST_ORDER_SEED) if split == "test" else [split_seed, {"train": 2, "val": 3}[split]]
 
 

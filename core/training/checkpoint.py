@@ -67,11 +67,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # torch raises many types for bad files
-        # Name the file, never torch's text: for a file that is not a plain checkpoint it advises loading
-        # with weights_only=False, which runs whatever code the file holds.
+        # Name the file, never torch's text (not even cut short): for a file holding more than tensors it
+        # advises re-running with weights_only=False, which would run whatever code an untrusted file holds.
         raise CheckpointError(
-            f"{path.name} is not a readable checkpoint (a truncated or corrupt file, or another kind of file: a "
-            "run's checkpoint is its checkpoint.pt)"
+            f"{path.name} is not a readable checkpoint: it is not a checkpoint this tool wrote, or it cannot be "
+            "loaded safely (a truncated or corrupt file, or one holding objects other than tensors and numbers, "
+            "which are never unpickled here); a run's checkpoint is its checkpoint.pt"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a checkpoint of this project (format {FORMAT})")

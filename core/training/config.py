@@ -41,7 +41,10 @@ class TrainConfig:
         augment: random crop + flip on 32x32 colour sets.
         eval_every: validate every this many steps (0: at the end of each epoch).
         eval_batches: cap on validation batches (None: the whole split).
-        train_limit: use only the first N training examples (quick experiments, tests).
+        train_limit: use only the first N training examples (quick experiments, tests); validation and
+            test stay whole.
+        test_limit: measure test accuracy on the first N test examples only (the test split's fixed,
+            class-balanced order makes them a stratified sample); recorded in the summary.
         toy_size, toy_noise: generated toy sets only: points in the train and in the test split, and the
             Gaussian noise of the points (None: the set's default).
         seed: seeds the data order, augmentation and dropout.
@@ -77,6 +80,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_batches: int | None = None
     train_limit: int | None = None
+    test_limit: int | None = None
     toy_size: int = 1000
     toy_noise: float | None = None
     seed: int = 0
@@ -94,7 +98,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 _fail(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("steps", "eval_batches", "train_limit", "threads"):
+        for name in ("steps", "eval_batches", "train_limit", "test_limit", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 _fail(f"{name} must be an integer >= 1 (or unset), got {value!r}")

@@ -98,7 +98,7 @@ class Trainer:
             split_seed=config.seed,
             augment=config.augment,
             download=config.download,
-            limit=config.train_limit,
+            train_limit=config.train_limit,  # the training split only: val and test stay whole
             toy_size=config.toy_size,
             toy_noise=config.toy_noise,
         )
@@ -121,6 +121,7 @@ class Trainer:
             )
         splits = [self.data.train, self.data.val, self.data.test]
         tensors = [t for split in splits for t in (split.inputs, split.targets)]
+        tensors[4:] = [t[: config.test_limit] for t in tensors[4:]]  # None keeps the whole test split
         if config.precision == "fp64":
             tensors = [t.double() if t.is_floating_point() else t for t in tensors]
         if self.device.type == "cuda" and sum(t.nbytes for t in tensors) < torch.cuda.mem_get_info(self.device)[0] / 4:
@@ -576,6 +577,8 @@ class Trainer:
         """The run's ``summary.json``: what the CLI and the app write when a run ends."""
         config = self.config
         epochs = self.step_count / self.batches_per_epoch
+        n_val = len(self.val_y)
+        val_measured = n_val if config.eval_batches is None else min(n_val, config.eval_batches * config.batch_size)
         fields = {
             "model": config.model.family,
             "dataset": config.dataset,
@@ -596,6 +599,16 @@ class Trainer:
             "seconds_per_epoch": self.train_seconds / epochs if epochs else None,
             "device": str(self.device),
             "stopped": event.stopped,
+            # What limited the figures above, so a quick run's accuracy is never read as a full one's: the
+            # training subset, the validation cap, the time budget, and the examples each split really had.
+            "train_limit": config.train_limit,
+            "test_limit": config.test_limit,
+            "eval_batches": config.eval_batches,
+            "time_budget": config.time_budget,
+            "train_examples": len(self.train_y),
+            "val_examples": n_val,
+            "val_examples_measured": val_measured,
+            "test_examples": len(self.test_y),
         }
         return json_safe(fields)
 
@@ -749,13 +762,17 @@ def load_trainer(path: str | Path, out_dir: str | Path | None = None, **override
     """Rebuild a trainer (config, model, optimizers, step) from a checkpoint file.
 
     ``overrides`` replace settings of the saved config that belong to this machine rather than to the
-    run (e.g. ``device="cpu", threads=None, download=False`` to inspect a GPU run on a laptop)."""
+    run (e.g. ``device="cpu", threads=None`` to inspect a GPU run on a laptop). Where the data comes from
+    is never taken from the file: ``download`` is False and ``data_dir`` None (this machine's default
+    folder) unless ``overrides`` say otherwise (the command line's ``--download``, ``--data-dir``). A
+    checkpoint may come from elsewhere; opening one must not create folders or reach the network."""
     state = load_checkpoint(path)
     try:
         config = TrainConfig.from_dict(json.loads(state["config"]))
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path} holds no valid training config: {err}") from None
-    return Trainer(config.replace(**overrides) if overrides else config, out_dir=out_dir, resume=state)
+    config = config.replace(**{"download": False, "data_dir": None, **overrides})
+    return Trainer(config, out_dir=out_dir, resume=state)
 
 
 def _out_of_memory(err: BaseException) -> bool:

@@ -6,7 +6,8 @@
     DIR/checkpoint.pt   the last checkpoint (see :mod:`checkpoint`)
 
 Writers replace whole files atomically; readers never raise on a missing, half-written or foreign file
-(a crash can leave half a line at the end of ``metrics.jsonl``): they return what is readable.
+(a crash can leave half a line at the end of ``metrics.jsonl``): they return what is readable. Nothing is
+read through a symbolic link: a linked file or run folder may lead anywhere on the machine.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+def _own_file(path: Path) -> bool:
+    """A regular file that is not a symbolic link: a run's files are read only where the run wrote them
+    (a link planted in a run folder must not make the runs table or its export read a file elsewhere)."""
+    return not path.is_symlink() and path.is_file()
+
+
 def _read_json(path: Path) -> dict[str, Any]:
+    if path.is_symlink():
+        return {}
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -77,8 +86,15 @@ class RunDir:
         """One event as one JSON line. Opened per event: no handle outlives a run, and each line is flushed
         as a whole, so a crash loses at most the line being written."""
         row = event.to_dict() if isinstance(event, Event) else json_safe(event)
-        with open(self.path / METRICS, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        line = (json.dumps(row) + "\n").encode()
+        with open(self.path / METRICS, "a+b") as fh:
+            # A process killed mid-write leaves a torn last line: start on a new one, or this event would be
+            # glued to it and lost with it (readers skip the torn line only).
+            if fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = b"\n" + line
+            fh.write(line)
 
     def truncate_events(self, step: int) -> int:
         """Keep only the events up to ``step`` (atomically); returns how many were dropped.
@@ -115,7 +131,7 @@ class RunDir:
     # ------------------------------------------------------------------ reading (never raises)
 
     def has_config(self) -> bool:
-        return (self.path / CONFIG).is_file()
+        return _own_file(self.path / CONFIG)
 
     def read_config(self) -> dict[str, Any]:
         """``config.json`` as a dict ({} when missing or unreadable)."""
@@ -127,6 +143,8 @@ class RunDir:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The recorded events in order: complete JSON objects only (a torn last line is skipped)."""
+        if (self.path / METRICS).is_symlink():
+            return
         try:
             lines = (self.path / METRICS).read_text().splitlines()
         except OSError:
@@ -141,6 +159,8 @@ class RunDir:
 
     def last_event_kind(self) -> str | None:
         """The ``kind`` of the last complete event (reads only the file's tail)."""
+        if (self.path / METRICS).is_symlink():
+            return None
         try:
             with open(self.path / METRICS, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
@@ -202,11 +222,14 @@ class RunDir:
     @staticmethod
     def list(root: str | os.PathLike, limit: int | None = None, only: set[Path] | None = None) -> list[RunDir]:
         """The run folders under ``root`` (those with a ``config.json``), newest first, at most ``limit``,
-        optionally only those in ``only``."""
+        optionally only those in ``only``. A symbolic link is skipped: a link to a folder elsewhere is not a
+        run of ``root``, and its files are never read (nor listed, exported or opened) through it."""
         root = Path(root)
-        if not root.is_dir():
+        try:
+            entries = list(root.iterdir()) if root.is_dir() else []
+        except OSError:
             return []
-        runs = [RunDir(p) for p in root.iterdir() if (p / CONFIG).is_file()]
+        runs = [RunDir(p) for p in entries if not p.is_symlink() and p.is_dir() and RunDir(p).has_config()]
         if only is not None:
             wanted = {p.resolve() for p in only}
             runs = [r for r in runs if r.path.resolve() in wanted]

@@ -89,7 +89,10 @@ class LabTab(Tab):
 
     def _load_run(self, session: Session, path: Path, model_key: str) -> lab_lib.LabModel:
         cache = session.lab.setdefault("runs", {})
-        stamp = (str(path), path.stat().st_mtime)
+        try:
+            stamp = (str(path), path.stat().st_mtime)
+        except OSError as err:  # deleted or renamed since it was picked: a message, not a crash
+            raise ValueError(f"cannot open {short_repr(str(path))}: {err.strerror or type(err).__name__}") from None
         if cache.get("stamp") != stamp:
             device = "cpu" if self.ctx.device == "auto" else self.ctx.device
             model, data, _ = lab_lib.load_run(path, device)
