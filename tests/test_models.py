@@ -79,7 +79,8 @@ def test_homoode_start_point_is_shared_and_fixed_alternating():
     out = model(torch.randn(2, 1, 28, 28), trajectory=2)
     z0 = out.stats.trajectory[0]
     assert torch.equal(z0[0], z0[1])
-    assert torch.all(z0[:, 0] == 1) and torch.all(z0[:, 1] == -1)
+    # -1, +1, -1, ... over channels: the official code's fixed start.
+    assert torch.all(z0[:, 0] == -1) and torch.all(z0[:, 1] == 1) and torch.all(z0[:, 2] == -1)
 
 
 # ---------------------------------------------------------------- bad input
@@ -183,7 +184,7 @@ def test_homoode_adjoint_gradient_reaches_the_feature_extractor():
     grads = {}
     for adjoint in (False, True):
         model = build_model(base.replace(ode=ODEConfig(method="dopri5", rtol=1e-7, atol=1e-7, adjoint=adjoint)))
-        torch.manual_seed(1)
+        torch.manual_seed(2)  # a draw whose tiny 4-channel head is not all dead ReLUs (zero gradients)
         model.block.fn.field = _SmoothConvField(4)
         model = model.double().eval()
         model.zero_grad()
@@ -478,3 +479,20 @@ def test_vector_field_is_what_the_node_integrates():
     assert out.stats.nfe == 1  # the extra call to vector_field was not counted
     with pytest.raises(ValueError, match="node and anode do"):
         build_model(preset("points-deq")).vector_field(x)
+
+
+def test_the_homoode_field_follows_the_official_order():
+    # Official Homofunc: x is added after the first conv block (before conv2); dropout acts on conv2's output.
+    torch.manual_seed(0)
+    field = ConvField(4, dropout=0.5).train()
+    z, x = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    field.drop.new_mask(z)
+    assert field.drop.mask is not None and bool((field.drop.mask == 0).any())
+    expected = field.norm2(field.conv2(torch.relu(field.norm1(field.conv1(z))) + x) * field.drop.mask)
+    torch.testing.assert_close(field(z, x), expected, rtol=0, atol=0)
+    # The other order (ours until issue 13) differs: the test can tell them apart.
+    other = field.norm2(field.conv2(torch.relu(field.norm1(field.conv1(z)))) * field.drop.mask + x)
+    assert float((field(z, x) - other).detach().abs().max()) > 1e-2
+    # Unconditioned (NODE / ANODE): no condition, no dropout.
+    plain = ConvField(4)
+    torch.testing.assert_close(plain(z), plain.norm2(plain.conv2(torch.relu(plain.norm1(plain.conv1(z))))))

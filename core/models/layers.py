@@ -64,8 +64,9 @@ class ConvField(nn.Module):
     """Vector field on (B, C, H, W) states, optionally conditioned on x (B, C, H, W).
 
     Unconditioned (NODE / ANODE):  F(z) = GN(conv2(ReLU(GN(conv1(z)))))
-    Conditioned (HomoODE):         F(z; x) = GN(drop(conv2(ReLU(GN(conv1(z)))) + x))
-    (the condition enters at every evaluation; the official HomoODE field).
+    Conditioned (HomoODE):         F(z; x) = GN(drop(conv2(ReLU(GN(conv1(z))) + x)))
+    The conditioned form is the official HomoODE field in its order: the condition is added after the first
+    conv block, before conv2, at every evaluation, and the (variational) dropout acts on conv2's output.
     """
 
     def __init__(self, channels: int, dropout: float = 0.0):
@@ -77,10 +78,10 @@ class ConvField(nn.Module):
         self.drop = VariationalDropout(dropout)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv2(torch.relu(self.norm1(self.conv1(z))))
+        h = torch.relu(self.norm1(self.conv1(z)))
         if x is not None:
-            h = self.drop(h) + x
-        return self.norm2(h)
+            h = h + x
+        return self.norm2(self.drop(self.conv2(h)))
 
 
 class ConvCell(nn.Module):
@@ -168,9 +169,10 @@ class MLPCell(nn.Module):
 
 
 def alternating_start(shape: tuple[int, ...]) -> torch.Tensor:
-    """The fixed start point: +1, -1, +1, ... over channels (dim 1), broadcast over the rest."""
+    """The fixed start point: -1, +1, -1, ... over channels (dim 1), broadcast over the rest (the official
+    code's order)."""
     signs = torch.ones(shape[0])
-    signs[1::2] = -1
+    signs[0::2] = -1
     return signs.view((shape[0],) + (1,) * (len(shape) - 1)).expand(shape).clone()
 
 
