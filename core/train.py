@@ -207,8 +207,20 @@ class _Progress:
 
             self.bar = tqdm(total=trainer.total_steps, initial=trainer.step_count, unit="step", dynamic_ncols=True)
         self.last_val: float | None = None
+        self.unconverged = 0
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, StepEvent) and event.solves_converged is False and self.speaks:
+            # Every such step is flagged in metrics.jsonl; the terminal says it once, then counts.
+            self.unconverged += 1
+            if self.unconverged == 1:
+                back = "" if event.backward_residual is None else f", backward {event.backward_residual:.2g}"
+                self._print(
+                    f"warning: step {event.step}: the DEQ's root solve did not reach its tolerance (relative "
+                    f"residual forward {event.residual:.2g}{back}), so this step's gradient is approximate; "
+                    "raise --max-iter, loosen --tol, or add --jac-reg. Such steps are counted in the progress "
+                    "bar and summary.json (unconverged_steps) and flagged in metrics.jsonl (solves_converged)"
+                )
         if isinstance(event, StepEvent) and self.bar is not None:
             post = {
                 "loss": f"{event.loss:.3f}",
@@ -217,6 +229,8 @@ class _Progress:
             }
             if self.last_val is not None:
                 post["val"] = f"{self.last_val:.3f}"
+            if self.unconverged:
+                post["unconverged"] = self.unconverged
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
         elif isinstance(event, EvalEvent):

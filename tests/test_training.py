@@ -82,6 +82,39 @@ def test_deq_steps_report_residual_and_backward_nfe():
     assert step.nfe_backward > 0 and step.graph_bytes > 0
 
 
+def test_every_step_says_whether_its_deq_solves_converged(tmp_path):
+    # Converged: the residuals are under tol and the flag says so; the ODE families have no flag.
+    events = list(train(points_config("deq", steps=2, eval_every=2)))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert all(e.solves_converged is True and e.backward_residual <= 1e-4 for e in steps)
+    node = [e for e in train(points_config("node", steps=1, eval_every=1)) if isinstance(e, StepEvent)]
+    assert node[0].solves_converged is None and node[0].backward_residual is None
+    # Two iterations cannot reach 1e-8: every step is flagged, counted in the summary, and the CLI warns once.
+    out = tmp_path / "r"
+    res = _cli(
+        "--model",
+        "deq",
+        "--dataset",
+        "circles",
+        "--steps",
+        "3",
+        "--max-iter",
+        "2",
+        "--tol",
+        "1e-8",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("did not reach its tolerance") == 1 and "--max-iter" in res.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    flagged = [r for r in rows if r["kind"] == "step"]
+    assert [r["solves_converged"] for r in flagged] == [False, False, False]
+    assert all(r["residual"] > 1e-8 for r in flagged)
+    assert json.loads((out / "summary.json").read_text())["unconverged_steps"] == 3
+
+
 def test_stop_between_steps_leaves_a_consistent_model(tmp_path):
     calls = {"n": 0}
 

@@ -254,6 +254,7 @@ class DEQBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, trajectory: int = 0) -> tuple[torch.Tensor, BlockStats]:
         self.calls = self.backward_vjps = 0
+        self.last_backward_stats = None  # set by the implicit backward of this forward, if it runs
         iterates: list[torch.Tensor] | None = [] if trajectory else None
         z0 = x.new_zeros((x.shape[0], *self.state_shape))
         with torch.no_grad():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..solvers import SolverStats
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock
 from .config import DEQConfig, ModelConfig, ODEConfig
 from .layers import ConvCell, ConvFeatures, ConvField, ConvHead, MLPCell, MLPField
@@ -85,6 +86,11 @@ class ImplicitClassifier(nn.Module):
         if self.family not in ("node", "anode"):
             raise ValueError(f"a {self.family} model has no autonomous vector field; node and anode do")
         return self.block.fn.field(z)
+
+    @property
+    def backward_solver_stats(self) -> SolverStats | None:
+        """The root solve of the last implicit backward (DEQ), None where none ran since the last forward."""
+        return getattr(self.block, "last_backward_stats", None)
 
     @property
     def nfe_backward(self) -> int:

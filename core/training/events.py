@@ -43,6 +43,10 @@ class StepEvent(Event):
         nfe_forward / nfe_backward: field (or cell) evaluations of the forward pass / of the backward
             pass (adjoint re-integration or implicit-backward VJPs; 0 for plain backprop).
         residual: worst relative equilibrium residual of the batch (DEQ), else None.
+        backward_residual: worst relative residual of the implicit backward's linear solve (DEQ), else None.
+        solves_converged: DEQ: did the forward and the backward solve both meet their tolerance on every
+            rank? When False, the step's gradient is approximate (how far off depends on the residuals).
+            None for the ODE families.
         start_loss: the start-point SmoothL1 loss when the start point was updated this step.
         lr: learning rate used for this step.
         peak_memory_bytes: the whole process's peak so far, shared by every run trained in that process
@@ -66,6 +70,8 @@ class StepEvent(Event):
     graph_bytes: int
     step_seconds: float
     wall_seconds: float
+    backward_residual: float | None = None
+    solves_converged: bool | None = None
 
 
 @dataclass(frozen=True)

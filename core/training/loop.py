@@ -155,6 +155,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.nfe_sums = [0, 0]
         self.peak_graph_bytes = 0  # the largest graph_bytes of the run's steps
+        self.unconverged_steps = 0  # DEQ steps whose forward or backward solve missed its tolerance
         self.last_checkpoint: str | None = None
         self.validated_at: int | None = None  # the step of the last validation
         self.unsaved = False  # steps or setting changes since the last checkpoint
@@ -303,7 +304,11 @@ class Trainer:
         self.unsaved = True
         graph_bytes = meter.nbytes
         self.peak_graph_bytes = max(self.peak_graph_bytes, graph_bytes)
-        loss_value, correct_total, nfe_f, nfe_b, worst = self._figures(loss_sum, out, y, nfe_backward)
+        loss_value, correct_total, nfe_f, nfe_b, worst, worst_back, solved = self._figures(
+            loss_sum, out, y, nfe_backward
+        )
+        if solved is False:
+            self.unconverged_steps += 1
         self.nfe_sums[0] += nfe_f
         self.nfe_sums[1] += nfe_b
         mem, _ = peak_memory(self.device)
@@ -317,6 +322,8 @@ class Trainer:
             nfe_forward=round(nfe_f) if nfe_f.is_integer() else nfe_f,
             nfe_backward=round(nfe_b) if nfe_b.is_integer() else nfe_b,
             residual=worst,
+            backward_residual=worst_back,
+            solves_converged=solved,
             start_loss=start_loss,
             lr=lr,
             peak_memory_bytes=mem,
@@ -359,10 +366,14 @@ class Trainer:
 
     def _figures(
         self, loss_sum: torch.Tensor, out: Any, y: torch.Tensor, nfe_backward: int
-    ) -> tuple[float, float, float, float, float | None]:
+    ) -> tuple[float, float, float, float, float | None, float | None, bool | None]:
         """The event's figures in one read-back (one all-reduce more under torchrun): the global batch's loss
-        sum and correct count, NFE averaged over ranks, the worst residual of any rank (None without one)."""
+        sum and correct count, NFE averaged over ranks, the worst forward and backward residuals of any rank
+        (None without a root solve), and whether every rank's root solves met their tolerance (None: no root
+        solver)."""
         residual = out.stats.rel_residual
+        forward = out.stats.solver
+        backward = self.model.backward_solver_stats
         correct = (out.logits.argmax(1) == y).sum()
         dev = correct.device
         figures = torch.stack(
@@ -375,7 +386,20 @@ class Trainer:
         )
         loss_value, correct_total, nfe_f, nfe_b = distributed.all_sum(figures).tolist()
         worst = None if residual is None else float(distributed.all_max(residual.max().double()))
-        return loss_value, correct_total, nfe_f / self.world.size, nfe_b / self.world.size, worst
+        worst_back = solved = None
+        if forward is not None:
+            # Statuses are host values already (the solvers read them back to stop); one all-reduce for both.
+            failed = not forward.converged or (backward is not None and not backward.converged)
+            back = (
+                backward.rel_residual.max().double().cpu()
+                if backward is not None
+                else torch.zeros((), dtype=torch.float64)
+            )
+            pair = distributed.all_max(torch.stack([back, torch.tensor(float(failed), dtype=torch.float64)]).to(dev))
+            back_value, any_failed = pair.tolist()
+            worst_back = back_value if backward is not None else None
+            solved = not any_failed
+        return loss_value, correct_total, nfe_f / self.world.size, nfe_b / self.world.size, worst, worst_back, solved
 
     def _update_start_point(self, weight: float) -> float:
         """One SGD step of HomoODE's start point on SmoothL1(z0, stop_grad(z(1))) of the global batch:
@@ -609,6 +633,8 @@ class Trainer:
             "val_examples": n_val,
             "val_examples_measured": val_measured,
             "test_examples": len(self.test_y),
+            # DEQ: steps whose forward or backward root solve missed its tolerance (approximate gradients).
+            "unconverged_steps": self.unconverged_steps if config.model.family == "deq" else None,
         }
         return json_safe(fields)
 
@@ -629,6 +655,7 @@ class Trainer:
             "best_model": self.best_state,
             "nfe_sums": list(self.nfe_sums),
             "peak_graph_bytes": self.peak_graph_bytes,
+            "unconverged_steps": self.unconverged_steps,
             "wall_seconds": self.wall_offset + time.perf_counter() - self.started,
             "rng": torch.get_rng_state(),
         }
@@ -646,6 +673,7 @@ class Trainer:
         self.best_state = state.get("best_model")
         self.nfe_sums = list(state.get("nfe_sums", [0, 0]))
         self.peak_graph_bytes = int(state.get("peak_graph_bytes", 0))  # 0 in checkpoints older than the field
+        self.unconverged_steps = int(state.get("unconverged_steps", 0))
         self.wall_offset = float(state.get("wall_seconds", 0.0))
         torch.set_rng_state(state["rng"])
 
