@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from core import study as study_lib
 from core.checks import check_choice, check_number, short_repr
 from core.models import INPUT_KINDS
 
@@ -43,6 +44,27 @@ class CompareOut(Result):
     message: str = KEEP
     file: str = KEEP  # an exported table to download
     memory: go.Figure = KEEP
+    studies: Choices = KEEP  # the study folders under the runs directory
+    study_figures: Choices = KEEP  # the open study's figures
+    study_plot: go.Figure = KEEP
+    study_report: str = KEEP
+
+
+#: The runs directory itself, when it holds a study (``python -m core.study --out RUNS_DIR``).
+STUDY_HERE = "."
+
+
+def study_folders(runs_dir: Path) -> list[str]:
+    """The studies a tab may open: the runs directory itself and its direct subfolders holding a
+    ``study.json`` (never a link out of it)."""
+    root = runs_dir.resolve()
+    names = [STUDY_HERE] if study_lib.is_study(runs_dir) else []
+    if runs_dir.is_dir():
+        for folder in sorted(runs_dir.iterdir()):
+            if not folder.is_symlink() and folder.is_dir() and folder.resolve().parent == root:
+                if study_lib.is_study(folder):
+                    names.append(folder.name)
+    return names
 
 
 class CompareTab(CurvesTab):
@@ -225,6 +247,41 @@ class CompareTab(CurvesTab):
             + (f"; ODE models: rk4 × {plan[0][3]} steps)" if ode else ")"),
         )
 
+    # --------------------------------------------------------------------------------- reproduction studies
+
+    def studies(self, key: str, study: str | None = None) -> CompareOut:
+        """List the study folders (keeping the one picked while it is still there)."""
+        names = study_folders(self.ctx.runs_dir)
+        return CompareOut(studies=Choices(names, study if study in names else None))
+
+    def _study(self, name: str | None) -> study_lib.Study:
+        if name not in study_folders(self.ctx.runs_dir):
+            raise ValueError(f"there is no study {short_repr(name)} in {self.ctx.runs_dir}; press Refresh")
+        return study_lib.load_study(self.ctx.runs_dir / name)
+
+    def open_study(self, key: str, study: str | None) -> CompareOut:
+        """A study folder was picked: its report's tables (core's aggregation) and its first figure."""
+        try:
+            loaded = self._study(study)
+        except ValueError as err:
+            return CompareOut.failed(err)
+        specs = study_lib.figure_specs(loaded)
+        names = [spec.key for spec in specs]
+        return CompareOut(
+            study_report=study_lib.render_markdown(loaded),
+            study_figures=Choices(names, names[0] if names else None),
+            study_plot=plots.study_figure(specs[0]) if specs else plots.empty_figure("this study has no results yet"),
+            message=f"study `{study}`: {sum(r.done for r in loaded.runs)} of {len(loaded.runs)} runs measured",
+        )
+
+    def study_figure(self, key: str, study: str | None, figure: str | None) -> CompareOut:
+        try:
+            specs = {spec.key: spec for spec in study_lib.figure_specs(self._study(study))}
+            check_choice(figure, "figure", tuple(specs))
+        except ValueError as err:
+            return CompareOut.failed(err)
+        return CompareOut(study_plot=plots.study_figure(specs[figure]))
+
 
 def _run_point(record: runs.RunRecord) -> plots.RunPoint | None:
     """A run on the accuracy-vs-NFE chart: test accuracy when it has ended, else its best validation
@@ -335,9 +392,20 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
             steps = gr.Number(2, label="rk4 steps (ODE)")
             measure = gr.Button("Measure", elem_id="memory-run")
         memory = plot("memory vs batch size", "compare-memory", "press “Measure” (a few seconds on a CPU)", 320)
+        gr.Markdown(
+            "#### Reproduction studies\n"
+            "The paper's claims over several seeds: `python -m core.study --out RUNS_DIR/NAME` trains and measures "
+            "every family, then a study folder here shows its report's tables and figures."
+        )
+        with gr.Row():
+            study = gr.Dropdown([], value=None, label="study folder", elem_id="compare-study")
+            figure = gr.Dropdown([], value=None, label="figure", elem_id="compare-study-figure")
+        study_plot = plot("study figure", "compare-study-plot", "pick a study folder", 380)
+        study_report = gr.Markdown("", elem_id="compare-study-report")
 
     page.bind(CompareOut, table=table, runs=picker, curves=curves, accuracy=accuracy, message=message, file=file,
-              memory=memory)  # fmt: skip
+              memory=memory, studies=study, study_figures=figure, study_plot=study_plot,
+              study_report=study_report)  # fmt: skip
     shown = {"scope": scope, "selected": picker, "text": text}
     out = [table, picker, curves, accuracy, message]
     page.on(refresh.click, tab.refresh, shown, out, api_name="compare_refresh")
@@ -358,4 +426,10 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
                      "n_steps": steps}  # fmt: skip
     # Seconds (a minute on big settings): in line with the other slow jobs, never in the way of clicks (``WORK``).
     page.on(measure.click, tab.memory, memory_inputs, [memory, message], api_name="compare_memory", work="slow")
+    page.on(refresh.click, tab.studies, {"study": study}, [study], api_name="compare_studies",
+            twins=(compare_tab.select,))  # fmt: skip
+    study_out = [figure, study_plot, study_report, message]
+    page.on(study.input, tab.open_study, {"study": study}, study_out, api_name="compare_study", work="slow")
+    page.on(figure.input, tab.study_figure, {"study": study, "figure": figure}, [study_plot, message],
+            api_name="compare_study_figure")  # fmt: skip
     return compare_tab, table, message

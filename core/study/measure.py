@@ -1,0 +1,219 @@
+"""Measurements of a trained run, after training: accuracy under input perturbations and under a changed
+solver budget, on the model the run selected on validation.
+
+    record = measure_run("runs/study/digits-deq-s0", MeasureSettings())
+
+Everything is measured in eval mode on the first ``settings.examples`` test examples of the run's own test
+split (a stratified sample), rebuilt from the run's checkpoint with :func:`core.training.load_trainer`.
+The record is written by the caller (``measurements.json`` in the run folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import ODEConfig, ODEStepLimitError
+from ..solvers import SolverError
+from ..training import RunDir, Trainer, load_trainer
+from .plan import MeasureSettings
+
+#: The format tag of ``measurements.json``.
+FORMAT = "implicit-explorer-study-measurements/1"
+
+
+class _Images:
+    """Conversions between the model's normalised inputs and pixels in [0, 1]."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], like: torch.Tensor):
+        shape = (1, len(mean), 1, 1)
+        self.mean = torch.tensor(mean, dtype=like.dtype, device=like.device).view(shape)
+        self.std = torch.tensor(std, dtype=like.dtype, device=like.device).view(shape)
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+    def inputs(self, p: torch.Tensor) -> torch.Tensor:
+        return (p.clamp(0, 1) - self.mean) / self.std
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int):
+    for start in range(0, len(y), size):
+        yield x[start : start + size], y[start : start + size]
+
+
+class _Evaluator:
+    """Accuracy and mean forward NFE of a model on (possibly perturbed) inputs, batch by batch."""
+
+    def __init__(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+        self.trainer, self.model = trainer, trainer.model
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def forward(self, x: torch.Tensor) -> Any:
+        with self.trainer.autocast():
+            return self.model(x)
+
+    def accuracy(self, perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None) -> dict:
+        """{"accuracy", "nfe"} on the measured examples, each batch perturbed by ``perturb(x, y, k)`` first
+        (k: the batch's index, for seeding); {"error": ...} when a solver failed."""
+        correct, nfe, batches = 0, 0.0, 0
+        t0 = time.perf_counter()
+        try:
+            for k, (x, y) in enumerate(_batches(self.x, self.y, self.batch_size)):
+                if perturb is not None:
+                    x = perturb(x, y, k)
+                with torch.no_grad():
+                    out = self.forward(x)
+                correct += int((out.logits.argmax(1) == y).sum())
+                nfe += float(out.stats.nfe)
+                batches += 1
+        except (ODEStepLimitError, SolverError) as err:
+            return {"error": str(err).splitlines()[0][:300]}
+        return {"accuracy": correct / len(self.y), "nfe": nfe / max(batches, 1), "seconds": time.perf_counter() - t0}
+
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d(cross-entropy summed over the batch)/dx, through the model's own backward (DEQ: implicit)."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.forward(x)
+            loss = nn.functional.cross_entropy(out.logits.float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+        return grad
+
+
+def _fgsm(ev: _Evaluator, img: _Images, eps: float):
+    """x' = clip(x + eps sign(∇x L)) in pixels (Goodfellow et al. 2015)."""
+
+    def perturb(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        grad = ev.input_gradient(x, y)
+        return img.inputs(img.pixels(x) + eps * grad.sign())
+
+    return perturb
+
+
+def _pgd(ev: _Evaluator, img: _Images, eps: float, steps: int, seed: int):
+    """Projected gradient ascent in the L∞ ball of radius eps around x (Madry et al. 2018): a uniform random
+    start, ``steps`` signed steps of 2.5 eps / steps, each projected back onto the ball and onto [0, 1]."""
+    alpha = 2.5 * eps / steps
+
+    def perturb(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        p0 = img.pixels(x)
+        start = (torch.rand(p0.shape, generator=gen, dtype=p0.dtype) * 2 - 1).to(p0.device) * eps
+        p = (p0 + start).clamp(0, 1)
+        for _ in range(steps):
+            grad = ev.input_gradient(img.inputs(p), y)
+            p = p + alpha * grad.sign()
+            p = torch.min(torch.max(p, p0 - eps), p0 + eps).clamp(0, 1)
+        return img.inputs(p)
+
+    return perturb
+
+
+def _noise(img: _Images, sigma: float, seed: int):
+    def perturb(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        return img.inputs(img.pixels(x) + sigma * noise)
+
+    return perturb
+
+
+def budget_settings(family: str, settings: MeasureSettings) -> list[tuple[str, float, Callable[[Any], None]]]:
+    """(sweep, value, apply(model)) of every solver budget tried after training: ``tol`` (dopri5 rtol = atol,
+    or the DEQ's Anderson tolerance) and ``steps`` (rk4 steps, or the DEQ's iteration cap)."""
+    out: list[tuple[str, float, Callable[[Any], None]]] = []
+    if family == "deq":
+
+        def deq(**options: Any) -> Callable[[Any], None]:
+            return lambda model: model.set_solver(model.config.deq.with_forward("anderson", **options))
+
+        for tol in settings.tolerances:
+            out.append(("tol", tol, deq(tol=tol, max_iter=settings.tol_max_iter)))
+        for n in settings.deq_iters:
+            out.append(("steps", n, deq(tol=1e-8, max_iter=n)))
+        return out
+
+    def ode(**changes: Any) -> Callable[[Any], None]:
+        return lambda model: model.set_ode(dataclasses.replace(model.config.ode, **changes))
+
+    for tol in settings.tolerances:
+        out.append(("tol", tol, ode(method="dopri5", rtol=tol, atol=tol)))
+    for n in settings.rk4_steps:
+        out.append(("steps", n, ode(method="rk4", n_steps=n)))
+    return out
+
+
+def _is_trained_setting(ode: ODEConfig, tol: float) -> bool:
+    return ode.method == "dopri5" and ode.rtol == tol and ode.atol == tol
+
+
+def measure_trainer(trainer: Trainer, settings: MeasureSettings, seed: int) -> dict[str, Any]:
+    """The measurements of ``trainer``'s selected model (its ``best_state``, else its current one)."""
+    t0 = time.perf_counter()
+    model = trainer.model
+    selected = trainer.best_step if trainer.best_state is not None else trainer.step_count
+    if trainer.best_state is not None:
+        model.load_state_dict(trainer.best_state)
+    model.eval()
+    n = min(settings.examples, len(trainer.test_y))
+    x = trainer.test_x[:n].to(trainer.device)
+    y = trainer.test_y[:n].to(trainer.device)
+    img = _Images(trainer.data.mean, trainer.data.std, x)
+    ev = _Evaluator(trainer, x, y, settings.batch_size)
+    family = trainer.config.model.family
+
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "selected_step": selected,
+        "selected_val_accuracy": trainer.best_val,
+        "examples": n,
+        "settings": dataclasses.asdict(settings),
+        "clean": ev.accuracy(),
+        "noise": [{"strength": s, **ev.accuracy(_noise(img, s, seed))} for s in settings.noise],
+        "fgsm": [{"strength": e, **ev.accuracy(_fgsm(ev, img, e))} for e in settings.fgsm],
+        "pgd": [
+            {"strength": e, "steps": settings.pgd_steps, **ev.accuracy(_pgd(ev, img, e, settings.pgd_steps, seed))}
+            for e in settings.pgd
+        ],
+    }
+    trained_ode: ODEConfig = model.config.ode
+    trained_deq = model.config.deq
+    budget = []
+    for sweep, value, apply in budget_settings(family, settings):
+        if family != "deq" and sweep == "tol" and _is_trained_setting(trained_ode, value):
+            budget.append({"sweep": sweep, "value": value, **record["clean"]})  # measured above, as trained
+            continue
+        apply(model)
+        budget.append({"sweep": sweep, "value": value, **ev.accuracy()})
+    # Back to the settings it was trained with (the model object may be used again by the caller).
+    if family == "deq":
+        model.set_solver(trained_deq)
+    else:
+        model.set_ode(trained_ode)
+    record["budget"] = budget
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def measure_run(
+    run: str | Path | RunDir,
+    settings: MeasureSettings,
+    device: str = "auto",
+    threads: int | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Rebuild ``run`` from its checkpoint (on ``device``; nothing is written to the folder) and measure the
+    model it selected on validation. Returns the record (see :func:`measure_trainer`)."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    overrides: dict[str, Any] = {"device": device, "threads": threads, "download": False}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    trainer = load_trainer(run.checkpoint_file(), out_dir=None, **overrides)
+    return measure_trainer(trainer, settings, trainer.config.seed)

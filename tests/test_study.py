@@ -1,0 +1,404 @@
+"""The reproduction study (``core.study``): a tiny study end to end, resuming, the aggregation against
+hand-computed values, the command line's answers to bad input, and the Compare tab's view of a study."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core import study as S
+from core.study import runner
+from core.study.__main__ import main
+from core.training import RunDir, Trainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# Two families, two seeds, four steps on the bundled digits: one Euler step per solve keeps the whole-test-split
+# evaluation (2,000 digits per run) to a second or two.
+TINY = S.QUICK.replace(
+    name="tiny",
+    datasets=("digits",),
+    seeds=(0, 1),
+    variants=("node", "homoode-learned"),
+    steps=4,
+    batch_size=32,
+    train_limit=256,
+    eval_every=2,
+    eval_batches=1,
+    start_every=2,
+    ode={"method": "euler", "n_steps": 1},
+    measure=S.MeasureSettings(
+        examples=32,
+        batch_size=32,
+        noise=(0.2,),
+        fgsm=(0.1,),
+        pgd=(0.1,),
+        pgd_steps=1,
+        tolerances=(0.1,),
+        rk4_steps=(1,),
+        deq_iters=(2,),
+    ),
+)
+NAMES = ["digits-node-s0", "digits-homoode-learned-s0", "digits-node-s1", "digits-homoode-learned-s1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    outcomes = S.run_study(TINY, out, device="cpu", threads=1, command="pytest tiny", log=lambda m: None)
+    assert [(o.name, o.action) for o in outcomes] == [(n, "trained") for n in NAMES]
+    return out
+
+
+def test_tiny_study_writes_run_folders_and_a_report(tiny_study):
+    record = json.loads((tiny_study / "study.json").read_text())
+    assert record["runs"] == NAMES and record["seeds"] == [0, 1] and record["commands"] == ["pytest tiny"]
+    for name in NAMES:
+        files = {p.name for p in (tiny_study / name).iterdir()}
+        assert {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "measurements.json"} <= files
+        m = json.loads((tiny_study / name / "measurements.json").read_text())
+        assert m["examples"] == 32 and 0 <= m["clean"]["accuracy"] <= 1
+        assert [b["sweep"] for b in m["budget"]] == ["tol", "steps"]
+        assert [(r["strength"], "accuracy" in r) for r in m["noise"] + m["fgsm"] + m["pgd"]] == [
+            (0.2, True),
+            (0.1, True),
+            (0.1, True),
+        ]
+        summary = RunDir(tiny_study / name).read_summary()
+        # Measured on the model the run selected on validation.
+        assert m["selected_step"] == summary["best_step"] and summary["stopped"] is False
+    # Seeds differ in initialisation and data order: their runs are not copies of each other.
+    a, b = (RunDir(tiny_study / n).read_summary()["mean_nfe_forward"] for n in NAMES[1::2])
+    losses = [[e["loss"] for e in RunDir(tiny_study / n).events() if e["kind"] == "step"] for n in NAMES[::2]]
+    assert losses[0] != losses[1] and a == b == 1.0  # Euler, one step: one evaluation per solve
+
+    path = S.write_report(tiny_study)
+    text = path.read_text()
+    assert path == tiny_study / "study.md"
+    for heading in ("## The paper's claims", "## Settings", "## digits", "### Accuracy, cost and memory",
+                    "### Input perturbations", "### Solver budget changed after training",
+                    "### HomoODE forward NFE along training", "## How the numbers are made"):  # fmt: skip
+        assert heading in text
+    table = _markdown_table(text, "### Accuracy, cost and memory")
+    assert [row[0] for row in table] == ["node", "homoode-learned"]
+    assert all(row[2] == "2/2" and "±" in row[3] for row in table)  # two seeds: mean ± std
+    claims = _markdown_table(text, "## The paper's claims")
+    assert len(claims) == 8
+    assert {row[1].strip("*") for row in claims} <= {"supported", "not supported", "not measured here"}
+    # HomoODE vs NODE is measured (two seeds each); the DEQ and the fixed start are not in this study.
+    verdicts = {row[0]: row[1].strip("*") for row in claims}
+    assert verdicts["HomoODE is more accurate than Neural ODEs (NODE, ANODE)"] != "not measured here"
+    assert verdicts["A shared learnable start point accelerates HomoODE (fewer function evaluations)"] == (
+        "not measured here"
+    )
+    figures = tiny_study / "study-figures"
+    for key in ("accuracy-vs-nfe", "perturbations", "solver-budget", "start-point-nfe"):
+        assert any(figures.glob(f"digits-{key}.*")) and f"digits-{key}." in text
+
+
+def _markdown_table(text: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first table after ``heading``."""
+    lines = text[text.index(heading) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_a_second_start_skips_finished_runs(tiny_study, monkeypatch):
+    stamps = {n: [(tiny_study / n / f).stat().st_mtime_ns for f in ("checkpoint.pt", "metrics.jsonl")] for n in NAMES}
+    calls = []
+    monkeypatch.setattr(runner, "Trainer", lambda *a, **k: calls.append("Trainer"))
+    monkeypatch.setattr(runner, "load_trainer", lambda *a, **k: calls.append("load_trainer"))
+    monkeypatch.setattr(runner, "measure_trainer", lambda *a, **k: calls.append("measure"))
+    outcomes = S.run_study(TINY, tiny_study, device="cpu", threads=1, log=lambda m: None)
+    assert [o.action for o in outcomes] == ["skipped"] * 4 and calls == []
+    assert stamps == {
+        n: [(tiny_study / n / f).stat().st_mtime_ns for f in ("checkpoint.pt", "metrics.jsonl")] for n in NAMES
+    }
+
+
+def test_a_study_with_other_settings_is_refused_before_training(tiny_study):
+    with pytest.raises(S.StudyError, match="steps"):
+        S.run_study(TINY.replace(steps=5), tiny_study, device="cpu", threads=1, log=lambda m: None)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    one = TINY.replace(seeds=(3,), variants=("homoode-fixed",))
+    (spec,) = S.plan_runs(one, device="cpu", threads=1)
+    trainer = Trainer(spec.config, out_dir=tmp_path / spec.name)
+    trainer.tick(), trainer.tick()  # step 2: validated and checkpointed
+    trainer.tick()  # step 3 recorded but never checkpointed (then the process "dies"): its row must go
+    assert runner.run_status(RunDir(tmp_path / spec.name)) == "partial"
+    loads = []
+    real = runner.load_trainer
+    monkeypatch.setattr(runner, "load_trainer", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(runner, "Trainer", lambda *a, **k: pytest.fail("a partial run must not start afresh"))
+    (outcome,) = S.run_study(one, tmp_path, device="cpu", threads=1, log=lambda m: None)
+    assert outcome.action == "resumed" and len(loads) == 1
+    run = RunDir(tmp_path / spec.name)
+    steps = [e["step"] for e in run.events() if e["kind"] == "step"]
+    assert steps == [1, 2, 3, 4] and run.read_summary()["steps"] == 4
+    assert runner.run_status(run) == "measured"
+
+
+def test_run_status_of_each_kind_of_folder(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert runner.run_status(run) == "new"
+    run.create().write_config({"dataset": "digits"})
+    assert runner.run_status(run) == "started"  # a config but no checkpoint: started afresh
+    run.write_summary({"stopped": True})
+    assert runner.run_status(run) == "started"  # stopped early without a checkpoint: nothing to resume
+    run.write_summary({"stopped": False})
+    assert runner.run_status(run) == "finished"  # to measure
+    (run.path / "measurements.json").write_text(json.dumps({"format": "x"}))
+    assert runner.run_status(run) == "measured"
+
+
+# ----------------------------------------------------------------------------------------------- aggregation
+
+
+def test_mean_std_and_the_comparison_rule_by_hand():
+    m = S.mean_std([0.9, 0.8, 0.7])
+    assert m.mean == pytest.approx(0.8) and m.std == pytest.approx(0.1) and m.n == 3  # sample std (n - 1)
+    assert S.mean_std([0.5]) == S.MeanStd(0.5, None, 1)
+    assert S.mean_std([None, float("nan")]) == S.MeanStd(None, None, 0)
+    assert S.mean_std([0.9, 0.8, 0.7]).text(100) == "80.00 ± 10.00"
+    a, b = S.mean_std([0.95, 0.96]), S.mean_std([0.90, 0.91])  # std 0.00707 each, combined 0.01
+    c = S.compare(a, b)
+    assert c.diff == pytest.approx(0.05) and c.noise == pytest.approx(0.01) and c.outcome == "higher"
+    assert S.compare(b, a).outcome == "lower"
+    assert S.compare(S.mean_std([0.95, 0.97]), S.mean_std([0.95, 0.96])).outcome == "within noise"
+    assert S.compare(S.mean_std([0.95]), b) is None  # one seed: no rule applies
+
+
+def test_selection_on_validation_is_the_first_best_validation_row():
+    rows = [
+        {"kind": "eval", "split": "val", "step": 10, "accuracy": 0.5},
+        {"kind": "eval", "split": "val", "step": 20, "accuracy": 0.7},
+        {"kind": "eval", "split": "test", "step": 25, "accuracy": 0.99},  # never a selection
+        {"kind": "step", "step": 26, "accuracy": 1.0},
+        {"kind": "eval", "split": "val", "step": 30, "accuracy": 0.7},  # equal: the first stays
+        {"kind": "eval", "split": "val", "step": 40, "accuracy": 0.6},
+    ]
+    assert S.select_on_validation(rows) == (20, 0.7)
+    assert S.select_on_validation([]) == (None, None)
+
+
+def _write_study(root, runs):
+    """A study folder written by hand: ``runs`` maps a run name to (test acc, NFE, clean, perturbed accs,
+    graph MB, validation rows)."""
+    record = {
+        "format": runner.FORMAT,
+        "preset": TINY.to_dict(),
+        "settings": TINY.settings(),
+        "datasets": ["digits"],
+        "seeds": [0, 1],
+        "runs": list(runs),
+        "commands": ["by hand"],
+    }
+    root.mkdir(parents=True)
+    (root / "study.json").write_text(json.dumps(record))
+    for name, (acc, nfe, clean, perturbed, graph_mb, vals) in runs.items():
+        folder = root / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        best = S.select_on_validation(vals)
+        summary = {"model": name.split("-")[1], "params": 100, "steps": 40, "epochs": 2.0, "stopped": False,
+                   "test_accuracy": acc, "best_step": best[0], "best_val_accuracy": best[1], "mean_nfe_forward": nfe,
+                   "mean_nfe_backward": 0.0, "peak_graph_bytes": graph_mb * 2**20, "memory_measure": "cpu_peak_rss",
+                   "peak_memory_bytes": 10**9}  # fmt: skip
+        (folder / "summary.json").write_text(json.dumps(summary))
+        steps = [{"kind": "step", "step": k, "nfe_forward": nfe + (k > 20), "step_seconds": 0.5} for k in range(1, 41)]
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in steps + vals) + "\n")
+        measurements = {
+            "format": "m",
+            "examples": 10,
+            "clean": {"accuracy": clean},
+            "noise": [{"strength": 0.1, "accuracy": perturbed[0]}],
+            "fgsm": [{"strength": 0.05, "accuracy": perturbed[1]}],
+            "pgd": [],
+            "budget": [{"sweep": "tol", "value": 0.1, "accuracy": clean - 0.1, "nfe": nfe / 2}],
+        }
+        (folder / "measurements.json").write_text(json.dumps(measurements))
+
+
+def _vals(*accs):
+    return [{"kind": "eval", "split": "val", "step": 10 * (i + 1), "accuracy": a} for i, a in enumerate(accs)]
+
+
+def test_aggregation_against_hand_computed_values(tmp_path):
+    runs = {
+        "digits-homoode-learned-s0": (0.95, 20.0, 0.9, (0.8, 0.5), 100, _vals(0.8, 0.9, 0.85)),
+        "digits-homoode-learned-s1": (0.96, 22.0, 1.0, (0.9, 0.7), 100, _vals(0.91, 0.91)),
+        "digits-node-s0": (0.90, 24.0, 0.8, (0.8, 0.6), 110, _vals(0.7)),
+        "digits-node-s1": (0.91, 26.0, 0.9, (0.8, 0.6), 110, _vals(0.75, 0.8)),
+        "digits-deq-s0": (0.955, 30.0, 0.9, (0.4, 0.2), 40, _vals(0.9)),
+        "digits-deq-s1": (0.965, 30.0, 0.9, (0.5, 0.3), 40, _vals(0.95)),
+        "digits-homoode-fixed-s0": (0.95, 19.0, 0.9, (0.8, 0.5), 100, _vals(0.9)),
+    }
+    _write_study(tmp_path / "s", runs)
+    study = S.load_study(tmp_path / "s")
+    table = S.summarize(study)["digits"]
+    h = table["homoode-learned"]
+    assert h.runs == 2 and h.planned == 2 and h.selection_agrees
+    assert h.metrics["test_accuracy"].mean == pytest.approx(0.955)
+    assert h.metrics["test_accuracy"].std == pytest.approx(math.sqrt(2 * 0.005**2))  # |0.95 - 0.96| / sqrt 2
+    assert h.metrics["selected_val_accuracy"].mean == pytest.approx((0.9 + 0.91) / 2)  # step 20 and step 10
+    assert h.metrics["seconds_per_epoch"].mean == pytest.approx(40 * 0.5 / 2.0)  # from the step rows
+    assert h.metrics["graph_mb"].mean == pytest.approx(100) and h.metrics["cuda_peak_mb"].n == 0  # CPU: no peak
+    # Mean drop: seed 0 ((0.9 - 0.8) + (0.9 - 0.5)) / 2 = 0.25, seed 1 ((1 - 0.9) + (1 - 0.7)) / 2 = 0.2.
+    assert h.perturbed["mean drop"].mean == pytest.approx(0.225)
+    assert h.perturbed["mean drop"].std == pytest.approx(0.05 / math.sqrt(2))
+    assert list(h.perturbed) == ["clean", "noise σ=0.1", "FGSM ε=0.05", "mean drop"]
+    assert h.budget[("tol", 0.1)][0].mean == pytest.approx(0.85) and h.budget[("tol", 0.1)][1].mean == 10.5
+    # Two epochs of 20 steps: fewer than 5 epochs, so tenths of the run (4 steps each); NFE + 1 after step 20.
+    assert [b.mean for b in h.nfe_bins] == pytest.approx([21.0] * 5 + [22.0] * 5)
+    assert h.bin_epochs == pytest.approx(0.2)
+    assert table["homoode-fixed"].metrics["test_accuracy"].std is None  # one seed
+
+    verdicts = {c.claim: c for c in S.claims(S.summarize(study))}
+    more = verdicts["HomoODE is more accurate than Neural ODEs (NODE, ANODE)"]
+    assert (
+        more.verdict == "supported" and "digits: homoode-learned 95.50 ± 0.71 vs node 90.50 ± 0.71 %" in more.evidence
+    )
+    # vs DEQ: 95.5 vs 96.0, combined std 1.0: within noise -> on par (supported), but not "surpasses".
+    assert verdicts["HomoODE inherits the high accuracy of DEQs (at least on par with a DEQ)"].verdict == "supported"
+    assert verdicts["HomoODE surpasses existing implicit models in accuracy"].verdict == "not supported"
+    # Drops: homoode 22.5 ± 3.5, node 15 ± 7.1 (seed 0: 0.1, seed 1: 0.2) -> within noise of NODE: supported;
+    # DEQ 55 ± 7.1: homoode lower beyond noise: supported.
+    stable = "HomoODE inherits the stability of Neural ODEs (input perturbations hurt it no more than a NODE)"
+    assert verdicts[stable].verdict == "supported"
+    assert verdicts["HomoODE is more stable than a DEQ under input perturbations"].verdict == "supported"
+    # The fixed start has one seed: the start-point claim cannot be judged.
+    start = verdicts["A shared learnable start point accelerates HomoODE (fewer function evaluations)"]
+    assert start.verdict == "not measured here"
+    # Memory: 100 MB vs DEQ 40 MB (no spread): HomoODE is not the lightest.
+    assert verdicts["HomoODE needs less memory than the other implicit models"].verdict == "not supported"
+    text = S.render_markdown(study)
+    assert "| homoode-learned | 100 | 2/2 | 95.50 ± 0.71 |" in text
+
+
+def test_a_study_still_running_counts_only_measured_runs(tmp_path):
+    runs = {"digits-node-s0": (0.9, 10.0, 0.9, (0.8, 0.7), 5, _vals(0.9))}
+    _write_study(tmp_path / "s", runs)
+    record = json.loads((tmp_path / "s" / "study.json").read_text())
+    record["runs"].append("digits-node-s1")  # planned, not started
+    (tmp_path / "s" / "study.json").write_text(json.dumps(record))
+    node = S.summarize(S.load_study(tmp_path / "s"))["digits"]["node"]
+    assert (node.runs, node.planned) == (1, 2)
+    assert "1/2" in S.render_markdown(S.load_study(tmp_path / "s"))
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--datasets", "digitz"], "unknown dataset 'digitz' (did you mean 'digits'?)"),
+        (["--datasets", "circles"], "the study compares image models"),
+        (["--seeds"], "expected at least one argument"),
+        (["--seeds", "1", "1"], "seeds must differ"),
+        (["--seeds", "-1"], "seed must be a whole number"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--variants", "odenet"], "variant must be one of"),
+        (["--steps", "0"], "--steps must be a whole number"),
+    ],
+)
+def test_bad_command_lines_exit_with_one_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()  # nothing started
+
+
+def test_report_only_needs_a_study(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--report-only", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "holds no study" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_only_rewrites_the_report_from_the_folders(tiny_study, tmp_path, capsys):
+    report = tmp_path / "docs" / "study.md"
+    assert main(["--report-only", "--out", str(tiny_study), "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {report}" in out and "HomoODE is more accurate" in out
+    text = report.read_text()
+    assert "](study-figures/digits-accuracy-vs-nfe." in text  # figures beside the report, linked relatively
+    assert any((tmp_path / "docs" / "study-figures").glob("digits-perturbations.*"))
+
+
+def test_core_study_does_not_import_the_ui():
+    ui = "{'gradio', 'plotly', 'explorer'}"
+    probe = f"import sys, core.study; print(sorted({{m.split('.')[0] for m in sys.modules}} & {ui}))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ----------------------------------------------------------------------------------------------- explorer
+
+
+def test_compare_tab_opens_a_study_folder_with_cores_tables(tiny_study):
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from explorer.app import Explorer
+
+    ex = Explorer(tiny_study.parent, autoplay=False)
+    assert ex.compare.studies("s1").studies == (["tiny"], None)
+    out = ex.compare.open_study("s1", "tiny")
+    assert out.study_report == S.render_markdown(S.load_study(tiny_study))  # core's report, not a copy
+    names, first = out.study_figures
+    assert first == "digits-accuracy-vs-nfe" and "digits-start-point-nfe" in names
+    assert {t.name for t in out.study_plot.data} == {"node", "homoode-learned"}
+    budget = ex.compare.study_figure("s1", "tiny", "digits-solver-budget").study_plot
+    assert budget.layout.xaxis.type == "log"
+    assert "there is no study" in ex.compare.open_study("s1", "../etc").warning
+    assert "figure must be one of" in ex.compare.study_figure("s1", "tiny", "nope").warning
+
+
+def test_a_diverged_run_is_ended_measured_and_counted(tmp_path, monkeypatch):
+    from core.training import Divergence
+
+    one = TINY.replace(seeds=(5,), variants=("node",))
+    real_step = Trainer.step
+
+    def step(self):
+        if self.step_count == 3:
+            raise Divergence("the loss became nan at step 3", "lower the learning rate")
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    (outcome,) = S.run_study(one, tmp_path, device="cpu", threads=1, log=lambda m: None)
+    assert outcome.diverged and outcome.action == "trained"
+    run = RunDir(tmp_path / "digits-node-s5")
+    assert run.read_summary()["stopped"] is True and run.read_summary()["steps"] == 3
+    assert json.loads((run.path / "measurements.json").read_text())["diverged"]["step"] == 3
+    assert runner.run_status(run) == "measured"  # not trained again: it would diverge again
+    node = S.summarize(S.load_study(tmp_path))["digits"]["node"]
+    assert (node.runs, node.diverged) == (1, 1)
+    assert "1/1 (1 diverged)" in S.render_markdown(S.load_study(tmp_path))
+
+
+def test_presets_plan_every_variant_and_seed_and_survive_json():
+    quick = S.plan_runs(S.QUICK)
+    assert len(quick) == 2 * 3 * 5 and len({r.name for r in quick}) == 30
+    assert {r.config.model.seed for r in quick} == {0, 1, 2}  # a seed initialises the model too
+    learned, fixed = (r.config.model for r in quick[3:5])
+    assert (learned.start, fixed.start) == ("learnable", "fixed") and learned.replace(start="fixed") == fixed
+    full = S.plan_runs(S.FULL)
+    assert [r.name for r in full if r.variant == "paper-cifar10"] == [f"cifar10-paper-cifar10-s{s}" for s in (0, 1, 2)]
+    assert all(r.config.augment == (r.dataset == "cifar10") for r in full)
+    for preset in (S.QUICK, S.FULL):
+        assert S.StudyPreset.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
+    with pytest.raises(ValueError, match="n_steps"):
+        S.QUICK.replace(ode={"n_steps": 0})
