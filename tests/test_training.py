@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import subprocess
 import sys
+import weakref
 
 import pytest
 import torch
@@ -350,6 +352,19 @@ def test_saved_tensor_meter_counts_each_saved_storage_once():
     assert meter.nbytes == 0
     (x * w).sum()  # outside the context: not counted
     assert meter.nbytes == 0
+
+
+def test_saved_tensor_meter_never_keeps_a_graph_alive():
+    # A tensor that saves itself for backward (tanh's output) and is never differentiated: with the meter's
+    # hook handing the saved tensor back as itself, its node and the tensor held each other in C++ and were
+    # never freed (every training step leaked its graph's side branches: +90 MB per image28-node step).
+    x = torch.randn(3, 4, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        a = torch.tanh(x)
+    ref = weakref.ref(a)
+    del a
+    gc.collect()
+    assert ref() is None and meter.nbytes == 3 * 4 * 4
 
 
 def test_graph_bytes_grow_with_batch_and_rk4_steps_and_adjoint_keeps_them_small():

@@ -38,7 +38,10 @@ class SavedTensorMeter:
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         self._saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
+        # Detached: a saved output handed back as itself would keep its own grad_fn alive through the node
+        # that saved it, a reference cycle in C++ that Python's gc cannot see: every step's whole graph
+        # leaked (+90 MB per training step of image28-node, measured). Same storage, no copy.
+        return tensor.detach()
 
     @staticmethod
     def _unpack(tensor: torch.Tensor) -> torch.Tensor:
