@@ -160,9 +160,12 @@ def new_run_dir(runs_dir: Path, settings: TrainSettings, session_key: str) -> Pa
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = re.sub(r"[^a-zA-Z0-9]", "", session_key)[:6] or "local"
     base = runs_dir / f"{stamp}-{settings.family}-{settings.dataset}-{tag}"
+    runs_dir.mkdir(parents=True, exist_ok=True)
     path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    path.mkdir(parents=True)
-    return path
+    while True:
+        try:
+            path.mkdir()  # atomic: of two starts in the same second, each gets its own folder
+            return path
+        except FileExistsError:
+            k += 1
+            path = base.with_name(f"{base.name}-{k}")

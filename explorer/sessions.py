@@ -149,6 +149,7 @@ class LaneMetrics:
     change_step: list[int] = field(default_factory=list)  # live setting changes: after which step
     change_text: list[str] = field(default_factory=list)  # ... and what changed ("lr 0.002 → 0.0005")
     error: tuple[str, str] | None = None  # (message, advice) of the last divergence
+    unconverged: int = 0  # DEQ steps whose root solves missed their tolerance (approximate gradients)
     finished: dict[str, Any] | None = None
     visual: Any = None  # whatever the visual callback computed last (read-only for the page)
 
@@ -202,6 +203,7 @@ class PageBuffer:
             if isinstance(event, StepEvent):
                 for key, value in _step_values(event).items():
                     getattr(m, key).append(value)
+                m.unconverged += event.solves_converged is False
                 if len(m.step) > self.max_points:
                     # Thin the older half: long runs keep their shape at a bounded cost.
                     for key in STEP_SERIES:
@@ -254,10 +256,12 @@ class PageBuffer:
                 "visuals": {n: m.visual for n, m in zip(names, self.lanes)},
                 "version": self.version,
             }
+            unconverged = {n: m.unconverged for n, m in zip(names, self.lanes)}
         last = {}
         for name, m in metrics.items():
             if len(m["step"]):
                 last[name] = {k: float(m[k][-1]) for k in STEP_SERIES if len(m[k])}
+                last[name]["unconverged_steps"] = unconverged[name]
                 if len(m["val_acc"]):
                     last[name]["val_acc"] = float(m["val_acc"][-1])
         return {**out, "last": last}

@@ -541,3 +541,37 @@ def test_launch_flags_and_loopback_warning():
     assert launch.is_loopback("127.0.0.1") and launch.is_loopback("localhost") and launch.is_loopback("::1")
     assert not launch.is_loopback("0.0.0.0") and not launch.is_loopback("192.168.1.5")
     assert launch.main(["--port", "0"]) == 2  # refused before anything starts
+
+
+def test_the_train_tab_says_when_deq_steps_missed_their_tolerance():
+    from explorer.tabs import train as train_tab
+
+    # Two Anderson iterations cannot reach 1e-8: both steps are flagged, and the status says so with advice.
+    model = core.preset("points-deq")
+    model = model.replace(deq=model.deq.with_forward("anderson", tol=1e-8, max_iter=2))
+    bad = TrainConfig(model=model, dataset="circles", steps=2, batch_size=32, eval_every=2, device="cpu")
+    st = SessionTrainer([Lane("DEQ", bad)])
+    try:
+        st.step_once()
+        st.step_once()
+        for _ in range(100):
+            snap = st.read()
+            if snap.step == 2:
+                break
+            time.sleep(0.05)
+        text = train_tab.run_status(snap, st)
+        assert "2 of 2 steps" in text and "missed its tolerance" in text
+        good = SessionTrainer([Lane("DEQ", toy_config("deq"))])
+        try:
+            good.step_once()
+            for _ in range(100):
+                if good.read().step == 1:
+                    break
+                time.sleep(0.05)
+            assert "missed its tolerance" not in train_tab.run_status(good.read(), good)
+        finally:
+            good.stop()
+            good.join()
+    finally:
+        st.stop()
+        st.join()

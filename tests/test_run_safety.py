@@ -105,6 +105,16 @@ def test_the_app_always_trains_into_a_new_folder(tmp_path, monkeypatch):
     second = new_run_dir(tmp_path, settings, "session")
     assert second != first and second.name == f"{first.name}-2" and list(second.iterdir()) == []
     assert (first / "config.json").read_text() == "{}"
+    # Two starts racing in the same second: each gets its own folder, none raises.
+    import threading
+
+    made: list = []
+    threads = [threading.Thread(target=lambda: made.append(new_run_dir(tmp_path, settings, "s"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 8 and len(set(made)) == 8 and all(p.is_dir() for p in made)
 
 
 # ------------------------------------------------------------------ 9. a torn last line loses no event

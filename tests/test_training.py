@@ -214,6 +214,14 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(text)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+    # The right format with weights of another shape: a CheckpointError, not load_state_dict's RuntimeError.
+    state = torch.load(path, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.dim() == 2)
+    state["model"][name] = torch.zeros(1, 1)
+    edited = tmp_path / "edited.pt"
+    torch.save(state, edited)
+    with pytest.raises(CheckpointError, match="weights do not fit the model"):
+        load_trainer(edited)
 
 
 def test_bad_training_config():

@@ -661,10 +661,18 @@ class Trainer:
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.start_optimizer is not None and state.get("start_optimizer") is not None:
-            self.start_optimizer.load_state_dict(state["start_optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.start_optimizer is not None and state.get("start_optimizer") is not None:
+                self.start_optimizer.load_state_dict(state["start_optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            # Right format, wrong contents (an edited file, or weights of another model): one clear line.
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit the model its config describes ({first}); "
+                "it was changed after it was written, or belongs to another model"
+            ) from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step_count = int(state["step"])

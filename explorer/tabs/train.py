@@ -205,6 +205,11 @@ def run_status(snap: Snapshot, trainer: SessionTrainer) -> str:
             f"{backward_cell(last['nfe_backward'], snap.gradients.get(name, ''))} · {last['step_ms']:.0f} ms/step · "
             f"{last['memory_mb']:.1f} MB kept for backward"
         )
+        if last.get("unconverged_steps"):
+            lines.append(
+                f"⚠️ {last['unconverged_steps']:.0f} of {snap.step} steps: the DEQ's solve missed its tolerance, so "
+                "their gradients are approximate. **Advice:** raise the iteration cap or loosen the tolerance."
+            )
     fin = snap.finished.get(name)
     if fin:
         acc, best = fin.get("test_accuracy"), fin.get("best_step")
