@@ -99,6 +99,9 @@ class RunResult:
     seconds_per_epoch: float | None = None
     graph_mb: float | None = None
     cuda_peak_mb: float | None = None
+    unconverged_share: float | None = None  # DEQ: share of steps whose root solves missed their tolerance
+    seconds: float | None = None  # wall time of the run's (last) process: training, validation, test
+    measure_seconds: float | None = None  # wall time of the measurements after training
     nfe_bins: list[float] = field(default_factory=list)
     bin_epochs: float | None = None  # epochs per bin of ``nfe_bins``
     measurements: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +154,11 @@ def read_run(folder: Path, dataset: str, variant: str, seed: int) -> RunResult:
         seconds_per_epoch=train_seconds / epochs if epochs and step_rows else None,
         graph_mb=None if graph is None else graph / MB,
         cuda_peak_mb=summary.get("peak_memory_bytes", 0) / MB if cuda else None,
+        unconverged_share=(
+            summary["unconverged_steps"] / steps if summary.get("unconverged_steps") is not None and steps else None
+        ),
+        seconds=summary.get("seconds"),
+        measure_seconds=measurements.get("seconds"),
         nfe_bins=nfe_curve(events, per_bin),
         bin_epochs=per_bin / per_epoch if per_epoch else None,
         measurements=measurements if measurements.get("format") else {},
@@ -218,6 +226,7 @@ MAIN_METRICS: dict[str, tuple[str, float, int]] = {
     "nfe_backward": ("NFE bwd", 1.0, 1),
     "seconds_per_epoch": ("s / epoch", 1.0, 1),
     "graph_mb": ("graph MB", 1.0, 1),
+    "unconverged_share": ("DEQ steps with unconverged solves (%)", 100.0, 0),
     "cuda_peak_mb": ("CUDA peak MB", 1.0, 0),
 }
 

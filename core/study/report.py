@@ -248,6 +248,13 @@ def render_markdown(
         f"before the divergence is tested and measured), {planned - done} not done yet."
     )
     lines.append(f"- Commands: {'; '.join(f'`{c}`' for c in rec.get('commands', [])) or 'not recorded'}.")
+    run_s = sum(r.seconds or 0.0 for r in study.runs)
+    measure_s = sum(r.measure_seconds or 0.0 for r in study.runs)
+    if run_s:
+        lines.append(
+            f"- Compute, summed over the runs: {run_s / 60:.1f} min of training, validation and test, "
+            f"{measure_s / 60:.1f} min of measurements after training (a resumed run counts its last process)."
+        )
     m = rec.get("machine", {})
     lines.append(
         f"- Machine: {m.get('platform', '?')}, {m.get('cpu_count', '?')} CPUs, torch {m.get('torch', '?')}, "
@@ -279,7 +286,9 @@ def _settings_section(study: Study) -> list[str]:
         f"Every variant at matched parameters (presets `image28-*` / `image32-*`; `homoode-learned` is the paper's "
         f"HomoODE with its shared learned start point, `homoode-fixed` the same network from the fixed ±1 start), "
         f"{_solvers(p)}. Training: {length} of batch {p.batch_size}, Adam {p.lr:g} with cosine decay, "
-        f"data: {subset}; validation every {p.eval_every or 'epoch'} step(s)"
+        f"data: {subset}; test accuracy on "
+        f"{f'a stratified {p.test_limit:,} of the test split' if p.test_limit else 'the whole test split'}; "
+        f"validation every {p.eval_every or 'epoch'} step(s)"
         f"{f' on {p.eval_batches} batches' if p.eval_batches else ''}; learned start point: SGD {p.start_lr:g} "
         f"every {p.start_every} steps. A seed sets the model's initialisation, the data order, the validation "
         "split and the subsets."
@@ -400,6 +409,13 @@ def _graceful(variants: dict[str, VariantSummary]) -> list[str]:
 
 
 def _method_section(study: Study) -> list[str]:
+    limit = study.preset.test_limit
+    tested = (
+        f"a stratified {limit:,} of the test set (its fixed, class-balanced order; about ±1.1 points of binomial "
+        "standard error at 85 %)"
+        if limit
+        else "the whole test set"
+    )
     return [
         "## How the numbers are made",
         "",
@@ -408,8 +424,8 @@ def _method_section(study: Study) -> list[str]:
         "on that model (`summary.json`), and every measurement here uses it too (the checkpoint holds it). The "
         "selection is therefore over the recorded validation evaluations, not over every step. The report "
         "re-derives the selected step from `metrics.jsonl` and checks it against the summary.",
-        "- **Mean ± std**: over the seeds, sample standard deviation (n − 1). The test split is the whole test set "
-        "and the same for every run (a seed changes the model's initialisation, the data order and the "
+        f"- **Mean ± std**: over the seeds, sample standard deviation (n − 1). Test accuracy is measured on {tested}, "
+        "the same examples for every run (a seed changes the model's initialisation, the data order and the "
         "validation split); the perturbations and budgets are measured on the same first test examples for "
         "every run.",
         "- **NFE**: field (or DEQ cell) evaluations per training step, from the run's own step rows; NFE bwd counts "
