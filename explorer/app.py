@@ -25,6 +25,10 @@ CSS = """
 }
 #compare-table td:first-child, #runs-table td:first-child { word-break: break-all; min-width: 14em; }
 #pg-status table, #train-status table { font-size: 0.85rem; }
+/* The study report: words stay whole ("supported", not "supp orte d"); the claim column keeps some width. */
+#compare-study-report td, #compare-study-report th { word-break: normal; overflow-wrap: normal; }
+#compare-study-report td:first-child { min-width: 14em; }
+#compare-study-report td:nth-child(2) { white-space: nowrap; }
 .story { font-size: 0.95rem; }
 """
 ABOUT = """
