@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..training import RunDir
+from ..training.rundir import read_json
 from .plan import PAPER_HOMOODE, StudyPreset
-from .runner import MEASUREMENTS, STUDY_FILE, StudyError, read_json, run_status
+from .runner import MEASUREMENTS, STUDY_FILE, StudyError, run_status
 
 MB = 2**20
 

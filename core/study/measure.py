@@ -212,7 +212,7 @@ def measure_run(
     """Rebuild ``run`` from its checkpoint (on ``device``; nothing is written to the folder) and measure the
     model it selected on validation. Returns the record (see :func:`measure_trainer`)."""
     run = run if isinstance(run, RunDir) else RunDir(run)
-    overrides: dict[str, Any] = {"device": device, "threads": threads, "download": False}
+    overrides: dict[str, Any] = {"device": device, "threads": threads}  # load_trainer never downloads
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     trainer = load_trainer(run.checkpoint_file(), out_dir=None, **overrides)

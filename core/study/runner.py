@@ -13,7 +13,6 @@ the study stops and says which settings differ.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +22,9 @@ from typing import Any
 
 import torch
 
+from ..bench import machine_info
 from ..training import ErrorEvent, FinishedEvent, RunDir, Trainer, atomic_write_json, load_trainer, resolve_device
+from ..training.rundir import read_json
 from .measure import measure_trainer
 from .plan import RunSpec, StudyPreset, config_differences, plan_runs
 
@@ -45,14 +46,6 @@ class RunOutcome:
     action: str
     seconds: float
     diverged: bool = False
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def run_status(run: RunDir) -> str:
@@ -95,7 +88,7 @@ def write_study_file(out: Path, study: StudyPreset, specs: list[RunSpec], comman
         "created": (old or {}).get("created") or _now(),
         "updated": _now(),
         "commands": [*(old or {}).get("commands", []), *([command] if command else [])][-20:],
-        "machine": _machine(),
+        "machine": machine_info(torch.get_num_threads()),
     }
     atomic_write_json(path, record)
 
@@ -113,19 +106,6 @@ def _dict_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _machine() -> dict[str, Any]:
-    import os
-    import platform
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def _log(message: str) -> None:
@@ -210,7 +190,7 @@ def run_study(
 
 def _machine_overrides(spec: RunSpec) -> dict[str, Any]:
     c = spec.config
-    return {"device": c.device, "threads": c.threads, "data_dir": c.data_dir, "download": False}
+    return {"device": c.device, "threads": c.threads, "data_dir": c.data_dir}  # load_trainer never downloads
 
 
 def _reset_peak(device: str) -> None:

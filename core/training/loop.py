@@ -367,11 +367,10 @@ class Trainer:
     def _figures(
         self, loss_sum: torch.Tensor, out: Any, y: torch.Tensor, nfe_backward: int
     ) -> tuple[float, float, float, float, float | None, float | None, bool | None]:
-        """The event's figures in one read-back (one all-reduce more under torchrun): the global batch's loss
-        sum and correct count, NFE averaged over ranks, the worst forward and backward residuals of any rank
-        (None without a root solve), and whether every rank's root solves met their tolerance (None: no root
-        solver)."""
-        residual = out.stats.rel_residual
+        """The event's figures in two read-backs at most (two all-reduces under torchrun): the global batch's
+        loss sum and correct count, NFE averaged over ranks; for a DEQ, the worst forward and backward residuals
+        of any rank and whether every rank's root solves met their tolerance (None for the ODE families)."""
+        residual = out.stats.rel_residual  # set for a DEQ, with its solver's statistics
         forward = out.stats.solver
         backward = self.model.backward_solver_stats
         correct = (out.logits.argmax(1) == y).sum()
@@ -385,18 +384,20 @@ class Trainer:
             ]
         )
         loss_value, correct_total, nfe_f, nfe_b = distributed.all_sum(figures).tolist()
-        worst = None if residual is None else float(distributed.all_max(residual.max().double()))
-        worst_back = solved = None
+        worst = worst_back = solved = None
         if forward is not None:
-            # Statuses are host values already (the solvers read them back to stop); one all-reduce for both.
+            # The residuals and the statuses (host values already: the solvers read them back to stop) in one
+            # all-reduce and one read-back.
             failed = not forward.converged or (backward is not None and not backward.converged)
-            back = (
-                backward.rel_residual.max().double().cpu()
-                if backward is not None
-                else torch.zeros((), dtype=torch.float64)
+            zero = torch.zeros((), dtype=torch.float64, device=dev)
+            maxima = torch.stack(
+                [
+                    residual.max().double().to(dev),
+                    zero if backward is None else backward.rel_residual.max().double().to(dev),
+                    zero + float(failed),
+                ]
             )
-            pair = distributed.all_max(torch.stack([back, torch.tensor(float(failed), dtype=torch.float64)]).to(dev))
-            back_value, any_failed = pair.tolist()
+            worst, back_value, any_failed = distributed.all_max(maxima).tolist()
             worst_back = back_value if backward is not None else None
             solved = not any_failed
         return loss_value, correct_total, nfe_f / self.world.size, nfe_b / self.world.size, worst, worst_back, solved

@@ -35,7 +35,9 @@ def _own_file(path: Path) -> bool:
     return not path.is_symlink() and path.is_file()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} for a missing, unreadable or non-object file, and for a link (a run
+    folder's files are never read through links)."""
     if path.is_symlink():
         return {}
     try:
@@ -135,11 +137,11 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """``config.json`` as a dict ({} when missing or unreadable)."""
-        return _read_json(self.path / CONFIG)
+        return read_json(self.path / CONFIG)
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` as a dict ({} while the run has not ended, or when unreadable)."""
-        return _read_json(self.path / SUMMARY)
+        return read_json(self.path / SUMMARY)
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The recorded events in order: complete JSON objects only (a torn last line is skipped)."""
