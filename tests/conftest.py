@@ -5,6 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.data import sources
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_installed_datasets(tmp_path_factory):
+    """The suite never depends on what happens to be installed (issue 22): the user's data folder and the
+    system data folders (/usr/share/datasets, where Debian's ``dataset-fashion-mnist`` goes) are replaced by
+    empty ones for this process and every subprocess it starts. A test that needs a file-backed set writes
+    its own small files (tests/test_data.py) and passes their folder."""
+    empty = tmp_path_factory.mktemp("no-datasets")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(sources.DATA_ENV, str(empty))
+        patch.setenv(sources.SYSTEM_DATA_ENV, "")
+        yield empty
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

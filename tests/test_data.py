@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 import struct
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,10 +299,41 @@ def _mnist_fixture(folder, n_train=40, n_test=20, seed=0, gz=True):
     return arrays
 
 
+def test_system_data_folders_are_searched_after_the_data_dir(tmp_path, monkeypatch):
+    """Debian's layout (<folder>/fashion-mnist/...) is found in the folders $IMPLICIT_EXPLORER_SYSTEM_DATA
+    names; the data dir comes first; unset, /usr/share/datasets is searched; set but empty, nothing is."""
+    system_a, system_b, user = tmp_path / "a", tmp_path / "b", tmp_path / "user"
+    _mnist_fixture(system_b / "fashion-mnist")
+    monkeypatch.setenv(sources.SYSTEM_DATA_ENV, f"{system_a}{os.pathsep}{system_b}")
+    assert sources.locate("fashion-mnist", user) == system_b / "fashion-mnist"
+    assert is_available("fashion-mnist", user) and not is_available("mnist", user)
+    _mnist_fixture(user)
+    assert sources.locate("fashion-mnist", user) == user  # the user's own copy wins
+    monkeypatch.setenv(sources.SYSTEM_DATA_ENV, "")
+    assert sources.system_data_dirs() == []
+    assert sources.locate("fashion-mnist", tmp_path / "empty") is None
+    monkeypatch.delenv(sources.SYSTEM_DATA_ENV)
+    assert sources.system_data_dirs() == [Path("/usr/share/datasets")]
+    assert Path("/usr/share/datasets/fashion-mnist") in sources.candidate_dirs("fashion-mnist", user)
+
+
+def test_the_suite_sees_no_installed_dataset(no_installed_datasets):
+    """conftest's guard: whatever this machine has installed, the suite sees none of it, in this process
+    and in the ones it starts."""
+    assert os.environ[sources.SYSTEM_DATA_ENV] == "" and sources.system_data_dirs() == []
+    assert sources.default_data_dir() == no_installed_datasets
+    for name in ("mnist", "fashion-mnist", "svhn", "cifar10", "cifar100"):
+        assert not is_available(name), name
+    probe = "from core.data import is_available as a; print(a('fashion-mnist'), a('mnist'))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split() == [
+        "False",
+        "False",
+    ]
+
+
 @pytest.mark.parametrize(("name", "sub", "gz"), [("mnist", "", True), ("mnist", "MNIST/raw", False),
                                                  ("fashion-mnist", "fashion-mnist", True)])  # fmt: skip
 def test_idx_files_round_trip(tmp_path, monkeypatch, name, sub, gz):
-    monkeypatch.setitem(sources.SYSTEM_DIRS, "fashion-mnist", [])
     arrays = _mnist_fixture(tmp_path / sub if sub else tmp_path, gz=gz)
     assert sources.locate(name, tmp_path) == (tmp_path / sub if sub else tmp_path)
     (tx, ty), (sx, sy), names, source = sources.load_files(name, tmp_path, allow_download=False)
@@ -457,7 +490,7 @@ def test_unpickler_refuses_code(tmp_path):
     ],
 )
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch, name, expected):
-    monkeypatch.setitem(sources.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "no-system-copy"])
+    monkeypatch.setenv(sources.SYSTEM_DATA_ENV, str(tmp_path / "no-system-copy"))
     assert not is_available(name, tmp_path)
     with pytest.raises(DatasetUnavailable) as caught:
         load_dataset(name, tmp_path)

@@ -1,8 +1,9 @@
 """Where each dataset comes from: the registry of names, file discovery, torchvision download, errors.
 
 Search order for a file-backed set: the user's data directory (``data_dir``, else ``$IMPLICIT_EXPLORER_DATA``,
-else ``~/.cache/implicit-explorer/data``) and its usual subfolders, then system folders (Fashion-MNIST from
-the Debian package ``dataset-fashion-mnist``), then, only when asked (``download=True``), torchvision's
+else ``~/.cache/implicit-explorer/data``) and its usual subfolders, then the same subfolders of the system data
+folders (``$IMPLICIT_EXPLORER_SYSTEM_DATA``, else ``/usr/share/datasets``, where the Debian package
+``dataset-fashion-mnist`` puts Fashion-MNIST), then, only when asked (``download=True``), torchvision's
 download into that data directory.
 """
 
@@ -22,6 +23,11 @@ from .formats import DatasetUnavailable, Split
 from .toy import TOY_SETS
 
 DATA_ENV = "IMPLICIT_EXPLORER_DATA"
+#: Folders (separated by os.pathsep) searched after the data directory, each laid out like Debian's
+#: /usr/share/datasets (one subfolder per set). Set but empty: no system folder is searched (the test suite
+#: does this, so that it never depends on what happens to be installed).
+SYSTEM_DATA_ENV = "IMPLICIT_EXPLORER_SYSTEM_DATA"
+DEFAULT_SYSTEM_DATA = (Path("/usr/share/datasets"),)
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 FASHION_NAMES = (
@@ -144,9 +150,6 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
-#: Folders searched after the data directory; tests monkeypatch this to stay hermetic.
-SYSTEM_DIRS: dict[str, list[Path]] = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
-
 # Subfolders of the data directory tried before the directory itself ("MNIST/raw" is torchvision's layout).
 _SUBFOLDERS = {
     "mnist": ["mnist", "MNIST/raw", "MNIST"],
@@ -157,7 +160,7 @@ _HOW_TO = {
     "mnist": "from http://yann.lecun.com/exdb/mnist/ or a mirror",
     "fashion-mnist": "from https://github.com/zalandoresearch/fashion-mnist, or offline on Debian/Ubuntu with "
     "`apt-get install dataset-fashion-mnist` (installs them in /usr/share/datasets/fashion-mnist, searched "
-    "automatically)",
+    f"automatically unless ${SYSTEM_DATA_ENV} names other folders)",
     "cifar10": "from https://www.cs.toronto.edu/~kriz/cifar.html",
     "cifar100": "from https://www.cs.toronto.edu/~kriz/cifar.html",
     "svhn": "from http://ufldl.stanford.edu/housenumbers/",
@@ -181,6 +184,14 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "implicit-explorer" / "data"
 
 
+def system_data_dirs() -> list[Path]:
+    """``$IMPLICIT_EXPLORER_SYSTEM_DATA`` (os.pathsep-separated; empty: none) or ``/usr/share/datasets``."""
+    env = os.environ.get(SYSTEM_DATA_ENV)
+    if env is None:
+        return list(DEFAULT_SYSTEM_DATA)
+    return [Path(part).expanduser() for part in env.split(os.pathsep) if part]
+
+
 def candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
     """Folders searched for ``name``'s files, in order (they need not exist)."""
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
@@ -188,7 +199,8 @@ def candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
         # The folder holding cifar-10-batches-py/ or the tarball; also accept the batch folder itself.
         folder = formats.CIFAR10_FOLDER if name == "cifar10" else formats.CIFAR100_FOLDER
         return [root, *([root.parent] if root.name == folder else [])]
-    return [root / sub for sub in _SUBFOLDERS[name]] + [root] + SYSTEM_DIRS.get(name, [])
+    system = [folder / sub for folder in system_data_dirs() for sub in _SUBFOLDERS[name]]
+    return [root / sub for sub in _SUBFOLDERS[name]] + [root] + system
 
 
 def locate(name: str, data_dir: str | Path | None = None) -> Path | None:

@@ -79,20 +79,20 @@ def study_from_args(args: argparse.Namespace) -> tuple[StudyPreset, list[str]]:
         changes["measure"] = dataclasses.replace(study.measure, examples=args.measure_examples)
     if args.threads is not None:
         check_positive_int(args.threads, "--threads")
-    datasets = list(args.datasets) if args.datasets is not None else list(study.datasets)
-    asked = args.datasets is not None
-    for name in datasets:
-        data_lib.dataset_info(name)  # an unknown name: ValueError naming the valid ones
+    if args.datasets is not None:
+        changes["datasets"] = tuple(args.datasets)
+    # Every setting is checked (StudyPreset validates on construction) before anything looks for data files,
+    # so a bad --seeds or --variants says so whatever datasets this machine has (issue 22).
+    study = study.replace(**changes)
     kept = []
-    for name in datasets:
+    for name in study.datasets:
         if data_lib.is_available(name, args.data_dir):
             kept.append(name)
-        elif not asked and name in study.optional_datasets:
+        elif args.datasets is None and name in study.optional_datasets:
             notes.append(f"{name}: its files are not here, skipped (see `python -m core.data --list`)")
         else:
             raise data_lib.DatasetUnavailable(data_lib.sources.unavailable_message(name, args.data_dir))
-    changes["datasets"] = tuple(kept)
-    return study.replace(**changes), notes
+    return study.replace(datasets=tuple(kept)), notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
