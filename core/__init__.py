@@ -5,7 +5,10 @@ Pure PyTorch + torchdiffeq; never imports a UI library.
 
 from .models import (
     FAMILIES,
+    FAST_ODE_RECIPE,
     INPUT_KINDS,
+    ODE_RECIPES,
+    PAPER_ODE_RECIPE,
     PRESETS,
     DEQConfig,
     ImplicitClassifier,
@@ -21,9 +24,12 @@ from .training import DEVICES
 __all__ = [
     "DEVICES",
     "FAMILIES",
+    "FAST_ODE_RECIPE",
     "INPUT_KINDS",
     "METHODS",
     "ODE_METHODS",
+    "ODE_RECIPES",
+    "PAPER_ODE_RECIPE",
     "PRESETS",
     "DEQConfig",
     "ImplicitClassifier",

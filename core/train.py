@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import data as data_lib
-from .models import FAMILIES, PRESETS, ModelConfig, preset
+from .models import DEQ_CELLS, FAMILIES, PRESETS, ModelConfig, preset
 from .solvers import METHODS, ODE_METHODS
 from .training import (
     DEVICES,
@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     ode.add_argument("--adjoint", action="store_true", help="backward by the adjoint method")
 
     deq = p.add_argument_group("DEQ")
+    deq.add_argument(
+        "--cell",
+        choices=DEQ_CELLS,
+        help="image DEQ cell: contractive (Lipschitz <= --contraction by construction: its solves converge) or "
+        "groupnorm (the DEQ tutorials' residual GroupNorm cell: not a contraction)",
+    )
+    deq.add_argument("--contraction", type=float, help="the contractive cell's Lipschitz bound, in (0, 1)")
     deq.add_argument("--solver", choices=METHODS, help="forward root solver")
     deq.add_argument("--tol", type=float, help="forward solver tolerance (relative residual)")
     deq.add_argument("--max-iter", type=int, help="forward solver iteration cap")
@@ -146,7 +153,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             f"preset {name!r} is for {model.input_kind} inputs but dataset {args.dataset!r} gives {info.input_kind}"
         )
     changes: dict[str, Any] = {"num_classes": info.num_classes, "seed": args.seed}
-    for flag in ("width", "dropout", "start"):
+    for flag in ("width", "dropout", "start", "cell", "contraction"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
     ode_changes = {

@@ -3,6 +3,7 @@
     python -m core.bench solvers --json solvers.json     # every root solver on a seeded problem set
     python -m core.bench models --dataset digits --budget-seconds 180 --json models.json
     python -m core.bench memory --json memory.json       # training memory vs batch size and NFE
+    python -m core.bench recipes --out runs/recipes      # every ODE family x solver recipe x seed x dataset
     python -m core.bench throughput --json tp.json       # images/s per family and paper-cifar10, peak memory
 
 Each subcommand module offers ``SUBCOMMANDS``: functions that add an argparse subparser setting
@@ -16,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import models, solvers, throughput
+from . import models, recipes, solvers, throughput
 from .models import MEMORY_VARIANTS, memory_probe
 from .solvers import machine_info
 
@@ -26,7 +27,7 @@ __all__ = ["MEMORY_VARIANTS", "build_parser", "machine_info", "main", "memory_pr
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (*solvers.SUBCOMMANDS, *models.SUBCOMMANDS, *throughput.SUBCOMMANDS):
+    for add in (*solvers.SUBCOMMANDS, *models.SUBCOMMANDS, *recipes.SUBCOMMANDS, *throughput.SUBCOMMANDS):
         add(sub)
     return parser
 

@@ -243,12 +243,19 @@ class DEQBlock(nn.Module):
     def nfe_backward(self) -> int:
         return self.backward_vjps
 
-    def _f(self, x: torch.Tensor, record: list | None = None):
+    def bound_cell(self):
+        """The cell as ``f(z, x)`` for one forward pass: a cell with ``bind()`` (the contractive cell's normalised
+        weights) computes what it needs once here, with its graph when gradients are on, instead of at each of
+        the solve's evaluations."""
+        bind = getattr(self.cell, "bind", None)
+        return self.cell if bind is None else bind()
+
+    def _f(self, cell, x: torch.Tensor, record: list | None = None):
         def f(z: torch.Tensor) -> torch.Tensor:
             self.calls += 1
             if record is not None:
                 record.append(z.detach())
-            return self.cell(z, x).to(z.dtype)  # the solver's state and residuals stay fp32 under autocast
+            return cell(z, x).to(z.dtype)  # the solver's state and residuals stay fp32 under autocast
 
         return f
 
@@ -257,10 +264,13 @@ class DEQBlock(nn.Module):
         self.last_backward_stats = None  # set by the implicit backward of this forward, if it runs
         iterates: list[torch.Tensor] | None = [] if trajectory else None
         z0 = x.new_zeros((x.shape[0], *self.state_shape))
+        cell = self.bound_cell()
         with torch.no_grad():
-            z_star, stats = solve(self._f(x, iterates), z0, method=self.config.solver, options=self.forward_options)
+            z_star, stats = solve(
+                self._f(cell, x, iterates), z0, method=self.config.solver, options=self.forward_options
+            )
         needs_graph = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        f = self._f(x)
+        f = self._f(cell, x)
         if not needs_graph:
             z = z_star
         elif self.config.backward == "phantom":
@@ -271,10 +281,12 @@ class DEQBlock(nn.Module):
             z = f(z_star)
             z_in = z_star.clone().requires_grad_(True)
             with torch.enable_grad():
-                f_in = self.cell(z_in, x.detach()).to(z_in.dtype)
+                f_in = cell(z_in, x.detach()).to(z_in.dtype)
             self.calls += 1
             z.register_hook(self._implicit_hook(z_in, f_in))
-        jac_loss = self.jacobian_loss(z_star, x) if needs_graph and self.training and self.config.jac_reg > 0 else None
+        jac_loss = (
+            self.jacobian_loss(z_star, x, cell) if needs_graph and self.training and self.config.jac_reg > 0 else None
+        )
         traj = times = None
         if trajectory:
             if stats.path is not None:
@@ -296,16 +308,17 @@ class DEQBlock(nn.Module):
             jac_loss=jac_loss,
         )
 
-    def jacobian_loss(self, z_star: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def jacobian_loss(self, z_star: torch.Tensor, x: torch.Tensor, cell=None) -> torch.Tensor:
         """||εᵀ J||² / d with J = ∂f/∂z at z*, ε ~ N(0, I) of z*'s shape (B, ...), d = z*.numel().
 
         E[||εᵀ J||²] = ||J||_F², so this is a one-sample Hutchinson estimate of the mean squared Jacobian
         entry per state element. One more evaluation of f and a double backward; the graph reaches the
         cell's parameters (and x), so minimising it makes f more contractive around its equilibrium.
         """
+        cell = self.bound_cell() if cell is None else cell
         z_in = z_star.detach().requires_grad_(True)
         with torch.enable_grad():
-            f_in = self.cell(z_in, x).to(z_in.dtype)
+            f_in = cell(z_in, x).to(z_in.dtype)
             self.calls += 1
             eps = torch.randn_like(f_in)
             (vjp,) = torch.autograd.grad(f_in, z_in, eps, create_graph=True)

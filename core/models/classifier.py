@@ -11,7 +11,7 @@ from torch import nn
 from ..solvers import SolverStats
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock
 from .config import DEQConfig, ModelConfig, ODEConfig
-from .layers import ConvCell, ConvFeatures, ConvField, ConvHead, MLPCell, MLPField
+from .layers import ContractiveConvCell, ConvCell, ConvFeatures, ConvField, ConvHead, MLPCell, MLPField
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ImplicitClassifier(nn.Module):
         if not isinstance(self.block, DEQBlock):
             raise ValueError(f"a {self.family} model has no fixed-point map; only deq does (its map is z = f(z; x))")
         feat = self.features(x).to(self.state_dtype)
-        cell = self.block.cell
+        cell = self.block.bound_cell()
 
         def f(z: torch.Tensor) -> torch.Tensor:
             return cell(z, feat).to(z.dtype)
@@ -162,7 +162,8 @@ def _build(c: ModelConfig) -> ImplicitClassifier:
     else:
         features = ConvFeatures(in_channels, width)
         spatial = c.input_shape[1] // 2
-        block = DEQBlock(ConvCell(width), c.deq, (width, spatial, spatial))
+        cell = ContractiveConvCell(width, spatial, c.contraction) if c.cell == "contractive" else ConvCell(width)
+        block = DEQBlock(cell, c.deq, (width, spatial, spatial))
     head = ConvHead(width, c.head_dim, c.num_classes, c.head_pool)
     return ImplicitClassifier(c, features, block, head)
 

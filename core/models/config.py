@@ -28,6 +28,9 @@ DEQ_MAX_ITER = 30
 #: Options every root solver has (``SolverOptions``): they carry over when the solver changes.
 COMMON_SOLVER_OPTIONS = ("tol", "max_iter")
 START_POINTS = ("fixed", "learnable")
+#: The image DEQ's cells: "contractive" (Lipschitz <= ``contraction`` by construction, the default) and
+#: "groupnorm" (the residual GroupNorm cell of the DEQ tutorials: not a contraction, kept for the Solver lab).
+DEQ_CELLS = ("contractive", "groupnorm")
 
 
 def _fail(message: str) -> None:
@@ -140,6 +143,8 @@ class ModelConfig:
         head_pool: spatial size the image head average-pools to (1 = global pooling).
         dropout: channel-wise (variational) dropout in HomoODE's field, one mask per solve.
         start: HomoODE start point, "fixed" (±1 alternating by channel) or "learnable" (shared).
+        cell: the image DEQ's cell, one of ``DEQ_CELLS`` (point DEQs have one MLP cell).
+        contraction: the contractive cell's Lipschitz bound γ in (0, 1).
         ode: integration settings of NODE / ANODE / HomoODE.
         deq: solver settings of DEQ.
         seed: parameter initialisation seed (None: leave torch's RNG alone).
@@ -156,6 +161,8 @@ class ModelConfig:
     head_pool: int = 1
     dropout: float = 0.0
     start: str = "fixed"
+    cell: str = "contractive"
+    contraction: float = 0.9
     ode: ODEConfig = field(default_factory=ODEConfig)
     deq: DEQConfig = field(default_factory=DEQConfig)
     seed: int | None = 0
@@ -175,6 +182,13 @@ class ModelConfig:
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             _fail(f"dropout must be in [0, 1), got {self.dropout!r}")
         check_choice(self.start, "start", START_POINTS)
+        check_choice(self.cell, "cell", DEQ_CELLS)
+        if (
+            not isinstance(self.contraction, (int, float))
+            or isinstance(self.contraction, bool)
+            or not (0 < self.contraction < 1)
+        ):
+            _fail(f"contraction must be in (0, 1) (the cell's Lipschitz bound), got {self.contraction!r}")
         if not isinstance(self.ode, ODEConfig):
             _fail("ode must be an ODEConfig")
         if not isinstance(self.deq, DEQConfig):
@@ -198,6 +212,8 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys raise ValueError naming the valid ones."""
         data = dict(data)
+        if "cell" not in data and data.get("family") == "deq" and data.get("input_kind") != "points":
+            data["cell"] = "groupnorm"  # saved before the contractive cell existed: the only cell there was
         for key, sub in (("ode", ODEConfig), ("deq", DEQConfig)):
             if isinstance(data.get(key), dict):
                 data[key] = from_fields(sub, data[key])

@@ -87,8 +87,11 @@ class ConvField(nn.Module):
 class ConvCell(nn.Module):
     """DEQ cell on (B, C, H, W): f(z; x) = GN(ReLU(z + GN(conv2(ReLU(GN(conv1(z)))) + x))).
 
-    The residual form and the final norm keep f well-conditioned, as in the DEQ tutorial cells;
-    the parameter count is that of ``ConvField`` plus one GroupNorm.
+    The residual form of the DEQ tutorial cells; the parameter count is that of ``ConvField`` plus one
+    GroupNorm. Not a contraction: after a few dozen training steps the spectral radius of ∂f/∂z at z* sits at
+    0.9-0.99 and Anderson misses 1e-4 in 30 iterations on most batches (docs/benchmarks.md), which makes it
+    the Solver lab's example of a map where plain iteration struggles and homotopy continuation does not.
+    ``ContractiveConvCell`` is the default.
     """
 
     def __init__(self, channels: int):
@@ -105,6 +108,66 @@ class ConvCell(nn.Module):
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         h = self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(z)))) + x)
         return self.norm3(torch.relu(z + h))
+
+
+def conv_operator_norm(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """An upper bound, tight to a few per cent, of the spectral norm of a stride-1, zero-padded ("same")
+    convolution with ``weight`` (Cout, Cin, k, k) acting on (Cin, size, size) inputs; differentiable.
+
+    The padded convolution is a compression of the circular one on an N x N grid, N = size + k - 1 (embed
+    the input in zeros, convolve circularly, keep the size x size window: nothing wraps into it), so its
+    norm is at most the circular one's, which the DFT block-diagonalises (Sedghi, Gupta & Long 2019):
+    ||conv|| <= max over frequencies w of sigma_max(K^(w)), K^(w) = sum_taps W[:, :, a, b] e^(-2 pi i w.(a, b) / N).
+    (The norm of the reshaped (Cout, Cin k k) matrix that ``torch.nn.utils.spectral_norm`` uses is not a
+    bound: 0.76 against a true 1.16 for a random 32-channel 3x3 kernel.)
+    """
+    n = size + weight.shape[-1] - 1
+    spectrum = torch.fft.rfft2(weight, s=(n, n))  # (Cout, Cin, n, n/2 + 1): real kernels mirror the rest
+    return torch.linalg.svdvals(spectrum.permute(2, 3, 0, 1)).amax()
+
+
+class ContractiveConvCell(nn.Module):
+    """DEQ cell on (B, C, S, S) that is a contraction in z by construction (Lipschitz constant <= gamma < 1):
+
+        f(z; x) = ReLU(x + gamma W2^ * ReLU(W1^ * z + b1) + b2),   W^ = W / max(1, ||W||)
+
+    with ||W|| the convolution's operator norm (``conv_operator_norm``), so ||f(z) - f(z')|| <= gamma ||z - z'||
+    for every input: the equilibrium exists, is unique, and every solver converges to it (fixed-point
+    iteration at rate gamma; Anderson much faster), and the implicit backward's linear solve with J^T converges
+    too. No normalisation sits on the z path (GroupNorm's division by a batch statistic has no Lipschitz bound).
+    Parameters: two C -> C 3x3 convolutions with bias, as ``ConvCell`` less its three GroupNorms.
+
+    ``bind()`` computes the normalised weights once (with their graph when gradients are on) and returns the
+    map with them fixed, so the 20-60 evaluations of one solve do not each redo the two norms.
+    """
+
+    def __init__(self, channels: int, size: int, gamma: float = 0.9):
+        super().__init__()
+        if not 0 < gamma < 1:
+            raise ValueError(f"gamma must be in (0, 1) for a contraction, got {gamma!r}")
+        self.size = size
+        self.gamma = gamma
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def normalized_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W1^, gamma W2^): operator norms at most 1 and gamma."""
+        one = self.conv1.weight.new_ones(())
+        w1 = self.conv1.weight / torch.maximum(one, conv_operator_norm(self.conv1.weight, self.size))
+        w2 = self.conv2.weight / torch.maximum(one, conv_operator_norm(self.conv2.weight, self.size))
+        return w1, self.gamma * w2
+
+    def bind(self):
+        """f(z, x) with this cell's normalised weights computed now, once."""
+        weights = self.normalized_weights()
+        return lambda z, x: self.forward(z, x, weights)
+
+    def forward(
+        self, z: torch.Tensor, x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        w1, w2 = self.normalized_weights() if weights is None else weights
+        h = torch.relu(nn.functional.conv2d(z, w1.to(z.dtype), self.conv1.bias, padding=1))
+        return torch.relu(x + nn.functional.conv2d(h, w2.to(h.dtype), self.conv2.bias, padding=1))
 
 
 class ConvHead(nn.Module):

@@ -230,6 +230,13 @@ def run_status(snap: Snapshot, trainer: SessionTrainer) -> str:
     return "  \n".join(lines)
 
 
+def ode_method_choices() -> list[tuple[str, str]]:
+    """(label, method) pairs of the ODE menu; the paper's solver is named as such."""
+    paper = core.ODE_RECIPES[core.PAPER_ODE_RECIPE]
+    named = f"{paper.method} (adaptive: the paper's solver)"
+    return [(named if m == paper.method else m, m) for m in core.ODE_METHODS]
+
+
 def build(tab: TrainTab, page: Page) -> tuple[gr.Tab, gr.Gallery]:
     """The Train tab's layout and events; returns the tab and its gallery (whose tiles open the lab)."""
     s = TrainSettings(device=tab.ctx.device)
@@ -250,7 +257,14 @@ def build(tab: TrainTab, page: Page) -> tuple[gr.Tab, gr.Gallery]:
             lr = gr.Number(s.lr, label="learning rate")
             limit = gr.Number(None, label="training subset (0 or blank: all)", elem_id="tr-limit")
         with gr.Row():
-            ode = gr.Dropdown(list(core.ODE_METHODS), value=s.ode_method, label="ODE method")
+            ode = gr.Dropdown(
+                ode_method_choices(),
+                value=s.ode_method,
+                label="ODE method",
+                info="rk4: fixed NFE (4 per step), fast. dopri5: adaptive, the paper's; only an adaptive method "
+                "shows the learned start point's saving in NFE",
+                elem_id="tr-ode",
+            )
             n_steps = gr.Number(s.n_steps, label="fixed ODE steps")
             tol = gr.Number(s.tol, label="solver tolerance")
             solver = gr.Dropdown(list(core.METHODS), value=s.deq_solver, label="DEQ solver")
