@@ -26,7 +26,12 @@ from core.training import CheckpointError, RunDir, TrainConfig, load_trainer
 from .plots import PCABasis, ResidualTrace, fit_pca
 
 #: Untrained presets offered when no run exists yet (labelled as such on the page).
-FRESH_PRESETS = ("image28-deq", "image28-homoode", "image28-node")
+FRESH_PRESETS = ("image28-deq", "image28-deq-groupnorm", "image28-homoode", "image28-node")
+#: What the menu says beside a preset whose name does not tell the story.
+FRESH_NOTES = {
+    "image28-deq": "a contraction: every solver converges",
+    "image28-deq-groupnorm": "not a contraction: plain iteration struggles, homotopy does not",
+}
 #: Solvers compared on a DEQ, in display order.
 LAB_SOLVERS = ("fixed_point", "anderson", "broyden", "homotopy")
 PATH_STATES = 48

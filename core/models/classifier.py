@@ -11,7 +11,7 @@ from torch import nn
 from ..solvers import SolverStats
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock
 from .config import DEQConfig, ModelConfig, ODEConfig
-from .layers import ContractiveConvCell, ConvCell, ConvFeatures, ConvField, ConvHead, MLPCell, MLPField
+from .layers import ContractiveConvCell, ConvFeatures, ConvField, ConvHead, GroupNormConvCell, MLPCell, MLPField
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,9 @@ def _build(c: ModelConfig) -> ImplicitClassifier:
     else:
         features = ConvFeatures(in_channels, width)
         spatial = c.input_shape[1] // 2
-        cell = ContractiveConvCell(width, spatial, c.contraction) if c.cell == "contractive" else ConvCell(width)
+        cell = (
+            ContractiveConvCell(width, spatial, c.contraction) if c.cell == "contractive" else GroupNormConvCell(width)
+        )
         block = DEQBlock(cell, c.deq, (width, spatial, spatial))
     head = ConvHead(width, c.head_dim, c.num_classes, c.head_pool)
     return ImplicitClassifier(c, features, block, head)

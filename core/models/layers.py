@@ -84,7 +84,7 @@ class ConvField(nn.Module):
         return self.norm2(self.drop(self.conv2(h)))
 
 
-class ConvCell(nn.Module):
+class GroupNormConvCell(nn.Module):
     """DEQ cell on (B, C, H, W): f(z; x) = GN(ReLU(z + GN(conv2(ReLU(GN(conv1(z)))) + x))).
 
     The residual form of the DEQ tutorial cells; the parameter count is that of ``ConvField`` plus one
@@ -135,7 +135,7 @@ class ContractiveConvCell(nn.Module):
     for every input: the equilibrium exists, is unique, and every solver converges to it (fixed-point
     iteration at rate gamma; Anderson much faster), and the implicit backward's linear solve with J^T converges
     too. No normalisation sits on the z path (GroupNorm's division by a batch statistic has no Lipschitz bound).
-    Parameters: two C -> C 3x3 convolutions with bias, as ``ConvCell`` less its three GroupNorms.
+    Parameters: two C -> C 3x3 convolutions with bias, as ``GroupNormConvCell`` less its three GroupNorms.
 
     ``bind()`` computes the normalised weights once (with their graph when gradients are on) and returns the
     map with them fixed, so the 20-60 evaluations of one solve do not each redo the two norms.

@@ -57,6 +57,10 @@ def _build_presets() -> dict[str, ModelConfig]:
         )
         for kind in ("image28", "image32"):
             presets[f"{kind}-{family}"] = _image(kind, family)
+    for kind in ("image28", "image32"):
+        # The DEQ tutorials' residual GroupNorm cell: not a contraction (most solves miss 1e-4 within 30
+        # Anderson iterations once trained), the Solver lab's example of where homotopy continuation helps.
+        presets[f"{kind}-deq-groupnorm"] = _image(kind, "deq").replace(cell="groupnorm")
     presets["paper-cifar10"] = ModelConfig(
         family="homoode",
         input_kind="image32",

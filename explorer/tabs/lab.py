@@ -239,7 +239,13 @@ def model_choices(ctx: Context, key: str) -> list[tuple[str, str]]:
         *((f"this session: {run.lanes[0].name} (step {run.step_count})", f"session:train:{i}") for i, run in runs),
         *((f"playground: {lane.name} on {lane.config.dataset}", f"session:pg:{j}") for j, lane in lanes),
         *((f"saved run: {f.name}", f"run:{f.name}") for f in lab_lib.runs_with_checkpoints(ctx.runs_dir)[:30]),
-        *((f"untrained: {name}", f"fresh:{name}") for name in lab_lib.FRESH_PRESETS),
+        *(
+            (
+                f"untrained: {name}" + (f" ({lab_lib.FRESH_NOTES[name]})" if name in lab_lib.FRESH_NOTES else ""),
+                f"fresh:{name}",
+            )
+            for name in lab_lib.FRESH_PRESETS
+        ),
     ]
 
 
