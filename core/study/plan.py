@@ -29,9 +29,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # reported beside them, never in a comparison rule.
     "paper-cifar10": ("homoode", {}),
 }
-#: The variants every study compares (the five of issue 12).
 #: The paper's ODE recipe as ``ODEConfig`` changes: what a study integrates with unless told otherwise.
 PAPER_ODE = {k: getattr(ODE_RECIPES[PAPER_ODE_RECIPE], k) for k in ("method", "rtol", "atol")}
+#: The variants every study compares (the five of issue 12).
 BASE_VARIANTS = ("node", "anode", "deq", "homoode-learned", "homoode-fixed")
 #: The variant that stands for "HomoODE" in the paper's claims (its learned start point is part of it).
 PAPER_HOMOODE = "homoode-learned"
