@@ -22,6 +22,17 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return f"{text[: limit - 20]}…{text[-8:]} ({len(text):,} characters)"
 
 
+def is_blank(value: Any) -> bool:
+    """Nothing entered: None (an empty number box) or a string of only spaces."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def check_filled(value: Any, name: str) -> None:
+    """ValueError ``"<name> is empty: enter a number"`` for a blank value (:func:`is_blank`): the one message
+    for an empty box, wherever the setting is typed (never "got None")."""
+    check(not is_blank(value), f"{name} is empty: enter a number")
+
+
 def check(cond: bool, message: str) -> None:
     """Raise ValueError(message) unless ``cond``; never ``assert`` (stripped by ``python -O``)."""
     if not cond:
@@ -79,12 +90,32 @@ class Range:
         return ok and (not self.integer or float(value).is_integer())
 
     def check(self, value: Any, name: str) -> None:
+        """ValueError naming ``name`` and the range unless ``value`` is in it; a blank value is
+        ``"<name> is empty: enter a number"`` (:func:`check_filled`)."""
+        check_filled(value, name)
         kind = "a whole number" if self.integer else "a number"
         check(value in self, f"{name} must be {kind} from {self.text()}, got {short_repr(value)}")
 
     def text(self) -> str:
         """``"1e-08 to 0.5"``, ``"0 to 2,147,483,647"``: how messages and the page state the range."""
         return f"{_show(self.low)} to {_show(self.high)}"
+
+
+def to_number(value: Any) -> Any:
+    """Text that spells a number ("0.01", " 1e-3 ", "200") as that number (an int when it has no fraction
+    and was written without a point or exponent); anything else is returned as it was, for a check to name."""
+    if not isinstance(value, str) or is_blank(value):
+        return value
+    text = value.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return value
+    return number if math.isfinite(number) else value
 
 
 def _show(v: float) -> str:

@@ -23,17 +23,45 @@ from .playground import FAMILY_NAMES
 IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.kind in ("bundled", "files"))
 #: Devices this server can train on: a web user is never offered (or told to pass a flag for) a missing GPU.
 DEVICES = tuple(d for d in core.DEVICES if d != "cuda" or torch.cuda.is_available())
-#: Train-form fields that may be left blank (blank means "not used"); every other number must be filled in.
-OPTIONAL_FIELDS = {"train_limit": "training subset", "epochs": "epochs"}
-FIELD_LABELS = {
-    "steps": "steps",
-    "batch_size": "batch size",
-    "lr": "learning rate",
-    "n_steps": "fixed ODE steps",
-    "tol": "solver tolerance",
-    "eval_every": "validate every",
-    "seed": "seed",
+#: Each number of the Train form: the one name every message gives it (as the other tabs do) and core's range of
+#: its values. Start (the whole form) and "Apply lr / tolerance now" (a live change) both check a value with
+#: :func:`check_field`: one setting, one rule, one wording, wherever it is typed.
+NUMBER_FIELDS: dict[str, tuple[str, checks.Range]] = {
+    "steps": ("steps", checks.STEPS),
+    "batch_size": ("batch size", checks.BATCH_SIZE),
+    "lr": ("learning rate", checks.LR),
+    "n_steps": ("ODE steps", checks.ODE_STEPS),
+    "tol": ("tolerance", checks.TOL),
+    "eval_every": ("validate every", checks.EVAL_EVERY),
+    "train_limit": ("training subset", checks.TRAIN_LIMIT),
+    "epochs": ("epochs", checks.EPOCHS),
+    "seed": ("seed", checks.SEED),
 }
+#: Train-form fields that may be left blank (blank, or 0, means "not used"); every other number must be filled in.
+OPTIONAL_FIELDS = ("train_limit", "epochs")
+#: Settings that "Apply lr / tolerance now" changes in a running run.
+LIVE_FIELDS = ("lr", "tol")
+
+
+def check_field(name: str, value: Any) -> None:
+    """Check one number of the Train form with core's range for it (:data:`NUMBER_FIELDS`); a blank value
+    is "<name> is empty: enter a number"."""
+    label, allowed = NUMBER_FIELDS[name]
+    allowed.check(value, label)
+
+
+def live_changes(model: core.ModelConfig, lr: Any, tol: Any) -> dict[str, Any]:
+    """The ``Trainer.apply`` changes that "Apply lr / tolerance now" makes to a run of ``model``, checked as
+    Start checks them (:func:`check_field`): the learning rate, and the tolerance of the DEQ's solver or of
+    the ODE (rtol = atol)."""
+    check_field("lr", lr)
+    check_field("tol", tol)
+    changes: dict[str, Any] = {"lr": lr}
+    if model.family == "deq":
+        changes["deq"] = dataclasses.replace(model.deq, solver_options={**model.deq.solver_options, "tol": tol})
+    else:
+        changes["ode"] = dataclasses.replace(model.ode, rtol=tol, atol=tol)
+    return changes
 
 
 def presets_for(family: str, input_kind: str) -> list[str]:
@@ -89,22 +117,20 @@ class TrainSettings:
                     f"{self.dataset} ({kind} inputs); pick 'auto'"
                     + (f" or one of {', '.join(fitting)}" if fitting else "")
                 )
-        checks.STEPS.check(self.steps, "steps")
-        checks.BATCH_SIZE.check(self.batch_size, "batch size")
-        checks.LR.check(self.lr, "learning rate")
+        for name in ("steps", "batch_size", "lr"):
+            check_field(name, getattr(self, name))
         checks.check_choice(self.ode_method, "ODE method", core.ODE_METHODS)
-        checks.ODE_STEPS.check(self.n_steps, "ODE steps")
-        checks.TOL.check(self.tol, "tolerance")
+        check_field("n_steps", self.n_steps)
+        check_field("tol", self.tol)
         checks.check_choice(self.deq_solver, "DEQ solver", core.METHODS)
         if self.device not in DEVICES:
             gpu = "" if "cuda" in DEVICES else " (this server has no CUDA GPU)"
             raise ValueError(f"device must be one of {', '.join(DEVICES)}{gpu}, got {short_repr(self.device)}")
-        checks.EVAL_EVERY.check(self.eval_every, "validate every")
-        if self.train_limit is not None:
-            checks.TRAIN_LIMIT.check(self.train_limit, "training subset")
-        if self.epochs is not None:
-            checks.EPOCHS.check(self.epochs, "epochs")
-        checks.SEED.check(self.seed, "seed")
+        check_field("eval_every", self.eval_every)
+        for name in OPTIONAL_FIELDS:
+            if getattr(self, name) is not None:
+                check_field(name, getattr(self, name))
+        check_field("seed", self.seed)
 
     @classmethod
     def from_form(cls, **values: Any) -> TrainSettings:
@@ -114,12 +140,12 @@ class TrainSettings:
         ints = {"steps", "batch_size", "n_steps", "eval_every", "train_limit", "seed", "epochs"}
         clean: dict[str, Any] = {}
         for key, value in values.items():
-            if value is None or value == "":
+            if checks.is_blank(value):
                 if key in OPTIONAL_FIELDS:
                     clean[key] = None
                     continue
-                if key in FIELD_LABELS:
-                    raise ValueError(f"{FIELD_LABELS[key]} is empty: enter a number")
+                if key in NUMBER_FIELDS:
+                    check_field(key, value)  # "... is empty: enter a number"
                 continue
             if key in ints and isinstance(value, float) and value.is_integer():
                 value = int(value)

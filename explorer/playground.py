@@ -5,7 +5,6 @@ picture the worker computes for the page (decision boundary, trajectories, vecto
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +51,10 @@ MAX_POINTS_PER_SPLIT = 5000
 
 def _int_in(value: Any, name: str, low: int, high: int) -> None:
     """A whole number (an int: the Playground's parsed values never hold a float here) in [low, high]."""
+    checks.check_filled(value, name)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {short_repr(value)}")
+        whole = checks.Range(low, high, integer=True)
+        raise ValueError(f"{name} must be a whole number from {whole.text()}, got {short_repr(value)}")
     checks.check_number(value, name, low, high, integer=True)
 
 
@@ -103,10 +104,8 @@ class PlaygroundSettings:
         checks.LR.check(self.lr, "learning rate")
         _int_in(self.seed, "seed", int(checks.SEED.low), int(checks.SEED.high))
         _int_in(self.steps, "steps", 1, MAX_PLAYGROUND_STEPS)
-        if self.noise is not None:
-            ok = isinstance(self.noise, (int, float)) and not isinstance(self.noise, bool)
-            if not ok or not math.isfinite(self.noise) or not 0 <= self.noise <= 1:
-                raise ValueError(f"noise must be a number from 0 to 1, got {short_repr(self.noise)}")
+        if self.noise is not None:  # None: the dataset's own noise
+            checks.check_number(self.noise, "noise", 0, 1)
         _int_in(self.points, "training points", 20, MAX_POINTS_PER_SPLIT)
         _int_in(self.batch_size, "batch size", int(checks.BATCH_SIZE.low), int(checks.BATCH_SIZE.high))
         if self.hidden not in HIDDEN_CHOICES:
@@ -210,13 +209,12 @@ def _parse(name: str, raw: str) -> Any:
     raw = str(raw).strip()
     if name == "models":
         return tuple(m.strip().lower() for m in raw.split(",") if m.strip())
-    if name in ("n_steps", "seed", "steps", "points", "batch_size", "depth"):
-        value = float(raw)
-        if not value.is_integer():
-            raise ValueError(f"{short_repr(raw)} is not a whole number")
-        return int(value)
-    if name in ("tol", "lr", "noise"):
-        return float(raw)
+    if name in ("n_steps", "seed", "steps", "points", "batch_size", "depth", "tol", "lr", "noise"):
+        # Text that is no number stays text: the setting's own check then refuses it in the words the form's
+        # box gets ("learning rate must be a number from 1e-08 to 10, got 'abc'").
+        value = checks.to_number(raw)
+        whole = name not in ("tol", "lr", "noise") and isinstance(value, float) and value.is_integer()
+        return int(value) if whole else value
     if name == "show_test":
         if raw.lower() not in ("0", "1", "true", "false"):
             raise ValueError(f"{short_repr(raw)} is not 0 or 1")

@@ -284,7 +284,7 @@ def test_memory_measure_takes_a_training_slot(tmp_path):
         ((["node"], ["direct"], "256", "points", 2), "1 to 8 batch sizes from 1 to 128"),
         ((["node", "resnet"], ["direct"], "8", "points", 2), "family must be one of"),
         ((["node"], ["backprop"], "8", "points", 2), "gradient method must be one of"),
-        ((["node"], ["direct"], "8", "points", None), "rk4 steps must be a whole number"),
+        ((["node"], ["direct"], "8", "points", None), "rk4 steps is empty: enter a number"),
     ],
 )
 def test_memory_measure_rejects_bad_input(tmp_path, args, message):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import core
+from core import checks
 from core.training import Divergence, TrainConfig
 from explorer import lab as lab_lib
 from explorer import plots
@@ -575,3 +576,77 @@ def test_the_train_tab_says_when_deq_steps_missed_their_tolerance():
     finally:
         st.stop()
         st.join()
+
+
+# ------------------------------------------------------------------ issue 18, item 3: one setting, one rule
+
+TRAIN_FORM = dict(dataset="digits", family="deq", preset="auto", steps=50, batch_size=8, lr=2e-3, ode_method="rk4",
+                  n_steps=2, tol=1e-3, deq_solver="anderson", device="cpu", train_limit=32, epochs=None)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "lr, tol, message",
+    [
+        (1e9, 1e-3, "learning rate must be a number from 1e-08 to 10, got 1000000000.0"),
+        (2e-3, 0.7, "tolerance must be a number from 1e-08 to 0.5, got 0.7"),
+        (None, 1e-3, "learning rate is empty: enter a number"),
+        (2e-3, None, "tolerance is empty: enter a number"),
+    ],
+)
+def test_apply_now_checks_lr_and_tolerance_as_start_does(tmp_path, lr, tol, message):
+    """Train's "Apply lr / tolerance now" took lr = 1e9 (Start refuses > 10; the run then blew up), said
+    "(0, 1)" for a tolerance where Start says 1e-08 to 0.5, and "got None" for a blank box."""
+    ex = Explorer(tmp_path, autoplay=False)
+    # Start refuses the values, in these words.
+    assert ex.train.start("a", **{**TRAIN_FORM, "lr": lr, "tol": tol}).warning == message
+    assert ex.session("a").train is None and list(tmp_path.iterdir()) == []
+    settings = TrainSettings.from_form(**TRAIN_FORM)
+    st = SessionTrainer([Lane(settings.display_name, settings.train_config(), tmp_path / "run")])
+    ex.session("a").train = st  # a run of this tab (not playing: nothing to wait for)
+    try:
+        assert ex.train.apply("a", lr, tol).warning == message  # Apply: the same check, the same words
+        config = st.trainers[0].config
+        assert config.lr == 2e-3 and config.model.deq.solver_options["tol"] == 1e-3  # nothing changed
+        out = ex.train.apply("a", 5.0, 0.5)  # the top of each range is allowed, as at Start
+        assert not out.warning and "applied lr 5" in out.message
+        config = st.trainers[0].config
+        assert config.lr == 5.0 and config.model.deq.solver_options["tol"] == 0.5
+    finally:
+        st.stop()
+        ex.close_session("a")
+
+
+def test_a_blank_lab_box_is_empty_never_none(explorer):
+    out = explorer.lab.run("s1", "fresh:image28-deq", "", "val", 0, None, 30, "rk4", 4)
+    assert out.warning == "tolerance is empty: enter a number"
+    out = explorer.lab.run("s1", "fresh:image28-deq", "", "val", None, 1e-4, 30, "rk4", 4)
+    assert out.warning == "input index is empty: enter a number"
+    out = explorer.lab.input("s1", "fresh:image28-deq", "", "val", None)
+    assert out.warning == "input index is empty: enter a number"
+    assert "got None" not in explorer.lab.run("s1", "fresh:image28-deq", "", "val", 0, 1e-4, None, "rk4", 4).warning
+
+
+@pytest.mark.parametrize(
+    "key, raw, message",
+    [
+        ("lr", "abc", "learning rate must be a number from 1e-08 to 10, got 'abc'"),
+        ("tol", "x", "tolerance must be a number from 1e-08 to 0.5, got 'x'"),
+        ("lr", "", "learning rate is empty: enter a number"),
+        ("seed", "one", "seed must be a whole number from 0 to 2,147,483,647, got 'one'"),
+        ("noise", "lots", "noise must be a number from 0 to 1, got 'lots'"),
+    ],
+)
+def test_a_link_value_gets_the_settings_own_words(key, raw, message):
+    """`?lr=abc` showed Python's "could not convert string to float"; now the words the form's box gets."""
+    settings, problems = PlaygroundSettings.from_query({key: raw})
+    assert problems == [f"link parameter {key!r}={raw!r}: {message}; using the default"]
+    assert settings == PlaygroundSettings()
+    # A link's number is read as the form's box: what spells a number is one, the rest is named as typed.
+    assert PlaygroundSettings.from_query({"lr": " 0.05 ", "seed": "7.0"}) == (PlaygroundSettings(lr=0.05, seed=7), [])
+
+
+def test_core_checks_say_empty_for_a_blank_and_read_typed_numbers():
+    assert [checks.to_number(t) for t in ("0.01", " 7 ", "1e-3", "abc", "", "nan")] == [0.01, 7, 1e-3, "abc", "", "nan"]
+    for blank in (None, "", "   "):
+        with pytest.raises(ValueError, match="^steps is empty: enter a number$"):
+            checks.STEPS.check(blank, "steps")

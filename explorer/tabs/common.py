@@ -25,7 +25,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import gradio as gr
 
 import core
-from core.checks import check_choice, check_number, short_repr
+from core.checks import check_choice, check_filled, check_number, short_repr
 from core.data import DatasetUnavailable
 from core.training import CheckpointError
 
@@ -48,7 +48,9 @@ def alert(text: str) -> str:
 
 
 def as_int(value: Any, name: str) -> int:
-    """A whole number given as an int or a whole float; anything else is a ValueError naming the field."""
+    """A whole number given as an int or a whole float; anything else is a ValueError naming the field (a
+    blank box: "<name> is empty", as everywhere)."""
+    check_filled(value, name)
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not number or not float(value).is_integer():
         raise ValueError(f"{name} must be a whole number, got {short_repr(value)}")

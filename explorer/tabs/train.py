@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import shutil
 import threading
 from functools import partial
@@ -18,7 +17,7 @@ from core.checks import short_repr
 from core.data import dataset_info
 
 from .. import lab as lab_lib
-from ..imagetrain import DEVICES, TrainSettings, dataset_choices, new_run_dir, presets_for
+from ..imagetrain import DEVICES, TrainSettings, dataset_choices, live_changes, new_run_dir, presets_for
 from ..playground import FAMILY_NAMES
 from ..plots import curves_figure, empty_figure
 from ..runs import RUN_COLUMNS, read_runs, run_rows
@@ -117,16 +116,8 @@ class TrainTab(CurvesTab):
         if trainer is None:
             return TrainOut.failed("no image run to change: press ▶ Start first")
         try:
-            if not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 < tol < 1:
-                raise ValueError(f"tolerance must be a number in (0, 1), got {short_repr(tol)}")
-            model = trainer.trainers[0].config.model
-            changes: dict[str, Any] = {"lr": lr}
-            if model.family == "deq":
-                options = {**model.deq.solver_options, "tol": tol}
-                changes["deq"] = dataclasses.replace(model.deq, solver_options=options)
-            else:
-                changes["ode"] = dataclasses.replace(model.ode, rtol=tol, atol=tol)
-            trainer.apply(**changes)
+            # Start's own check of each value (the same ranges and words), then core's check of the change.
+            trainer.apply(**live_changes(trainer.trainers[0].config.model, lr, tol))
         except USER_ERRORS as err:
             return TrainOut.failed(err)
         return TrainOut(message=f"applied lr {lr:g}, tolerance {tol:g} from the next step")
