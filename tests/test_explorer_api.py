@@ -141,8 +141,9 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     assert menu["value"] == menu["choices"][0][1] == "session:train:0"
     # Compare: the run is in the table (this tab started it), its curves are drawn, the table exports.
     table, picked, curves, _, message = c.predict("this tab's runs", [], api_name="/compare_refresh")
-    assert [r[0] for r in table["data"]] == [rows[0][0]] and picked["value"] == [rows[0][0]] and "1 run" in message
-    assert rows[0][0] in curves["plot"]
+    assert [r[0] for r in table["data"]] == [rows[0][0]] and "1 run" in message
+    assert "value" not in picked  # a refresh lists the runs; the ticks stay the user's (issue 18)
+    assert rows[0][0] in curves["plot"]  # nothing ticked: the newest run's curves
     # Ticking runs in the picker redraws the overlay (it failed on an input it did not take: the filter).
     curves, _ = c.predict("this tab's runs", [rows[0][0]], "", api_name="/compare_select")
     assert rows[0][0] in curves["plot"]

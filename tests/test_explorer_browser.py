@@ -514,3 +514,69 @@ def write_fake_run(folder: Path) -> None:
         "stopped": False,
     }
     (folder / "summary.json").write_text(json.dumps(summary))
+
+
+# ------------------------------------------------------------------ issue 18: data safety and correctness
+
+TICKED = "() => Array.from(document.querySelectorAll('#compare-runs input')).filter(i => i.checked).map(i => i.name)"
+LISTED = "() => Array.from(document.querySelectorAll('#compare-runs input')).map(i => i.name)"
+
+
+def test_compare_ticks_survive_refreshes_and_delete_takes_exactly_them(server, demo, page, monkeypatch):
+    """Item 1: a tick made while a refresh is on its way survives it, nothing is ticked for the user, and
+    "Delete picked runs" lists and deletes exactly the runs ticked (it deleted the tab's own runs, pre-ticked
+    by a refresh that had also unticked the user's pick)."""
+    import threading
+
+    from explorer import runs as runs_lib
+
+    pg, log = page
+    root = demo.explorer.runs_dir
+    names = [f"20980101-00000{i}-deq-digits-tick{i}" for i in range(4)]
+    for name in names:
+        write_fake_run(root / name)
+    # Each refresh reads the runs folder slowly, so that a tick lands while it is on its way.
+    entered, read_runs = threading.Event(), runs_lib.read_runs
+
+    def slow_read_runs(*args, **kwargs):
+        entered.set()
+        time.sleep(2.0)
+        return read_runs(*args, **kwargs)
+
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Compare").click()  # a refresh: lists the runs
+    pg.wait_for_function(f"() => ({LISTED})().includes('{names[3]}')", timeout=30_000)
+    time.sleep(1.0)  # its curves redraw, chained after it, is done too
+    assert pg.evaluate(TICKED) == []  # nothing is ticked for the user (the three newest were)
+    monkeypatch.setattr(runs_lib, "read_runs", slow_read_runs)
+    picks = []
+    for name in (names[1], names[2]):  # a tick between two refreshes, each while a refresh is on its way
+        entered.clear()
+        pg.click("#compare-refresh")
+        assert entered.wait(30), "the refresh never reached the server"
+        pg.locator("#compare-runs").get_by_text(name, exact=True).click()
+        picks.append(name)
+        time.sleep(4.5)  # the refresh (2 s), then the curves of the ticks as they are (2 s)
+        assert sorted(pg.evaluate(TICKED)) == picks
+    monkeypatch.setattr(runs_lib, "read_runs", read_runs)
+    shown = pg.evaluate("() => document.querySelector('#compare-curves .js-plotly-plot').data.map(t => t.legendgroup)")
+    assert set(shown) == set(picks)  # the curves are the ticked runs'
+    pg.click("#compare-delete")
+    pg.wait_for_function(
+        "() => document.querySelector('#compare-message').innerText.includes('exactly these')", timeout=30_000
+    )
+    asked = pg.locator("#compare-message").inner_text()
+    assert f"Delete 2 ticked run(s) and their files: {names[1]}, {names[2]}?" in asked, asked
+    pg.screenshot(path=ARTIFACTS / "compare-delete-asks.png", full_page=True)
+    pg.click("#compare-delete")
+    pg.wait_for_function(
+        "() => document.querySelector('#compare-message').innerText.includes('deleted 2 run(s)')", timeout=30_000
+    )
+    assert not (root / names[1]).exists() and not (root / names[2]).exists()
+    assert (root / names[0]).is_dir() and (root / names[3]).is_dir()  # never ticked: never deleted
+    pg.wait_for_function(f"() => !({LISTED})().includes('{names[1]}')", timeout=30_000)
+    assert pg.evaluate(TICKED) == []
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()

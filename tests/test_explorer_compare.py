@@ -219,7 +219,8 @@ def test_compare_refresh_select_and_accuracy_points(runs):
     assert acc["node"].y[0] == pytest.approx(60.0) and acc["node"].x[0] == pytest.approx(30.0)
     assert acc["node"].marker.symbol == ("circle-open",)
     out = ex.compare.refresh("s1", "all saved runs", None)
-    assert out.runs[1] == names  # nothing picked: the newest (up to 3)
+    assert out.runs == (names, KEEP)  # nothing ticked: the picks stay the user's (issue 18)
+    assert {t.legendgroup for t in out.curves.data} == set(names)  # the curves of the newest (up to 3)
     both = ex.compare.select("s1", "all saved runs", names).curves
     assert {t.legendgroup for t in both.data} == set(names)
     # This tab started neither run.
@@ -378,7 +379,7 @@ def test_rename_stays_inside_the_runs_directory(runs, tmp_path_factory):
 def test_delete_asks_twice_and_never_a_run_still_training(runs):
     ex = Explorer(runs, autoplay=False)
     first = ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
-    assert "press **Delete** again" in first.message and (runs / "20260101-000000-a").is_dir()
+    assert "Press **Delete picked runs** again" in first.message and (runs / "20260101-000000-a").is_dir()
     # Another selection restarts the question.
     ex.compare.delete("d", "all saved runs", ["20260102-000000-b"])
     assert (runs / "20260102-000000-b").is_dir()
@@ -403,3 +404,62 @@ def test_accuracy_points_carry_their_run_names():
     points = [plots.RunPoint("20260101-000000-homoode-digits-ab12", "homoode", 20.0, 0.0, 0.97, "test")]
     fig = plots.runs_accuracy_figure(points)
     assert list(fig.data[0].texttemplate) == ["homoode-digits-ab…"] and "text" in fig.data[0].mode
+
+
+# ------------------------------------------------------------------ issue 18, item 1: the ticks are the user's
+
+
+def test_a_refresh_lists_the_runs_but_never_ticks_or_unticks_one(runs):
+    """A refresh (opening the tab, the filter, the scope, Refresh) sends the picker its choices and never its
+    value: a tick made while it is on its way survives, and nothing is ticked for the user (it pre-ticked the
+    three newest runs, which a "Delete picked runs" then deleted)."""
+    write_run(runs, "20260103-000000-c", events=[step(1, 1.0)])
+    ex = Explorer(runs, autoplay=False)
+    names = ["20260103-000000-c", "20260102-000000-b", "20260101-000000-a"]
+    out = ex.compare.refresh("t", "all saved runs", [])
+    assert out.runs == (names, KEEP)  # the three newest are listed, not ticked
+    assert {t.legendgroup for t in out.curves.data} == set(names)  # their curves are shown meanwhile
+    assert "3 newest" in out.message
+    out = ex.compare.refresh("t", "all saved runs", ["20260101-000000-a"])
+    assert out.runs == (names, KEEP)
+    assert {t.legendgroup for t in out.curves.data} == {"20260101-000000-a"}
+    # A ticked run whose row the filter hides stays in the picker, ticked, and says so.
+    out = ex.compare.refresh("t", "all saved runs", ["20260101-000000-a"], "node")
+    assert [r[0] for r in out.table] == ["20260102-000000-b"]
+    assert out.runs == (["20260102-000000-b", "20260101-000000-a"], KEEP)
+    assert "ticked, though not in the table: 20260101-000000-a" in out.message
+    assert {
+        t.legendgroup for t in ex.compare.select("t", "all saved runs", ["20260101-000000-a"], "node").curves.data
+    } == {"20260101-000000-a"}
+    # Only a run that is gone leaves the picks (the picker cannot hold a choice it does not list).
+    (runs / "20260103-000000-c" / "config.json").unlink()
+    out = ex.compare.refresh("t", "all saved runs", ["20260103-000000-c", "20260101-000000-a"])
+    assert out.runs == (names[1:], ["20260101-000000-a"])
+
+
+def test_choices_alone_leave_the_pickers_value_to_the_user():
+    import gradio as gr
+
+    from explorer.tabs.common import Choices, _update
+
+    update = _update(gr.CheckboxGroup(), Choices(["a", "b"], KEEP))
+    assert update.choices == [("a", "a"), ("b", "b")]
+    assert "value" not in update._constructor_args[0]  # what gradio sends: the choices, not a value
+    update = _update(gr.CheckboxGroup(), Choices(["a", "b"], ["b"]))
+    assert update._constructor_args[0]["value"] == ["b"]
+
+
+def test_delete_lists_and_deletes_exactly_the_ticked_runs(runs):
+    write_run(runs, "20260103-000000-c", events=[step(1, 1.0)])
+    ex = Explorer(runs, autoplay=False)
+    ex.compare.refresh("d", "all saved runs", [])  # opening the tab ticks nothing
+    first = ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
+    assert "**20260101-000000-a**" in first.message and "exactly these" in first.message
+    assert first.runs is KEEP and (runs / "20260101-000000-a").is_dir()
+    done = ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
+    assert "deleted 1 run(s): 20260101-000000-a" in done.message
+    assert sorted(p.name for p in runs.iterdir() if (p / "config.json").exists()) == [
+        "20260102-000000-b",
+        "20260103-000000-c",
+    ]
+    assert done.runs == (["20260103-000000-c", "20260102-000000-b"], [])  # the deleted run left the picks

@@ -592,7 +592,7 @@ def test_on_a_shared_server_a_tab_manages_only_its_own_runs(tmp_path):
     assert "only the runs it started" in ex.compare.delete("m", "all saved runs", ["someone-elses"]).warning
     assert "only the runs it started" in ex.compare.rename("m", "all saved runs", ["someone-elses"], "x").warning
     ex.session("m").run_dirs.append(run)  # its own: allowed (asks twice)
-    assert "press **Delete** again" in ex.compare.delete("m", "all saved runs", ["someone-elses"]).message
+    assert "Press **Delete picked runs** again" in ex.compare.delete("m", "all saved runs", ["someone-elses"]).message
 
 
 def test_a_run_is_live_from_its_start_until_its_summary_even_after_its_tab_closed(tmp_path):

@@ -93,7 +93,8 @@ class Result:
 
 
 class Choices(NamedTuple):
-    """A menu's new choices and the value picked among them, in one update."""
+    """A menu's new choices and the value picked among them, in one update; a value of ``KEEP`` sends the
+    choices alone, leaving the value to the user (a tick made while the update was on its way survives)."""
 
     choices: list[Any]
     value: Any
@@ -115,6 +116,8 @@ OPEN_LAB = Nav(tab="lab", pg_timer=False, train_timer=False)
 def _update(component: Any, value: Any) -> Any:
     """A result field's value as the update of its component."""
     if isinstance(value, Choices):
+        if value.value is KEEP:
+            return type(component)(choices=value.choices)
         return type(component)(choices=value.choices, value=value.value)
     if isinstance(component, gr.Timer):
         return gr.Timer(active=bool(value))

@@ -77,31 +77,54 @@ class CompareTab(CurvesTab):
         only = set(self.session(key).run_dirs) if scope == "this tab's runs" else None
         return runs.filter_runs(runs.read_runs(self.ctx.runs_dir, only=only), text)
 
+    def _ticked(self, records: list[runs.RunRecord], selected: list[str] | None) -> list[runs.RunRecord]:
+        """The records of the ticked runs that still exist, listed or not (a filter or the scope may hide a
+        ticked run's row: it stays ticked, and its curves stay drawn)."""
+        picked = [n for n in dict.fromkeys(selected or []) if isinstance(n, str) and Path(n).name == n]
+        listed = {r.name: r for r in records}
+        hidden = [n for n in picked if n not in listed]
+        if hidden:
+            found = runs.read_runs(self.ctx.runs_dir, limit=None, only={self.ctx.runs_dir / n for n in hidden})
+            listed.update({r.name: r for r in found})
+        return [listed[n] for n in picked if n in listed]
+
     def refresh(self, key: str, scope: str, selected: list[str] | None = None, text: str = "") -> CompareOut:
         """Re-read the runs directory: the table (only rows containing every word of ``text``), the run
-        picker (keeping what is still there, else the three newest), the overlaid curves of the picked runs
-        and every run's accuracy vs NFE."""
+        picker's choices, the overlaid curves (of the ticked runs, else of the three newest) and every run's
+        accuracy vs NFE.
+
+        The ticks are the user's alone: a refresh sends the picker its choices, never its value, so a tick
+        made while a refresh is on its way survives it, and nothing is ever ticked for the user. A ticked run
+        stays in the picker (ticked) when the filter or the scope hides its row; only a run that no longer
+        exists leaves the picks (the picker cannot hold a choice it does not list)."""
         try:
             records = self._records(key, scope, text)
         except ValueError as err:
             return CompareOut.failed(err)
         names = [r.name for r in records]
-        keep = [n for n in (selected or []) if n in names] or names[:3]
+        ticked = self._ticked(records, selected)
+        kept = [r.name for r in ticked]
+        choices = names + [n for n in kept if n not in names]
         points = [p for p in (_run_point(r) for r in records) if p is not None]
         words = str(text or "").strip()
         matching = f" matching {short_repr(words, 40)}" if words else ""
         empty = "no run matches the filter" if words else _NO_RUNS
         message = f"{len(records)} run(s) in `{self.ctx.runs_dir}`{matching}" if records else empty
+        hidden = [n for n in kept if n not in names]
+        if hidden:
+            message += f" · ticked, though not in the table: {', '.join(hidden)}"
+        elif records and not ticked:
+            message += f" · curves of the {min(3, len(records))} newest (tick runs to choose)"
         return CompareOut(
             table=runs.run_rows(records),
-            runs=Choices(names, keep),
-            curves=self._curves(key, records, keep),
+            runs=Choices(choices, KEEP if kept == list(selected or []) else kept),
+            curves=self._curves(key, ticked or records[:3]),
             accuracy=plots.runs_accuracy_figure(points),
             message=message,
         )
 
-    def _curves(self, key: str, records: list[runs.RunRecord], selected: list[str]) -> Any:
-        chosen = [r for r in records if r.name in set(selected)][:MAX_OVERLAID]
+    def _curves(self, key: str, chosen: list[runs.RunRecord]) -> Any:
+        chosen = chosen[:MAX_OVERLAID]
         if not chosen:
             return plots.empty_figure("pick runs above to overlay their training curves", 300)
         colors = plots.family_colors({r.name: r.family for r in chosen})
@@ -109,15 +132,17 @@ class CompareTab(CurvesTab):
         return plots.curves_figure(metrics, COMPARE_PANELS, colors=colors, **self.curve_options(key))
 
     def select(self, key: str, scope: str, selected: list[str] | None, text: str = "") -> CompareOut:
-        """The run picker changed: redraw the overlaid curves only."""
+        """The run picker changed (or a refresh ended, with the ticks as they are now): redraw the overlaid
+        curves only."""
         try:
             records = self._records(key, scope, text)
         except ValueError as err:
             return CompareOut.failed(err)
         picked = list(selected or [])
         many = f"showing the curves of the first {MAX_OVERLAID} of {len(picked)} picked runs"
+        ticked = self._ticked(records, picked)
         return CompareOut(
-            curves=self._curves(key, records, picked), message=many if len(picked) > MAX_OVERLAID else KEEP
+            curves=self._curves(key, ticked or records[:3]), message=many if len(picked) > MAX_OVERLAID else KEEP
         )
 
     def redraw_curves(self, key: str, scope: str = "", selected: list[str] | None = None) -> CompareOut:
@@ -167,11 +192,14 @@ class CompareTab(CurvesTab):
             if session is not None:
                 session.run_dirs = [target if p.resolve() == folder.resolve() else p for p in session.run_dirs]
         out = self.refresh(key, scope, [target.name], text)
-        return dataclasses.replace(out, message=f"renamed {name} to **{target.name}**")
+        # The user's command: the run they ticked is ticked under its new name (its old one is gone).
+        picks = Choices(out.runs.choices, [target.name]) if isinstance(out.runs, Choices) else KEEP
+        return dataclasses.replace(out, runs=picks, message=f"renamed {name} to **{target.name}**")
 
     def delete(self, key: str, scope: str, selected: list[str] | None, text: str = "") -> CompareOut:
-        """Delete the picked runs: the first press names them, a second press within
-        ``DELETE_CONFIRM_SECONDS`` (same runs picked) deletes them. Never a run still training."""
+        """Delete the ticked runs, exactly those: the first press lists them, a second press within
+        ``DELETE_CONFIRM_SECONDS`` with the same runs ticked deletes them (any other ticks ask again). Never a
+        run still training. The picker keeps only the ticked runs that could not be deleted."""
         session = self.session(key)
         picked = sorted(selected or [])
         try:
@@ -189,19 +217,23 @@ class CompareTab(CurvesTab):
         if pending is None or pending[0] != picked or time.monotonic() - pending[1] > DELETE_CONFIRM_SECONDS:
             session.lab["delete"] = (picked, time.monotonic())
             return CompareOut(
-                message=f"⚠️ press **Delete** again within {DELETE_CONFIRM_SECONDS} s to delete "
-                f"{len(picked)} run(s) and their files: {', '.join(picked)}"
+                message=f"⚠️ Delete {len(picked)} ticked run(s) and their files: **{', '.join(picked)}**? Press "
+                f"**Delete picked runs** again within {DELETE_CONFIRM_SECONDS} s to delete exactly these."
             )
         session.lab.pop("delete", None)
-        failed = []
+        failed, bad = [], []
         for name in picked:
             try:
                 runs.delete_run(self.ctx.runs_dir, name)
             except (ValueError, OSError) as err:
                 failed.append(f"{name} ({err})")
-        message = f"deleted {len(picked) - len(failed)} run(s)"
+                bad.append(name)
+        message = f"deleted {len(picked) - len(failed)} run(s): {', '.join(n for n in picked if n not in bad)}"
         message += f"; could not delete {', '.join(failed)}" if failed else ""
-        return dataclasses.replace(self.refresh(key, scope, [], text), message=message)
+        out = self.refresh(key, scope, bad, text)
+        # The user's command: the deleted runs leave the picks (a picker cannot hold a run it does not list).
+        picks = Choices(out.runs.choices, bad) if isinstance(out.runs, Choices) else KEEP
+        return dataclasses.replace(out, runs=picks, message=message)
 
     def export(self, key: str, scope: str, fmt: str, text: str = "") -> CompareOut:
         """Write the runs table (as filtered) as CSV or JSON for download."""
@@ -408,8 +440,15 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
               study_report=study_report)  # fmt: skip
     shown = {"scope": scope, "selected": picker, "text": text}
     out = [table, picker, curves, accuracy, message]
-    page.on(refresh.click, tab.refresh, shown, out, api_name="compare_refresh")
-    page.on(compare_tab.select, tab.refresh, shown, out, twins=(scope.input, text.input), trigger_mode="always_last")
+    # A refresh lists the runs but never touches the ticks (``CompareTab.refresh``); then the curves are drawn
+    # for the ticks as they are by then (a tick made meanwhile, whose own redraw may have come first, counts).
+    opened = [compare_tab.select, scope.input, text.input]
+    refreshed = [
+        page.on(refresh.click, tab.refresh, shown, out, api_name="compare_refresh"),
+        page.on(opened, tab.refresh, shown, [table, picker, accuracy, message], trigger_mode="always_last"),
+    ]
+    for done in refreshed:
+        page.on(done.then, tab.select, shown, [curves, message], show_progress="hidden")
     page.on(rename.click, tab.rename, {"scope": scope, "selected": picker, "new_name": new_name, "text": text}, out,
             api_name="compare_rename")  # fmt: skip
     page.on(delete.click, tab.delete, shown, out, api_name="compare_delete")
