@@ -130,6 +130,35 @@ def pick_input(lab: LabModel, index: int, split: str = "val") -> tuple[torch.Ten
 MAX_CANVAS_SIDE = 2000  # pixels: the page's sketchpad is 280; larger arrays only cost memory
 
 
+INK = 0.1  # a pixel with more ink than this is part of the drawing
+
+
+def _ink(drawing: Any) -> np.ndarray | None:
+    """The ink of each pixel of a sketch (H, W) in [0, 1]: dark strokes on a light or transparent canvas,
+    ink = alpha * (1 - luminance). None when there is no canvas; ValueError when the value is not an image."""
+    canvas = drawing.get("composite") if isinstance(drawing, dict) else drawing
+    if canvas is None:
+        return None
+    try:
+        canvas = np.asarray(canvas)
+    except (TypeError, ValueError):
+        canvas = np.zeros(0)
+    shape_ok = canvas.ndim == 2 or (canvas.ndim == 3 and canvas.shape[-1] in (3, 4))
+    if not shape_ok or not 1 <= min(canvas.shape[:2]) or max(canvas.shape[:2]) > MAX_CANVAS_SIDE:
+        raise ValueError(
+            f"a drawing is an image of at most {MAX_CANVAS_SIDE} x {MAX_CANVAS_SIDE} pixels (grey, RGB or RGBA), "
+            f"got an array of shape {short_repr(tuple(canvas.shape))}"
+        )
+    try:
+        img = canvas.astype(np.float64) / 255.0
+    except (TypeError, ValueError):
+        raise ValueError(f"a drawing is an image of numbers, got values of type {canvas.dtype}") from None
+    if img.ndim == 2:
+        return 1 - img
+    alpha = img[..., 3] if img.shape[-1] == 4 else 1.0
+    return alpha * (1 - img[..., :3] @ np.array([0.299, 0.587, 0.114]))
+
+
 def drawing_to_input(drawing: Any, data: DataBundle) -> torch.Tensor:
     """A sketch from the page -> a (1, 1, 28, 28) normalised digit, prepared as MNIST's were.
 
@@ -148,28 +177,12 @@ def drawing_to_input(drawing: Any, data: DataBundle) -> torch.Tensor:
     if data.input_kind != "image28":
         raise ValueError(
             "drawing works with 28 x 28 digit models: pick a run on digits / MNIST / Fashion-MNIST or an "
-            "untrained image28 preset"
+            "untrained image28 preset, or clear the canvas to solve a dataset input"
         )
-    canvas = drawing.get("composite") if isinstance(drawing, dict) else drawing
-    if canvas is None:
+    ink = _ink(drawing)
+    if ink is None:
         raise ValueError("draw a digit in the box first")
-    try:
-        canvas = np.asarray(canvas)
-    except (TypeError, ValueError):
-        canvas = np.zeros(0)
-    shape_ok = canvas.ndim == 2 or (canvas.ndim == 3 and canvas.shape[-1] in (3, 4))
-    if not shape_ok or not 1 <= min(canvas.shape[:2]) or max(canvas.shape[:2]) > MAX_CANVAS_SIDE:
-        raise ValueError(
-            f"a drawing is an image of at most {MAX_CANVAS_SIDE} x {MAX_CANVAS_SIDE} pixels (grey, RGB or RGBA), "
-            f"got an array of shape {short_repr(tuple(canvas.shape))}"
-        )
-    img = canvas.astype(np.float64) / 255.0
-    if img.ndim == 2:
-        ink = 1 - img
-    else:
-        alpha = img[..., 3] if img.shape[-1] == 4 else 1.0
-        ink = alpha * (1 - img[..., :3] @ np.array([0.299, 0.587, 0.114]))
-    rows, cols = np.nonzero(ink > 0.1)
+    rows, cols = np.nonzero(ink > INK)
     if len(rows) == 0:
         raise ValueError("draw a digit in the box first (the canvas is empty)")
     box = torch.from_numpy(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]).float()
@@ -186,6 +199,17 @@ def drawing_to_input(drawing: Any, data: DataBundle) -> torch.Tensor:
     frame[top : top + size[0], left : left + size[1]] = small
     mean, std = data.mean[0], data.std[0]
     return ((frame - mean) / std)[None, None]
+
+
+def holds_drawing(drawing: Any) -> bool:
+    """True while the sketchpad holds a drawing (ink anywhere on its canvas): the lab then shows and solves
+    the drawing, not the dataset input. False for no value, an empty or a cleared canvas. A value that is no
+    canvas at all counts as a drawing, so that :func:`drawing_to_input` says what is wrong with it."""
+    try:
+        ink = _ink(drawing)
+    except ValueError:
+        return True
+    return ink is not None and bool((ink > INK).any())
 
 
 def to_picture(data: DataBundle, x: torch.Tensor, zoom: int = 4) -> np.ndarray | None:

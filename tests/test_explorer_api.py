@@ -133,7 +133,7 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     assert rows and rows[0][1] == "deq" and rows[0][-1] == "finished"
     gallery = c.predict(api_name="/train_gallery")[0]
     assert len(gallery) == 24
-    out = c.predict(f"run:{rows[0][0]}", "", "test", 3, 1e-4, 30, "rk4", 4, "3-D", api_name="/lab_run")
+    out = c.predict(f"run:{rows[0][0]}", "", "test", 3, 1e-4, 30, "rk4", 4, "3-D", None, api_name="/lab_run")
     assert [r[0] for r in out[2]["data"]] == ["fixed_point", "anderson", "broyden", "homotopy"]
     assert '"scatter3d"' in out[1]["plot"]
     # A pick that is no longer offered (a dropped run of this tab) becomes the first choice, never a raw key.

@@ -580,3 +580,87 @@ def test_compare_ticks_survive_refreshes_and_delete_takes_exactly_them(server, d
     assert pg.evaluate(TICKED) == []
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
+
+
+def inked_columns(pg) -> int:
+    """Columns of the Solver lab's input picture (28 x 28, enlarged) that hold ink."""
+    return pg.evaluate(
+        """async () => {
+        const img = document.querySelector('#lab-input img');
+        await img.decode();
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d');
+        g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        const zoom = c.width / 28;
+        let n = 0;
+        for (let col = 0; col < 28; col++) {
+            let ink = 0;
+            for (let y = 0; y < c.height; y++) ink = Math.max(ink, d[(y * c.width + col * zoom) * 4]);
+            if (ink > 128) n++;
+        }
+        return n;
+    }"""
+    )
+
+
+def test_solver_lab_shows_and_solves_the_drawing_on_the_canvas(server, page):
+    """Item 2: while the canvas holds a drawing, the input picture is the drawing as the model sees it (no
+    true class) and "Solve with every solver" solves it; clearing the canvas goes back to the dataset input."""
+    from core.data import load_dataset
+
+    pg, log = page
+    data = load_dataset("digits")
+    zero = next(i for i, t in enumerate(data.val.targets.tolist()) if t == 0)  # a wide digit
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Solver lab").click()
+    index = pg.locator("#lab-index input")
+    index.fill(str(zero))
+    index.press("Enter")
+    pg.wait_for_function("() => document.querySelector('#lab-caption').innerText.includes('true class: 0')")
+    pg.wait_for_function("() => { const i = document.querySelector('#lab-input img'); return i && i.complete; }")
+    assert inked_columns(pg) >= 12  # the dataset's 0
+    pg.locator("#lab-drawing").get_by_role("button", name="Brush", exact=True).click()
+    canvas = pg.locator("#lab-drawing canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x = box["x"] + box["width"] * 0.5
+    pg.mouse.move(x, box["y"] + box["height"] * 0.2)
+    pg.mouse.down()
+    pg.mouse.move(x + 3, box["y"] + box["height"] * 0.8, steps=25)  # a "1"
+    pg.mouse.up()
+    pg.wait_for_function(
+        "() => document.querySelector('#lab-caption').innerText.includes('your drawing')", timeout=90_000
+    )
+    caption = pg.locator("#lab-caption").inner_text()
+    assert "28 × 28" in caption and "true class:" not in caption, caption
+    pg.wait_for_function("() => { const i = document.querySelector('#lab-input img'); return i && i.complete; }")
+    assert inked_columns(pg) <= 8  # the drawn 1, as the model sees it: not the 0
+    # "Solve with every solver" with the drawing on the canvas solves the drawing.
+    pg.evaluate("() => { window.__before = document.querySelector('#lab-residual .js-plotly-plot').data; }")
+    pg.click("#lab-run")
+    pg.wait_for_function(
+        "() => { const d = document.querySelector('#lab-residual .js-plotly-plot');"
+        " return d && d.data && d.data !== window.__before && d.data.length >= 5; }",
+        timeout=90_000,
+    )
+    message = pg.locator("#lab-message").inner_text()
+    assert "your drawing" in message and "true class" not in message, message
+    assert inked_columns(pg) <= 8
+    pg.locator("#lab-message").scroll_into_view_if_needed()
+    pg.screenshot(path=ARTIFACTS / "solver-lab-drawing-solved.png", full_page=True)
+    # Clearing the canvas goes back to the dataset input (solved again: the results were the drawing's).
+    pg.locator("#lab-drawing").get_by_role("button", name="Clear canvas", exact=True).click()
+    pg.wait_for_function(
+        "() => document.querySelector('#lab-caption').innerText.includes('true class: 0')"
+        " && document.querySelector('#lab-message').innerText.includes('true class')",
+        timeout=90_000,
+    )
+    pg.wait_for_function("() => { const i = document.querySelector('#lab-input img'); return i && i.complete; }")
+    assert inked_columns(pg) >= 12
+    pg.screenshot(path=ARTIFACTS / "solver-lab-drawing-cleared.png", full_page=True)
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()

@@ -630,3 +630,54 @@ def test_a_failed_run_leaves_the_live_set_once(tmp_path):
     assert folder.resolve() in live_run_dirs()  # the other trainer still writes there
     other.stop()
     assert folder.resolve() not in live_run_dirs()
+
+
+# ------------------------------------------------------------------ issue 18, item 2: what is solved is what is shown
+
+
+def test_while_the_canvas_holds_a_drawing_the_lab_shows_and_solves_the_drawing(tmp_path, monkeypatch):
+    """A drawn 7: the header said "your drawing", but the input picture and "true class" were the dataset's,
+    and "Solve with every solver" solved the dataset image."""
+    from explorer.tabs.lab import open_lab
+
+    ex = Explorer(tmp_path, autoplay=False)
+    data = load_dataset("digits")
+    other = next(i for i, t in enumerate(data.test.targets.tolist()) if t != int(data.val.targets[0]))
+    drawing = {"composite": canvas_from_digit(data.denormalize(data.test.inputs[other][None])[0, 0].numpy())}
+    blank = {"composite": np.zeros((280, 280, 4), dtype=np.uint8)}  # a cleared canvas
+    drawn_x = lab_lib.drawing_to_input(drawing, data)
+    drawn_picture = lab_lib.to_picture(data, drawn_x[0])
+    dataset_x, label = data.val.inputs[:1], int(data.val.targets[0])
+    dataset_picture = lab_lib.to_picture(data, dataset_x[0])
+    solved = []
+    compare = lab_lib.compare_solvers
+    monkeypatch.setattr(lab_lib, "compare_solvers", lambda lab, x, **kw: solved.append(x) or compare(lab, x, **kw))
+    model, settings = ("fresh:image28-deq", ""), (1e-4, 30, "rk4", 4)
+    try:
+        # "Solve with every solver" with the drawing on the canvas: the drawing, shown as the model sees it.
+        out = ex.lab.run("l", *model, "val", 0, *settings, drawing=drawing)
+        assert torch.equal(solved[-1], drawn_x) and np.array_equal(out.picture, drawn_picture)
+        assert out.picture.shape == (112, 112)  # 28 x 28, enlarged
+        assert "your drawing" in out.message and "true class **" not in out.message
+        assert "your drawing" in out.caption and "28 × 28" in out.caption and "true class:" not in out.caption
+        # A stroke: the same.
+        out = ex.lab.draw("l", *model, drawing, *settings, split="val", index=0)
+        assert torch.equal(solved[-1], drawn_x) and np.array_equal(out.picture, drawn_picture)
+        assert "your drawing" in out.caption
+        # Another index (or split, or model) while the drawing is there: the picture stays the drawing.
+        out = ex.lab.input("l", *model, "val", 5, drawing)
+        assert np.array_equal(out.picture, drawn_picture) and "your drawing" in out.caption
+        # The canvas cleared: back to the dataset input, solved again (the results were the drawing's).
+        out = ex.lab.draw("l", *model, blank, *settings, split="val", index=0)
+        assert torch.equal(solved[-1], dataset_x) and np.array_equal(out.picture, dataset_picture)
+        assert out.caption == f"true class: **{data.class_names[label]}**" and "true class **" in out.message
+        n = len(solved)
+        out = ex.lab.draw("l", *model, None, *settings, split="val", index=0)  # cleared again: nothing to redo
+        assert len(solved) == n and out.table is KEEP and np.array_equal(out.picture, dataset_picture)
+        out = ex.lab.run("l", *model, "val", 0, *settings, drawing=blank)
+        assert torch.equal(solved[-1], dataset_x) and "true class:" in out.caption
+        # A test image opened from the gallery or the runs table clears the canvas: that image is solved.
+        _, opened = open_lab(ex, "l", "fresh:image28-deq", 3)
+        assert opened.drawing is None and (opened.split, opened.index) == ("test", 3)
+    finally:
+        close(ex, "l")

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
+import torch
 
 import core
 from core.checks import check_choice, short_repr
@@ -23,6 +24,10 @@ from ..sessions import Session
 from .common import KEEP, OPEN_LAB, USER_ERRORS, Choices, Context, Nav, Page, Result, Tab, alert, as_int, plot, result
 
 PATH_VIEWS = {"2-D": 2, "3-D": 3}
+DRAWING_CAPTION = (
+    "**your drawing**, as the model sees it (28 × 28) · no true class · clear the canvas (the bin above it) to go back "
+    "to the dataset input"
+)
 LAB_COLUMNS = ["solver", "status", "NFE", "Jacobian products", "residual", "seconds", "prediction"]
 
 
@@ -41,6 +46,7 @@ class LabOut(Result):
     model: Choices = KEEP
     split: str = KEEP
     index: int = KEEP
+    drawing: None = KEEP  # None clears the canvas
 
 
 class LabTab(Tab):
@@ -99,16 +105,30 @@ class LabTab(Tab):
             cache.update(stamp=stamp, model=model, data=data)
         return lab_lib.LabModel(model_key, path.parent.name, cache["model"], cache["data"])
 
-    def input(self, key: str, model_key: str, checkpoint: str, split: str, index: Any) -> LabOut:
-        """Preview the chosen input (image, or the point's coordinates)."""
-        try:
-            lab = self._model(key, model_key, checkpoint)
-            x, label, picture = lab_lib.pick_input(lab, as_int(index, "input index"), _split(split))
-        except USER_ERRORS as err:
-            return LabOut.failed(err, shown=lab_lib.describe_unavailable(err))
-        caption = f"true class: **{lab.data.class_names[label]}**"
+    def _input(
+        self, key: str, model_key: str, checkpoint: str, split: str, index: Any, drawing: Any
+    ) -> tuple[lab_lib.LabModel, torch.Tensor, np.ndarray | None, str, str]:
+        """The input the lab shows and solves: the drawing while the canvas holds one (as the model sees it,
+        28 x 28, with no true class), else the dataset's input ``index`` of ``split``. Returns the model, the
+        input (1, *input_shape), its picture, the caption under the picture and the note over the results."""
+        lab = self._model(key, model_key, checkpoint)
+        if lab_lib.holds_drawing(drawing):
+            x = lab_lib.drawing_to_input(drawing, lab.data)
+            return lab, x, lab_lib.to_picture(lab.data, x[0]), DRAWING_CAPTION, f"**{lab.label}** · your drawing"
+        x, label, picture = lab_lib.pick_input(lab, as_int(index, "input index"), _split(split))
+        true = lab.data.class_names[label]
+        caption = f"true class: **{true}**"
         if picture is None:
             caption += f" · point ({float(x[0, 0]):.2f}, {float(x[0, 1]):.2f})"
+        return lab, x, picture, caption, f"**{lab.label}** · true class **{true}**"
+
+    def input(self, key: str, model_key: str, checkpoint: str, split: str, index: Any, drawing: Any = None) -> LabOut:
+        """Preview the chosen input (image, or the point's coordinates): the drawing while the canvas holds
+        one, else the dataset's."""
+        try:
+            lab, _, picture, caption, _ = self._input(key, model_key, checkpoint, split, index, drawing)
+        except USER_ERRORS as err:
+            return LabOut.failed(err, shown=lab_lib.describe_unavailable(err))
         out = LabOut(picture=picture, caption=caption, message="")  # the input is fine now
         lab_state = self.session(key).lab
         if lab_state.get("sweep_of") not in (None, lab.key):
@@ -131,15 +151,19 @@ class LabTab(Tab):
         ode_method: str,
         ode_steps: Any,
         view: str = "2-D",
+        drawing: Any = None,
     ) -> LabOut:
-        """Solve the chosen input with every solver (DEQ) or integrate its ODE (NODE, ANODE, HomoODE)."""
+        """Solve the input with every solver (DEQ) or integrate its ODE (NODE, ANODE, HomoODE): the drawing
+        while the canvas holds one, else the dataset's input ``index`` of ``split``."""
         try:
-            lab = self._model(key, model_key, checkpoint)
-            x, label, picture = lab_lib.pick_input(lab, as_int(index, "input index"), _split(split))
+            lab, x, picture, caption, note = self._input(key, model_key, checkpoint, split, index, drawing)
         except USER_ERRORS as err:
             return LabOut.failed(lab_lib.describe_unavailable(err))
-        note = f"**{lab.label}** · true class **{lab.data.class_names[label]}**"
-        return self._solve(key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view)
+        out = self._solve(key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view)
+        if out.picture is KEEP:  # not solved: what is on show stays
+            return out
+        self.session(key).lab["drawn"] = lab_lib.holds_drawing(drawing)
+        return dataclasses.replace(out, caption=caption)
 
     def draw(
         self,
@@ -152,17 +176,26 @@ class LabTab(Tab):
         ode_method: str,
         ode_steps: Any,
         view: str = "2-D",
+        split: str = "val",
+        index: Any = 0,
     ) -> LabOut:
         """Your own input: a digit drawn on the page, prepared as MNIST's, through every solver (or the ODE).
-        Runs again as the drawing changes, so the prediction follows the pen."""
+        Runs again as the drawing changes, so the prediction follows the pen. A cleared canvas goes back to
+        the dataset input (solved again when the results on show were the drawing's)."""
+        session = self.session(key)
+        if not lab_lib.holds_drawing(drawing):
+            if session.lab.pop("drawn", False):
+                return self.run(key, model_key, checkpoint, split, index, tol, max_iter, ode_method, ode_steps, view)
+            return self.input(key, model_key, checkpoint, split, index)
         try:
-            lab = self._model(key, model_key, checkpoint)
-            x = lab_lib.drawing_to_input(drawing, lab.data)
+            lab, x, picture, caption, note = self._input(key, model_key, checkpoint, split, index, drawing)
         except USER_ERRORS as err:
             return LabOut(message=alert(lab_lib.describe_unavailable(err)))  # no toast: this runs on every stroke
-        picture = lab_lib.to_picture(lab.data, x[0])
-        note = f"**{lab.label}** · your drawing"
-        return self._solve(key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view)
+        out = self._solve(key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view)
+        if out.picture is not KEEP:  # solved: the results on show are the drawing's
+            session.lab["drawn"] = True
+            out = dataclasses.replace(out, caption=caption)
+        return out
 
     def _solve(self, key, lab, x, picture, note, tol, max_iter, ode_method, ode_steps, view) -> LabOut:
         """The lab's outputs for one input ``x`` (1, *input_shape) of ``lab`` (shown as ``picture``, titled
@@ -252,8 +285,10 @@ def model_choices(ctx: Context, key: str) -> list[tuple[str, str]]:
 def open_lab(ctx: Context, key: str, model_key: str, index: int) -> tuple[Nav, LabOut]:
     """Switch to the lab with this model and test input (a gallery tile or a runs-table row was clicked);
     ``LabTab.run_opened``, chained after, then solves it."""
-    ctx.session(key).lab["open"] = True
-    return OPEN_LAB, LabOut(model=Choices(model_choices(ctx, key), model_key), split="test", index=index)
+    lab = ctx.session(key).lab
+    lab["open"] = True
+    lab.pop("drawn", None)  # the canvas is cleared (what is solved is what is shown) and run_opened solves
+    return OPEN_LAB, LabOut(model=Choices(model_choices(ctx, key), model_key), split="test", index=index, drawing=None)
 
 
 def _dims(view: str) -> int:
@@ -288,8 +323,8 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
                 with gr.Row():
                     split = gr.Dropdown(["val", "test"], value="val", label="split")
                     index = gr.Number(0, label="input index", elem_id="lab-index")
-                picture = gr.Image(label="input", height=140, interactive=False)
-                caption = gr.Markdown("")
+                picture = gr.Image(label="input", height=140, interactive=False, elem_id="lab-input")
+                caption = gr.Markdown("", elem_id="lab-caption")
                 with gr.Accordion(
                     "✏️ or draw a digit: every solver runs as you draw", open=True, elem_id="lab-draw-box"
                 ):
@@ -332,16 +367,19 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
                 )
 
     page.bind(LabOut, residual=residual, path=path, table=table, position=position, picture=picture,
-              message=message, caption=caption, sweep=sweep_plot, model=model, split=split, index=index)  # fmt: skip
+              message=message, caption=caption, sweep=sweep_plot, model=model, split=split, index=index,
+              drawing=drawing)  # fmt: skip
     which = {"model_key": model, "checkpoint": checkpoint}
     settings = {"tol": tol, "max_iter": max_iter, "ode_method": ode, "ode_steps": ode_steps, "view": view}
-    run_inputs = {**which, "split": split, "index": index, **settings}
-    out = [residual, path, table, position, picture, message]
+    # Every handler gets the canvas: while it holds a drawing, the drawing is the input shown and solved.
+    dataset_input = {"split": split, "index": index}
+    run_inputs = {**which, **dataset_input, **settings, "drawing": drawing}
+    out = [residual, path, table, position, picture, caption, message]
     page.on(solve.click, tab.run, run_inputs, out, api_name="lab_run", work="solve")
     page.on(
         drawing.change,
         tab.draw,
-        {**which, "drawing": drawing, **settings},
+        {**which, "drawing": drawing, **settings, **dataset_input},
         out,
         api_name="lab_draw",
         work="solve",
@@ -371,7 +409,7 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
     page.on(
         index.submit,
         tab.input,
-        {**which, "split": split, "index": index},
+        {**which, **dataset_input, "drawing": drawing},
         [picture, caption, message, sweep_plot],
         twins=(split.input, model.input),
         show_progress="hidden",
@@ -382,7 +420,7 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
         opened = page.on(
             component.select,
             pick,
-            outputs=[page.tabs, model, split, index, page.pg_timer, page.train_timer, *outputs],
+            outputs=[page.tabs, model, split, index, drawing, page.pg_timer, page.train_timer, *outputs],
             select=True,
         )
         page.on(opened.then, tab.run_opened, run_inputs, out, work="solve")
