@@ -664,3 +664,40 @@ def test_solver_lab_shows_and_solves_the_drawing_on_the_canvas(server, page):
     pg.screenshot(path=ARTIFACTS / "solver-lab-drawing-cleared.png", full_page=True)
     assert log.errors == [], log.errors
     assert log.real_failures() == [], log.real_failures()
+
+
+MODELS_TICKED = "() => Array.from(document.querySelectorAll('#pg-models input')).filter(i => i.checked).length"
+
+
+def test_playground_puts_a_refused_change_back_and_takes_the_next(server, page):
+    """Item 4: a 4th model ticked is refused, named and unticked; a later change to another field is made."""
+    pg, log = page
+    pg.goto(server + "?models=node,anode,homoode")
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    assert pg.evaluate(MODELS_TICKED) == 3
+    pg.locator("#pg-models").get_by_text("DEQ", exact=True).click()
+    pg.wait_for_function(
+        "() => document.querySelector('#pg-message').innerText.includes('pick 1 to 3 models')", timeout=30_000
+    )
+    try:
+        pg.wait_for_function(f"() => ({MODELS_TICKED})() === 3", timeout=10_000)  # the DEQ tick is undone
+    except playwright_api.TimeoutError:
+        pytest.fail(f"the refused 4th model stays ticked: {pg.evaluate(MODELS_TICKED)} models ticked")
+    assert not pg.locator("#pg-models").get_by_label("DEQ", exact=True).is_checked()
+    message = pg.locator("#pg-message").inner_text()
+    assert message.startswith("⚠️ models not changed (pick 1 to 3 models, got 4)"), message  # names the field
+    pg.screenshot(path=ARTIFACTS / "playground-refused.png", full_page=True)
+    pg.locator("#pg-more").get_by_text("data and model size").click()
+    noise = pg.locator("#pg-noise input")
+    noise.wait_for(state="visible")
+    noise.fill("0.2")
+    noise.press("Enter")
+    pg.wait_for_function(
+        "() => document.querySelector('#pg-link textarea').value.includes('noise=0.2')", timeout=30_000
+    )
+    link = pg.locator("#pg-link textarea").input_value()
+    assert "models=node,anode,homoode" in link, link
+    assert "⚠️" not in pg.locator("#pg-message").inner_text()
+    assert log.errors == [], log.errors
+    assert log.real_failures() == [], log.real_failures()

@@ -650,3 +650,39 @@ def test_core_checks_say_empty_for_a_blank_and_read_typed_numbers():
     for blank in (None, "", "   "):
         with pytest.raises(ValueError, match="^steps is empty: enter a number$"):
             checks.STEPS.check(blank, "steps")
+
+
+# ------------------------------------------------------------------ issue 18, item 4: the form says what is in force
+
+
+def test_a_refused_playground_change_is_put_back_and_named(explorer):
+    """A 4th model ticked: "pick 1 to 3 models" and all four stayed ticked; every later change (noise, points,
+    ...) was refused with the same models message while its box kept the new value."""
+    explorer.playground.load("p", {"models": "node,anode,homoode"}, autoplay=False)
+    session = explorer.session("p")
+    form = dict(dataset="circles", models=["node", "anode", "homoode"], ode_method="dopri5", n_steps=4, tol=1e-3,
+                deq_solver="anderson", lr=0.01, seed=0, steps=2000, noise=session.playground_settings.data_noise,
+                points=1000, batch_size=128, hidden="auto", depth=1, show_test=False)  # fmt: skip
+    four = ["node", "anode", "homoode", "deq"]
+    out = explorer.playground.apply("p", **{**form, "models": four})
+    assert out.warning.startswith("models not changed (pick 1 to 3 models, got 4)")
+    assert out.models == ["node", "anode", "homoode"]  # the form is put back to the models in force
+    assert out.link is KEEP and session.playground_settings.models == ("node", "anode", "homoode")
+    # A valid change to another box is made, even with the refused value still in the form (its put-back on
+    # its way), and the refusal names only the box that is wrong.
+    out = explorer.playground.apply("p", **{**form, "models": four, "noise": 0.2})
+    assert session.playground_settings.noise == 0.2 and "noise=0.2" in out.link
+    assert out.warning.startswith("models not changed") and "noise" not in out.warning
+    assert out.models == ["node", "anode", "homoode"] and out.noise is KEEP
+    form["noise"] = 0.2
+    # Each refusal names the box just changed, and puts that box back.
+    out = explorer.playground.apply("p", **{**form, "points": 5})
+    assert out.warning.startswith("training points not changed (training points must be a whole number from 20")
+    assert out.points == 1000 and out.models is KEEP and session.playground_settings.points == 1000
+    out = explorer.playground.apply("p", **{**form, "batch_size": None})
+    assert out.warning == (
+        "batch size not changed (batch size is empty: enter a number): back to 128, the value in force"
+    )
+    assert out.batch_size == 128
+    out = explorer.playground.apply("p", **{**form, "lr": 0.05})
+    assert not out.warning and session.playground_settings.lr == 0.05 and "lr=0.05" in out.link

@@ -10,7 +10,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 import core
-from core.checks import short_repr
+from core.checks import check_filled, short_repr
 from core.data import TOY_SETS
 
 from ..playground import (
@@ -216,32 +216,117 @@ class PlaygroundTab(Tab):
 
     def apply(self, key: str, **form: Any) -> PlaygroundOut:
         """Settings changed: lr / tol / solver apply live; dataset, models, seed or steps rebuild the models
-        (and keep playing if they were)."""
+        (and keep playing if they were). Each changed field is taken on its own: a refused one (4 models, a
+        blank box) is named and put back in the form to the value in force, and never holds up the others."""
         session, trainer = self._trainer(key)
-        try:
-            new = _settings_from_form(form)
-        except (ValueError, TypeError) as err:
-            return PlaygroundOut.failed(err)
         with session.lock:
             old: PlaygroundSettings = session.playground_settings
-            if new.noise == old.data_noise and (old.noise is None or new.dataset != old.dataset):
-                # The box shows the dataset's default noise: sent back untouched it is no setting (no rebuild),
-                # and with a new dataset it follows that dataset's own default.
-                new = new.replace(noise=None)
+            new, refused = apply_form(old, form)
             changes = old.live_changes(new)
             try:
                 if changes is None:
                     was_running = trainer.running
                     trainer.reset(new.lanes())
+                    session.playground_settings = new
                     if was_running:
                         trainer.play()
-                elif changes:
-                    trainer.apply(**changes)
+                else:
+                    if changes:
+                        trainer.apply(**changes)
+                    session.playground_settings = new  # (show test data changes only the picture)
             except USER_ERRORS as err:
-                return PlaygroundOut.failed(err)
-            session.playground_settings = new
-        link = session.page_base + "?" + new.to_query()
-        return dataclasses.replace(self._view(key, force=True), link=link, message="", noise=new.data_noise)
+                if session.playground_settings == old:  # nothing changed: every changed field goes back
+                    changed = [n for n in form if _shown(old, n) != _shown(new, n)]
+                    refused.update({n: str(err) for n in changed if n not in refused})
+                else:  # the models are rebuilt with the new settings, but could not play on
+                    refused["play"] = str(err)
+            current: PlaygroundSettings = session.playground_settings
+        shown = _settings_fields(current, session.page_base)
+        back = {name: shown[name] for name in refused if name in form}  # the refused boxes, as in force
+        if current == old:  # nothing changed: the picture and the link stay
+            return PlaygroundOut(**back).warn(refusal(refused, current)) if refused else PlaygroundOut(message="")
+        out = dataclasses.replace(self._view(key, force=True), link=shown["link"], message="", **back)
+        if "noise" in form and shown["noise"] != form["noise"]:  # follows a new dataset's own noise
+            out = dataclasses.replace(out, noise=shown["noise"])
+        return out.warn(refusal(refused, current)) if refused else out
+
+
+#: The Playground form's fields as its boxes name them (a refusal says which box it was).
+FORM_LABELS = {
+    "dataset": "dataset",
+    "models": "models",
+    "ode_method": "ODE method",
+    "n_steps": "fixed ODE steps",
+    "tol": "solver tolerance",
+    "deq_solver": "DEQ solver",
+    "lr": "learning rate",
+    "seed": "seed",
+    "steps": "steps",
+    "noise": "noise",
+    "points": "training points",
+    "batch_size": "batch size",
+    "hidden": "hidden units",
+    "depth": "hidden layers",
+    "show_test": "show test data",
+}
+
+
+def _shown(s: PlaygroundSettings, name: str) -> Any:
+    """A setting as the form's value reads (:func:`_form_value`): the noise box shows the data's noise."""
+    return s.data_noise if name == "noise" else getattr(s, name)
+
+
+def apply_form(old: PlaygroundSettings, form: dict[str, Any]) -> tuple[PlaygroundSettings, dict[str, str]]:
+    """The settings in force ``old`` with each field of the Playground's ``form`` that differs from them and is
+    valid (checked one field at a time, as each would be alone); and the refused fields, each with why. A bad
+    value thus never blocks a good change to another field, nor is a good one refused for a bad one's sake."""
+    new, refused = old, {}
+    for name, value in form.items():
+        try:
+            value = _form_value(name, value)
+            if value == _shown(old, name):
+                continue  # as in force (the noise box shows the data's noise: untouched, it is no setting)
+            new = new.replace(**{name: value})  # validates
+        except (ValueError, TypeError) as err:
+            refused[name] = str(err)
+    if new.dataset != old.dataset and "noise" not in refused and _form_value_or(form, "noise") == old.data_noise:
+        new = new.replace(noise=None)  # the noise box was untouched: it follows the new dataset's own default
+    return new, refused
+
+
+def _form_value(name: str, value: Any) -> Any:
+    """A form widget's value as the setting's type: whole floats become ints, a blank number is an error."""
+    labels = {"n_steps": "ODE steps", "points": "training points", "batch_size": "batch size"}
+    if name in ("n_steps", "seed", "steps", "points", "batch_size", "depth"):
+        return as_int(value, labels.get(name, name))  # "... is empty" for a blank box
+    if name in ("lr", "tol", "noise"):
+        check_filled(value, {"lr": "learning rate", "tol": "tolerance"}.get(name, name))
+    if name == "models":
+        return tuple(value or ())
+    return value
+
+
+def _form_value_or(form: dict[str, Any], name: str) -> Any:
+    try:
+        return _form_value(name, form.get(name))
+    except ValueError:
+        return None
+
+
+def refusal(refused: dict[str, str], current: PlaygroundSettings) -> str:
+    """One line per refused field: which box, why, and that it shows the value in force again."""
+    parts = []
+    for name, why in refused.items():
+        if name == "play":
+            parts.append(f"the models were rebuilt but could not play: {why}")
+            continue
+        value = _shown(current, name)
+        if name == "models":
+            value = ", ".join(FAMILY_NAMES[m] for m in value)
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        parts.append(f"{FORM_LABELS.get(name, name)} not changed ({why}): back to {value}, the value in force")
+    return "; ".join(parts)
 
 
 def _settings_fields(s: PlaygroundSettings, page_base: str = "") -> dict[str, Any]:
@@ -249,24 +334,6 @@ def _settings_fields(s: PlaygroundSettings, page_base: str = "") -> dict[str, An
     same = ("dataset", "ode_method", "n_steps", "tol", "deq_solver", "lr", "seed", "steps", "points", "batch_size")
     shown = {name: getattr(s, name) for name in (*same, "hidden", "depth", "show_test")}
     return dict(shown, models=list(s.models), noise=s.data_noise, link=page_base + "?" + s.to_query())
-
-
-def _settings_from_form(form: dict[str, Any]) -> PlaygroundSettings:
-    """The Playground's widgets -> settings; whole floats become ints, a blank number is an error."""
-    values = dict(form)
-    labels = {"n_steps": "ODE steps", "points": "training points", "batch_size": "batch size"}
-    for name in ("n_steps", "seed", "steps", "points", "batch_size", "depth"):
-        if name not in values:
-            continue
-        label = labels.get(name, name)
-        if values[name] is None:
-            raise ValueError(f"{label} is empty: enter a number")
-        values[name] = as_int(values[name], label)
-    for name, label in (("lr", "learning rate"), ("tol", "tolerance"), ("noise", "noise")):
-        if name in values and values[name] is None:
-            raise ValueError(f"{label} is empty: enter a number")
-    values["models"] = tuple(values.get("models") or ())
-    return PlaygroundSettings(**values)
 
 
 def play_pause_buttons(state: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -304,7 +371,10 @@ def build(tab: PlaygroundTab, page: Page) -> gr.Tab:
                     reset = gr.Button("⟲ Reset", elem_id="pg-reset", min_width=60)
                 dataset = gr.Dropdown(list(TOY_SETS), value=s.dataset, label="dataset")
                 models = gr.CheckboxGroup(
-                    [(v, k) for k, v in FAMILY_NAMES.items()], value=list(s.models), label="models (1-3)"
+                    [(v, k) for k, v in FAMILY_NAMES.items()],
+                    value=list(s.models),
+                    label="models (1-3)",
+                    elem_id="pg-models",
                 )
                 lr = gr.Number(s.lr, label="learning rate (live)", elem_id="pg-lr")
                 tol = gr.Number(s.tol, label="solver tolerance (live)", elem_id="pg-tol")
@@ -374,7 +444,8 @@ def build(tab: PlaygroundTab, page: Page) -> gr.Tab:
         [c.input for c in menus] + [c.submit for c in numbers] + [c.blur for c in numbers],
         tab.apply,
         form,
-        [*view.values(), link],
+        # The form too: a refused value is put back to the one in force (and the noise follows a new dataset).
+        [*view.values(), *form.values(), link],
         api_name="playground_apply",
         show_progress="hidden",
         # A click right after editing a number fires the box's blur first: "once" would drop the click's
