@@ -86,10 +86,10 @@ def wait_for(predicate, seconds: float = 10.0) -> bool:
 
 
 def test_preset_menu_offers_only_presets_of_the_model_and_the_inputs():
-    assert presets_for("deq", "image28") == ["image28-deq"]
+    assert presets_for("deq", "image28") == ["image28-deq", "image28-deq-groupnorm"]
     assert presets_for("homoode", "image32") == ["image32-homoode", "paper-cifar10"]
     out = TrainTab.presets("", "deq", "digits", "image28-homoode")
-    assert out.preset == (["auto", "image28-deq"], "auto")  # the HomoODE pick is dropped
+    assert out.preset == (["auto", "image28-deq", "image28-deq-groupnorm"], "auto")  # the HomoODE pick is dropped
     assert TrainTab.presets("", "homoode", "cifar10", "paper-cifar10").preset[1] == "paper-cifar10"
 
 
