@@ -3,6 +3,7 @@ global batch, run files written once, kill and resume with another number of ran
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -65,8 +66,10 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path, method):
     initial = core.build_model(TrainConfig.from_dict(RunDir(one).read_config()).model).state_dict()
     moved = a["model"]["block.start.conv.weight"] - initial["block.start.conv.weight"].double()
     assert float(moved.abs().max()) > 1e-4
-    # The run files are written once (rank 0), with the global batch's figures.
+    # The run files are written once (rank 0), with the global batch's figures; so is TensorBoard's event
+    # file, where the optional package is installed (another rank's would be a second file).
     assert step_rows(two) == [1, 2, 3, 4, 5, 6]
+    assert len(RunDir(two).event_files()) == (importlib.util.find_spec("tensorboard") is not None)
     one_steps = [r for r in RunDir(one).events() if r["kind"] == "step"]
     two_steps = [r for r in RunDir(two).events() if r["kind"] == "step"]
     for x, y in zip(one_steps, two_steps):

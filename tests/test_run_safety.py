@@ -75,7 +75,9 @@ def test_out_refuses_a_folder_that_is_not_empty_unless_told(tmp_path, capsys):
     out = tmp_path / "r"
     assert train(out) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(before) == {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
+    run_files = {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
+    # ... and TensorBoard's event file, where the optional package is installed (issue 18, item 10).
+    assert set(before) - {p.name for p in RunDir(out).event_files()} == run_files
     with pytest.raises(SystemExit) as exit_info:
         train(out, "--lr", "0.002")
     assert exit_info.value.code == 2 and "already holds a run" in capsys.readouterr().err

@@ -3,6 +3,7 @@ hand-computed values, the command line's answers to bad input, and the Compare t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -61,6 +62,8 @@ def test_tiny_study_writes_run_folders_and_a_report(tiny_study):
     for name in NAMES:
         files = {p.name for p in (tiny_study / name).iterdir()}
         assert {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "measurements.json"} <= files
+        # Each run is in `tensorboard --logdir` too, where the optional package is installed (CI installs it).
+        assert len(RunDir(tiny_study / name).event_files()) == (importlib.util.find_spec("tensorboard") is not None)
         m = json.loads((tiny_study / name / "measurements.json").read_text())
         assert m["examples"] == 32 and 0 <= m["clean"]["accuracy"] <= 1
         assert [b["sweep"] for b in m["budget"]] == ["tol", "steps"]

@@ -37,6 +37,7 @@ from .config import TrainConfig
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
 from .memory import SavedTensorMeter, peak_memory
 from .rundir import RunDir
+from .tensorboard_log import TensorBoardLog
 
 #: What :meth:`Trainer.apply` may change while a run trains (everything else needs a new run).
 LIVE_SETTINGS = ("lr", "grad_clip", "ode", "deq")
@@ -167,10 +168,14 @@ class Trainer:
             self._load_state(resume)
         # The process's memory before the first step (model, optimizer, data; other runs in this process too).
         self.baseline_memory_bytes = peak_memory(self.device)[0]
+        self.tensorboard: TensorBoardLog | None = None
         if self.run_dir is not None:
             self.run_dir.create().write_config(config)
             if resume is not None:
                 self.run_dir.truncate_events(self.step_count)
+            # Where the optional tensorboard package is installed: the same rows as an event file in the run
+            # folder, written afresh from metrics.jsonl (None without the package).
+            self.tensorboard = TensorBoardLog.open(self.run_dir, config.to_dict())
 
     # ------------------------------------------------------------------ the step
 
@@ -593,8 +598,8 @@ class Trainer:
         self.config = config
         self._set_lr()
         self.unsaved = True
+        self._record(event)
         if self.run_dir is not None:
-            self.run_dir.append(event)
             self.run_dir.write_config(config)
         return event
 
@@ -700,9 +705,13 @@ class Trainer:
 
     def _record(self, event: Event) -> Event:
         """Append ``event`` to the run folder at once: a row is on disk before the checkpoint that follows
-        it, so a run killed after a checkpoint never resumes without the rows up to it."""
+        it, so a run killed after a checkpoint never resumes without the rows up to it. The one place events
+        are recorded: the same row goes to the TensorBoard event file where that is written."""
         if self.run_dir is not None:
-            self.run_dir.append(event)
+            row = event.to_dict()
+            self.run_dir.append(row)
+            if self.tensorboard is not None:
+                self.tensorboard.write(row)
         return event
 
     def tick(self) -> list[Event]:
@@ -741,6 +750,8 @@ class Trainer:
         events.append(self._record(self.finished))
         if self.run_dir is not None:
             self.run_dir.write_summary(self.summary(self.finished))
+        if self.tensorboard is not None:
+            self.tensorboard.close()  # a later row (a change after the end) opens a new file of the same run
         return events
 
     def events(self, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:

@@ -4,6 +4,8 @@
     DIR/metrics.jsonl   one JSON event per line, appended as they happen (a resume appends to it)
     DIR/summary.json    written once the run has ended (finished, stopped)
     DIR/checkpoint.pt   the last checkpoint (see :mod:`checkpoint`)
+    DIR/events.out.tfevents.*   where the optional tensorboard package is installed: the same rows for
+                        TensorBoard, rewritten from metrics.jsonl when a run opens the folder (:mod:`tensorboard_log`)
 
 Writers replace whole files atomically; readers never raise on a missing, half-written or foreign file
 (a crash can leave half a line at the end of ``metrics.jsonl``): they return what is readable. Nothing is
@@ -25,6 +27,8 @@ from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json
 from .events import Event, json_safe
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"
+#: TensorBoard's event files (``SummaryWriter`` names them so).
+EVENT_FILES = "events.out.tfevents.*"
 #: A run folder's name as a user may type it: no separators, no leading dot.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -76,9 +80,18 @@ class RunDir:
         return self
 
     def clear(self) -> None:
-        """Remove the run's own files (the four above), nothing else: for starting afresh in this folder."""
+        """Remove the run's own files (those above), nothing else: for starting afresh in this folder."""
         for name in (CONFIG, METRICS, SUMMARY, CHECKPOINT):
             (self.path / name).unlink(missing_ok=True)
+        self.clear_event_files()
+
+    def event_files(self) -> list[Path]:
+        """The folder's TensorBoard event files (regular files only: a link is not the run's)."""
+        return sorted(p for p in self.path.glob(EVENT_FILES) if _own_file(p))
+
+    def clear_event_files(self) -> None:
+        for path in self.event_files():
+            path.unlink(missing_ok=True)
 
     def write_config(self, config: Any) -> None:
         """The settings in force: a ``TrainConfig`` (or its dict)."""
