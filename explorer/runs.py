@@ -247,7 +247,8 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
     ``step_ms``, ``wall_s`` (one entry per step event, shape (S,); ``memory_mb`` is the run's own
     ``graph_bytes``, NaN in runs recorded before it existed), ``change_step`` (C,) and ``change_text``
     (live setting changes) and ``val_step``, ``val_acc`` (validation events,
-    (E,)). A resumed run appends to the same file, so a step seen twice keeps its last record.
+    (E,)). A resumed run appends to the same file, so a step seen twice keeps its last record. A run trained
+    by direct backprop (an ODE model without the adjoint) has no backward solve, so no ``nfe_backward``.
     """
     steps: dict[int, dict[str, Any]] = {}
     evals: dict[int, float] = {}
@@ -270,12 +271,15 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
         return np.asarray([np.nan if v is None else v * scale for v in values], dtype=np.float64)
 
     val_acc = [_finite(evals[k]) for k in sorted(evals)]
+    model = RunDir(folder).read_config().get("model")
+    ode = model.get("ode") if isinstance(model, dict) else None
+    direct = isinstance(ode, dict) and model.get("family") != "deq" and ode.get("adjoint") is False
     return {
         "step": np.asarray(sorted(steps), dtype=np.float64),
         "loss": column("loss"),
         "train_acc": column("train_acc"),
         "nfe_forward": column("nfe_forward"),
-        "nfe_backward": column("nfe_backward"),
+        **({} if direct else {"nfe_backward": column("nfe_backward")}),
         "memory_mb": column("graph_bytes", 1 / 2**20),
         "step_ms": column("step_seconds", 1000.0),
         "wall_s": column("wall_seconds"),

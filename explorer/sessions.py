@@ -528,15 +528,22 @@ class SessionTrainer:
         return self._state == RUNNING
 
     def read(self) -> Snapshot:
-        """Copy the buffer (cheap: lists to arrays) for one redraw."""
+        """Copy the buffer (cheap: lists to arrays) for one redraw. A model trained by direct backprop has no
+        backward solve: its curves carry no backward NFE (a line at 0 would say it solved in no steps; its
+        ``last`` keeps the 0, which the table shows as "backprop (no solve)")."""
+        gradients = {lane.name: gradient_method(lane.config.model) for lane in self.lanes}
+        copied = self.buffer.copy([lane.name for lane in self.lanes])
+        for name, gradient in gradients.items():
+            if gradient == "direct":
+                copied["metrics"][name].pop("nfe_backward", None)
         return Snapshot(
             state=self._state,
             step=self.step_count,
             total_steps=self.total_steps,
             steps_per_second=self._rate,
             message=self._message,
-            gradients={lane.name: gradient_method(lane.config.model) for lane in self.lanes},
-            **self.buffer.copy([lane.name for lane in self.lanes]),
+            gradients=gradients,
+            **copied,
         )
 
     def clone_model(self, lane: int = 0):

@@ -223,9 +223,12 @@ def test_compare_refresh_select_and_accuracy_points(runs):
     assert {t.legendgroup for t in out.curves.data} == set(names)  # the curves of the newest (up to 3)
     both = ex.compare.select("s1", "all saved runs", names).curves
     assert {t.legendgroup for t in both.data} == set(names)
-    # This tab started neither run.
+    # This tab started neither run: it says so, and how many there are in all (issue 18: it said "No saved
+    # runs yet" while two were listed under "all saved runs").
     mine = ex.compare.refresh("s1", "this tab's runs", None)
-    assert mine.table == [] and "No saved runs" in mine.message
+    assert mine.table == [] and mine.message.startswith("This tab has no saved runs yet (2 saved runs in ")
+    assert "all saved runs" in mine.message and "No saved runs yet" not in mine.message
+    assert "2 saved runs in" in ex.compare.export("s1", "this tab's runs", "csv").warning
     ex.session("s1").run_dirs.append(runs / "20260101-000000-a")
     assert [r[0] for r in ex.compare.refresh("s1", "this tab's runs", None).table] == ["20260101-000000-a"]
     assert "show must be" in ex.compare.refresh("s1", "everything", None).warning

@@ -314,6 +314,34 @@ def test_direct_backprop_reads_as_backprop_not_zero():
     st.stop()
 
 
+def test_direct_backprop_draws_no_backward_line(tmp_path):
+    """Issue 18, item 9: the table said "backprop (no solve)" while the chart drew a dotted backward line at
+    0. A model without a backward solve has no backward curve, live (Playground, Train) or saved (Compare)."""
+    from explorer.tabs.playground import PG_PANELS
+
+    st = SessionTrainer([Lane("NODE", toy_config("node")), Lane("DEQ", toy_config("deq"))])
+    try:
+        st.step_once()
+        st.step_once()
+        snap = st.read()
+    finally:
+        st.stop()
+    names = {t.name for t in plots.curves_figure(snap.metrics, PG_PANELS).data}
+    assert {"NODE fwd", "DEQ fwd", "DEQ bwd"} <= names and "NODE bwd" not in names
+    assert "backprop (no solve)" in status_markdown(snap)  # the table still says why
+    assert snap.last["DEQ"]["nfe_backward"] > 0
+
+    runs = tmp_path / "runs"
+    for family in ("node", "deq"):
+        for _ in Trainer(toy_config(family).replace(steps=2, eval_every=2), out_dir=runs / family).events():
+            pass
+    assert "nfe_backward" not in read_metrics(runs / "node") and len(read_metrics(runs / "deq")["nfe_backward"]) == 2
+    ex = Explorer(runs, autoplay=False)
+    curves = ex.compare.refresh("s", "all saved runs", None).curves
+    names = {t.name for t in curves.data}
+    assert {"node fwd", "deq fwd", "deq bwd"} <= names and "node bwd" not in names
+
+
 # ------------------------------------------------------------------ 5. live changes are recorded
 
 

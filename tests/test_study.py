@@ -196,6 +196,24 @@ def test_selection_on_validation_is_the_first_best_validation_row():
     assert S.select_on_validation([]) == (None, None)
 
 
+def test_the_report_says_what_the_study_planned_and_lists_its_commands(tmp_path):
+    """Issue 18, item 9: "2 planned (1 dataset(s) × seeds 0 × variants)" named no variant count, and the
+    commands ended on a lone "."."""
+    run = (0.9, 10.0, 0.9, (0.8, 0.7), 5, _vals(0.9))
+    _write_study(tmp_path / "s", {"digits-node-s0": run, "digits-homoode-learned-s0": run})
+    lines = S.render_markdown(S.load_study(tmp_path / "s")).splitlines()
+    runs_line = next(line for line in lines if line.startswith("- Runs:"))
+    assert runs_line.startswith("- Runs: 2 planned (1 dataset × 2 variants × 1 seed (0)), 2 trained and measured")
+    i = lines.index("- Commands, oldest first:")
+    assert lines[i + 1] == "  - `by hand`" and lines[i + 2].startswith("- ")  # the next item
+    assert not any(line.strip() == "." or line.rstrip().endswith("`.") for line in lines)
+
+    # Not a full grid (a seed more for one variant): the count per dataset, never a product that is not there.
+    _write_study(tmp_path / "t", {"digits-node-s0": run, "digits-node-s1": run, "digits-homoode-learned-s0": run})
+    text = S.render_markdown(S.load_study(tmp_path / "t"))
+    assert "- Runs: 3 planned (digits: 3 runs of 2 variants and 2 seeds (0, 1))," in text
+
+
 def _write_study(root, runs):
     """A study folder written by hand: ``runs`` maps a run name to (test acc, NFE, clean, perturbed accs,
     graph MB, validation rows)."""

@@ -241,13 +241,15 @@ def render_markdown(
     planned = len(study.runs)
     done = sum(r.done for r in study.runs)
     diverged = sum(1 for r in study.runs if r.diverged)
-    seeds = ", ".join(map(str, rec.get("seeds", [])))
     lines.append(
-        f"- Runs: {planned} planned ({len(study.datasets)} dataset(s) × seeds {seeds}"
-        f" × variants), {done} trained and measured, {diverged} diverged (kept: its model selected on validation "
-        f"before the divergence is tested and measured), {planned - done} not done yet."
+        f"- Runs: {planned} planned ({_grid(study)}), {done} trained and measured, {diverged} diverged (kept: its "
+        f"model selected on validation before the divergence is tested and measured), {planned - done} not done yet."
     )
-    lines.append(f"- Commands: {'; '.join(f'`{c}`' for c in rec.get('commands', [])) or 'not recorded'}.")
+    commands = rec.get("commands", [])
+    # One command a line, as code: a period after a long command would wrap onto a line of its own.
+    lines += (
+        ["- Commands, oldest first:", *(f"  - `{c}`" for c in commands)] if commands else ["- Commands: not recorded."]
+    )
     run_s = sum(r.seconds or 0.0 for r in study.runs)
     measure_s = sum(r.measure_seconds or 0.0 for r in study.runs)
     if run_s:
@@ -272,6 +274,39 @@ def render_markdown(
         lines += ["", figure_note]
     lines += ["", *_method_section(study)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _grid(study: Study) -> str:
+    """The planned runs as the grid they are: "1 dataset × 2 variants × 3 seeds (0, 1, 2)"; per dataset where
+    the datasets have different variants or seeds."""
+
+    def seeds_of(runs: list) -> list[int]:
+        return sorted({r.seed for r in runs})
+
+    def grid(datasets: int, variants: int, seeds: list[int]) -> str:
+        parts = [_count(datasets, "dataset")] if datasets else []
+        parts += [_count(variants, "variant"), f"{_count(len(seeds), 'seed')} ({', '.join(map(str, seeds))})"]
+        return " × ".join(parts)
+
+    runs, datasets = study.runs, study.datasets
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    seeds = seeds_of(runs)
+    if len(runs) == len(datasets) * len(variants) * len(seeds):
+        return grid(len(datasets), len(variants), seeds)
+    out = []
+    for d in datasets:
+        rs = [r for r in runs if r.dataset == d]
+        nv, ds_seeds = len(study.variants(d)), seeds_of(rs)
+        if len(rs) == nv * len(ds_seeds):
+            out.append(f"{d}: {grid(0, nv, ds_seeds)}")
+        else:  # not a full grid: say so rather than multiply
+            seeds_text = f"{_count(len(ds_seeds), 'seed')} ({', '.join(map(str, ds_seeds))})"
+            out.append(f"{d}: {_count(len(rs), 'run')} of {_count(nv, 'variant')} and {seeds_text}")
+    return "; ".join(out)
 
 
 def _settings_section(study: Study) -> list[str]:

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from core import study as study_lib
 from core.checks import check_choice, check_number, short_repr
 from core.models import INPUT_KINDS
+from core.training import RunDir
 
 from .. import plots, runs
 from ..playground import FAMILY_NAMES
@@ -77,6 +78,19 @@ class CompareTab(CurvesTab):
         only = set(self.session(key).run_dirs) if scope == "this tab's runs" else None
         return runs.filter_runs(runs.read_runs(self.ctx.runs_dir, only=only), text)
 
+    def _no_runs(self, scope: str) -> str:
+        """What an empty table means: no saved run at all, or none started by this tab (saying how many
+        there are in all, and where they are shown)."""
+        if scope == "this tab's runs":
+            total = len(RunDir.list(self.ctx.runs_dir))
+            if total:
+                runs_in_all = "1 saved run" if total == 1 else f"{total:,} saved runs"
+                return (
+                    f"This tab has no saved runs yet ({runs_in_all} in `{self.ctx.runs_dir}` in all: show "
+                    "“all saved runs” to see them)."
+                )
+        return _NO_RUNS
+
     def _ticked(self, records: list[runs.RunRecord], selected: list[str] | None) -> list[runs.RunRecord]:
         """The records of the ticked runs that still exist, listed or not (a filter or the scope may hide a
         ticked run's row: it stays ticked, and its curves stay drawn)."""
@@ -108,7 +122,7 @@ class CompareTab(CurvesTab):
         points = [p for p in (_run_point(r) for r in records) if p is not None]
         words = str(text or "").strip()
         matching = f" matching {short_repr(words, 40)}" if words else ""
-        empty = "no run matches the filter" if words else _NO_RUNS
+        empty = "no run matches the filter" if words else self._no_runs(scope)
         message = f"{len(records)} run(s) in `{self.ctx.runs_dir}`{matching}" if records else empty
         hidden = [n for n in kept if n not in names]
         if hidden:
@@ -238,7 +252,10 @@ class CompareTab(CurvesTab):
     def export(self, key: str, scope: str, fmt: str, text: str = "") -> CompareOut:
         """Write the runs table (as filtered) as CSV or JSON for download."""
         try:
-            path = runs.export_runs(self._records(key, scope, text), fmt, self.ctx.export_dir(key))
+            records = self._records(key, scope, text)
+            if not records and not str(text or "").strip() and scope == "this tab's runs":
+                raise ValueError(f"nothing to export: {self._no_runs(scope)}")
+            path = runs.export_runs(records, fmt, self.ctx.export_dir(key))
         except (ValueError, OSError) as err:
             return CompareOut.failed(err)
         return CompareOut(file=str(path), message=f"exported {path.name}: download it below the buttons")
@@ -326,7 +343,9 @@ def _run_point(record: runs.RunRecord) -> plots.RunPoint | None:
         if acc is None and len(m["val_acc"]) and np.isfinite(m["val_acc"]).any():
             acc, on = float(np.nanmax(m["val_acc"])), "val"
         if fwd is None and len(m["nfe_forward"]):
-            fwd, bwd = float(np.nanmean(m["nfe_forward"])), float(np.nanmean(m["nfe_backward"]))
+            backward = m.get("nfe_backward")  # none for direct backprop: no backward solve, 0 as in its summary
+            fwd = float(np.nanmean(m["nfe_forward"]))
+            bwd = float(np.nanmean(backward)) if backward is not None and len(backward) else 0.0
     if acc is None or fwd is None:
         return None
     return plots.RunPoint(record.name, record.family or "?", float(fwd), float(bwd or 0.0), float(acc), on)
