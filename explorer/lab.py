@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -370,10 +371,15 @@ def sweep_plan(family: str, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
 
 @torch.no_grad()
 def sweep(
-    lab: LabModel, kind: str = "tol", n_samples: int = 64, batch_size: int = 64
+    lab: LabModel,
+    kind: str = "tol",
+    n_samples: int = 64,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
     """Accuracy and mean forward NFE on the first ``n_samples`` validation inputs for each setting of
-    ``sweep_plan``; the model's own settings are untouched (a copy is changed)."""
+    ``sweep_plan``; the model's own settings are untouched (a copy is changed). ``progress(done, total)`` is
+    called before the first setting and after each one (a setting that cannot integrate counts as done)."""
     n_val = len(lab.data.val.targets)
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 1 <= n_samples <= n_val:
         raise ValueError(f"sweep samples must be a whole number from 1 to {n_val}, got {short_repr(n_samples)}")
@@ -382,7 +388,10 @@ def sweep(
     x_all = lab.data.val.inputs[:n_samples]
     y_all = lab.data.val.targets[:n_samples]
     curves: dict[str, tuple[list[float], list[float], list[str]]] = {}
-    for curve, label, setting in sweep_plan(lab.family, kind):
+    plan = sweep_plan(lab.family, kind)
+    report = progress or (lambda done, total: None)
+    report(0, len(plan))
+    for done, (curve, label, setting) in enumerate(plan, 1):
         if lab.family == "deq":
             base = model.config.deq
             solver = setting["solver"]
@@ -404,12 +413,14 @@ def sweep(
                 correct += int((out.logits.argmax(1) == y).sum())
                 nfe.append(out.stats.nfe)
         except core.models.ODEStepLimitError:
+            report(done, len(plan))
             continue  # this setting cannot integrate the trained field: leave the point out
         acc, mean_nfe = correct / len(y_all), float(np.mean(nfe))
         xs, ys, labels = curves.setdefault(curve, ([], [], []))
         xs.append(mean_nfe)
         ys.append(acc)
         labels.append(label)
+        report(done, len(plan))
     return {k: (np.asarray(a), np.asarray(b), c) for k, (a, b, c) in curves.items()}
 
 

@@ -446,6 +446,39 @@ def test_handlers_lab_compares_every_solver(explorer):
     assert len(sweep.sweep.data) == 3  # fixed_point, anderson, broyden
 
 
+def test_a_sweep_counts_its_settings_and_the_page_shows_the_count(explorer, tmp_path):
+    """Issue 18, item 6: the progress overlay said "0.2 s" for a 9 s sweep (gradio's guess from earlier calls).
+    The sweep and the memory measurement count their work, and the page shows "done/total" from that count."""
+    calls = []
+    out = explorer.lab.sweep("s1", "fresh:image28-deq", "", "steps", 4, progress=lambda d, t: calls.append((d, t)))
+    n = len(lab_lib.sweep_plan("deq", "steps"))
+    assert not out.warning and n == 15 and calls == [(k, n) for k in range(n + 1)]
+    calls.clear()
+    memory = explorer.compare.memory(
+        "s1", ["node"], ["direct"], "2, 4", "points", 1, progress=lambda d, t: calls.append((d, t))
+    )
+    assert not memory.warning and calls == [(0, 2), (1, 2), (2, 2)]
+
+    # Wired: gradio gives those endpoints a progress tracker, and the count reaches it as (done, total).
+    from explorer.app import build_app
+
+    fns = {fn.api_name: fn for fn in build_app(tmp_path / "app-runs", device="cpu", autoplay=False).fns.values()}
+    assert fns["lab_sweep"].tracks_progress and fns["compare_memory"].tracks_progress
+    assert not fns["lab_run"].tracks_progress  # a job that cannot count shows no count
+
+    class Tracker:
+        seen: list = []
+
+        def __call__(self, progress, desc=None, total=None, unit="steps"):
+            self.seen.append((progress, unit))
+
+    fn = fns["lab_sweep"].fn
+    plot, message = fn("fresh:image28-deq", "", "tol", 4, gr.Request(session_hash="s2"), Tracker())
+    tol = len(lab_lib.sweep_plan("deq", "tol"))
+    assert Tracker.seen == [((k, tol), "settings") for k in range(tol + 1)]
+    assert "sweep of" in message
+
+
 def test_handlers_lab_ode_model_and_bad_inputs(explorer, tmp_path):
     out = explorer.lab.run("s1", "fresh:image28-homoode", "", "val", 5, 1e-4, 30, "rk4", 4)
     assert out.table[0][1] == "integrated" and len(out.path.data) == 2

@@ -275,6 +275,7 @@ class Page:
         select: bool = False,
         query: bool = False,
         work: Literal["quick", "solve", "slow"] = "quick",
+        progress: str | None = None,
         **event: Any,
     ) -> Any:
         """Wire ``fn(session_key, **inputs)`` to ``trigger`` (an event such as ``button.click``, a list of them
@@ -283,11 +284,13 @@ class Page:
         components; ``outputs`` are the components updated, in the endpoint's order. ``select`` passes the
         clicked item's index as ``position`` (a table row's cells as ``row``); ``query`` passes the page's
         query parameters as ``params`` and its address as ``page_url``. ``work`` says how long ``fn`` can run,
-        which sets the slots it queues for (``WORK``)."""
+        which sets the slots it queues for (``WORK``). ``progress`` names the unit of a job that counts its
+        work: ``fn`` gets ``progress(done, total)`` to call, shown over the outputs as "done/total unit" (gradio
+        would otherwise show a time guessed from earlier calls, which for a sweep of another size is wrong)."""
         inputs = dict(inputs or {})
         event = {**WORK[work], **event}
-        inspect.signature(fn).bind_partial(None, **dict.fromkeys(inputs))  # a typo fails here
-        handler = self._handler(fn, list(inputs), list(outputs), select, query)
+        inspect.signature(fn).bind_partial(None, **dict.fromkeys(inputs), **({"progress": None} if progress else {}))
+        handler = self._handler(fn, list(inputs), list(outputs), select, query, progress)
 
         def wire(on: Any, **kw: Any) -> Any:
             args = dict(inputs=list(inputs.values()), outputs=list(outputs), **kw)
@@ -317,14 +320,25 @@ class Page:
         )
 
     def _handler(
-        self, fn: Callable[..., Any], names: list[str], outputs: list[Any], select: bool, query: bool
+        self,
+        fn: Callable[..., Any],
+        names: list[str],
+        outputs: list[Any],
+        select: bool,
+        query: bool,
+        progress: str | None = None,
     ) -> Callable[..., Any]:
         """``fn`` as gradio calls it: inputs positionally, then ``gr.SelectData`` and ``gr.Request``, which
-        gradio injects into parameters annotated with them (hence the explicit signature)."""
+        gradio injects into parameters annotated with them (hence the explicit signature), then, for a job
+        that counts its work (``progress``: its unit), the ``gr.Progress`` gradio injects into a parameter
+        whose default is one."""
 
         def handler(*args: Any) -> Any:
-            *values, request = args
             extra: dict[str, Any] = {}
+            if progress:
+                *args, tracker = args
+                extra["progress"] = lambda done, total: tracker((done, total), unit=progress)
+            *values, request = args
             if select:
                 *values, event = values
                 extra["position"] = event.index if isinstance(event.index, int) else -1
@@ -340,6 +354,8 @@ class Page:
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         params = [inspect.Parameter(n, kind) for n in names]
         params += [inspect.Parameter(n, kind, annotation=t) for n, t in injected.items()]
+        if progress:
+            params.append(inspect.Parameter("progress", kind, default=gr.Progress()))
         handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         handler.__annotations__ = injected
         handler.__name__ = getattr(fn, "__name__", "handler")

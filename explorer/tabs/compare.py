@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -268,11 +269,13 @@ class CompareTab(CurvesTab):
         batch_sizes: str,
         kind: str,
         n_steps: Any,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CompareOut:
         """One training step per (family, gradient method, batch size) on random inputs of ``kind``,
         measuring the bytes the forward graph keeps for backward (deterministic, unlike RSS, and the part
         that grows with the batch). Runs on the CPU so it never disturbs a GPU run's peak counter, and takes
-        a slot of the server's training cap while it runs (it is a training step, many times over)."""
+        a slot of the server's training cap while it runs (it is a training step, many times over).
+        ``progress(done, total)`` counts the steps measured."""
         from core.bench import MEMORY_VARIANTS, memory_probe
 
         try:
@@ -282,7 +285,12 @@ class CompareTab(CurvesTab):
         token = object()
         try:
             self.ctx.registry.gate.acquire(token)
-            records = [memory_probe(f, g, b, n, kind, "cpu") for f, g, b, n in plan]
+            records = []
+            report = progress or (lambda done, total: None)
+            report(0, len(plan))
+            for f, g, b, n in plan:
+                records.append(memory_probe(f, g, b, n, kind, "cpu"))
+                report(len(records), len(plan))
         except CapacityError as err:
             return CompareOut.failed(err)
         except RuntimeError as err:  # out of memory, most likely
@@ -483,7 +491,15 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
     memory_inputs = {"families": families, "gradients": gradients, "batch_sizes": batches, "kind": kind,
                      "n_steps": steps}  # fmt: skip
     # Seconds (a minute on big settings): in line with the other slow jobs, never in the way of clicks (``WORK``).
-    page.on(measure.click, tab.memory, memory_inputs, [memory, message], api_name="compare_memory", work="slow")
+    page.on(
+        measure.click,
+        tab.memory,
+        memory_inputs,
+        [memory, message],
+        api_name="compare_memory",
+        work="slow",
+        progress="steps measured",
+    )
     page.on(refresh.click, tab.studies, {"study": study}, [study], api_name="compare_studies",
             twins=(compare_tab.select,))  # fmt: skip
     study_out = [figure, study_plot, study_report, message]

@@ -248,11 +248,20 @@ class LabTab(Tab):
         pos = float(position) if isinstance(position, (int, float)) and math.isfinite(position) else 1.0
         return LabOut(path=path_figure(result.paths, pos, result.inner, result.basis.explained, dims=dims))
 
-    def sweep(self, key: str, model_key: str, checkpoint: str, kind: str, samples: Any) -> LabOut:
-        """Accuracy vs mean NFE over solver settings on validation data, without retraining."""
+    def sweep(
+        self,
+        key: str,
+        model_key: str,
+        checkpoint: str,
+        kind: str,
+        samples: Any,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LabOut:
+        """Accuracy vs mean NFE over solver settings on validation data, without retraining;
+        ``progress(done, total)`` counts the settings measured."""
         try:
             lab = self._model(key, model_key, checkpoint)
-            curves = lab_lib.sweep(lab, kind, as_int(samples, "sweep samples"))
+            curves = lab_lib.sweep(lab, kind, as_int(samples, "sweep samples"), progress=progress)
         except USER_ERRORS as err:
             return LabOut.failed(lab_lib.describe_unavailable(err))
         n = as_int(samples, "sweep samples")
@@ -405,6 +414,7 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
         [sweep_plot, message],
         api_name="lab_sweep",
         work="slow",
+        progress="settings",  # "3/12 settings": the count, not a time guessed from other sweeps
     )
     page.on(
         index.submit,
