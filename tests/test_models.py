@@ -366,7 +366,7 @@ def test_a_non_finite_jacobian_regulariser_rolls_the_step_back(monkeypatch):
     trainer = Trainer(TrainConfig(model=reg, dataset="circles", steps=3, batch_size=32, seed=0))
     trainer.step()
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    monkeypatch.setattr(DEQBlock, "jacobian_loss", lambda self, z, x: torch.tensor(float("inf")))
+    monkeypatch.setattr(DEQBlock, "jacobian_loss", lambda self, z, x, cell=None: torch.tensor(float("inf")))
     with pytest.raises(Divergence) as err:
         trainer.step()
     assert "lower jac_reg" in err.value.advice and trainer.step_count == 1
