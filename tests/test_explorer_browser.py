@@ -297,13 +297,8 @@ def test_playground_pauses_on_another_tab_and_resumes(server, demo, page):
     assert log.real_failures() == [], log.real_failures()
 
 
-def test_solver_lab_runs_every_solver_on_a_drawing(server, page):
-    pg, log = page
-    pg.goto(server)
-    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
-    pg.click("#pg-pause")
-    pg.get_by_role("tab", name="Solver lab").click()
-    assert "deq" in pg.locator("#lab-model input").input_value().lower()  # an untrained image28-deq
+def draw_a_one(pg) -> None:
+    """Draw a vertical stroke (a "1") on the Solver lab's sketchpad."""
     # Gradio's sketchpad starts with no tool: the pen draws only once its "Brush" tool is picked.
     pg.locator("#lab-drawing").get_by_role("button", name="Brush", exact=True).click()
     # It stacks two canvases of the same size; the first takes the pointer (the other has pointer-events none).
@@ -315,8 +310,18 @@ def test_solver_lab_runs_every_solver_on_a_drawing(server, page):
     x = box["x"] + box["width"] * 0.5
     pg.mouse.move(x, box["y"] + box["height"] * 0.2)
     pg.mouse.down()
-    pg.mouse.move(x + 3, box["y"] + box["height"] * 0.8, steps=25)  # a "1"
+    pg.mouse.move(x + 3, box["y"] + box["height"] * 0.8, steps=25)
     pg.mouse.up()
+
+
+def test_solver_lab_runs_every_solver_on_a_drawing(server, page):
+    pg, log = page
+    pg.goto(server)
+    pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
+    pg.click("#pg-pause")
+    pg.get_by_role("tab", name="Solver lab").click()
+    assert "deq" in pg.locator("#lab-model input").input_value().lower()  # an untrained image28-deq
+    draw_a_one(pg)
     pg.wait_for_function(
         "() => { const d = document.querySelector('#lab-residual .js-plotly-plot');"
         " const m = document.querySelector('#lab-message').innerText;"
@@ -632,15 +637,7 @@ def test_solver_lab_shows_and_solves_the_drawing_on_the_canvas(server, page):
     pg.wait_for_function("() => document.querySelector('#lab-caption').innerText.includes('true class: 0')")
     pg.wait_for_function("() => { const i = document.querySelector('#lab-input img'); return i && i.complete; }")
     assert inked_columns(pg) >= 12  # the dataset's 0
-    pg.locator("#lab-drawing").get_by_role("button", name="Brush", exact=True).click()
-    canvas = pg.locator("#lab-drawing canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    x = box["x"] + box["width"] * 0.5
-    pg.mouse.move(x, box["y"] + box["height"] * 0.2)
-    pg.mouse.down()
-    pg.mouse.move(x + 3, box["y"] + box["height"] * 0.8, steps=25)  # a "1"
-    pg.mouse.up()
+    draw_a_one(pg)
     pg.wait_for_function(
         "() => document.querySelector('#lab-caption').innerText.includes('your drawing')", timeout=90_000
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -81,15 +82,16 @@ def plan(args: argparse.Namespace) -> list[Cell]:
     ]
 
 
-def finished(folder: Path) -> bool:
+def finished_summary(folder: Path) -> dict[str, Any] | None:
+    """The summary of the finished run in ``folder`` (all its steps, tested), or None."""
     summary = RunDir(folder).read_summary() if (folder / "summary.json").is_file() else {}
-    return summary.get("stopped") is False and summary.get("test_accuracy") is not None
+    return summary if summary.get("stopped") is False and summary.get("test_accuracy") is not None else None
 
 
 def run_cell(cell: Cell, args: argparse.Namespace) -> dict[str, Any] | None:
     """Train one cell in a fresh process (unless its folder holds a finished run); its record, or None."""
     folder = args.out / cell.name
-    if not finished(folder):
+    if finished_summary(folder) is None:
         family, extra = MODEL_VARIANTS[cell.model]
         cmd = [
             sys.executable, "-m", "core.train", "--model", family, "--dataset", cell.dataset,
@@ -110,9 +112,9 @@ def run_cell(cell: Cell, args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def record(cell: Cell, folder: Path) -> dict[str, Any] | None:
-    if not finished(folder):
+    s = finished_summary(folder)
+    if s is None:
         return None
-    s = RunDir(folder).read_summary()
     return {
         "dataset": cell.dataset,
         "model": cell.model,
@@ -128,8 +130,6 @@ def record(cell: Cell, folder: Path) -> dict[str, Any] | None:
 
 
 def _load() -> float:
-    import os
-
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
@@ -177,7 +177,7 @@ def run_recipes(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     cells = plan(args)
     if not args.report_only:
-        todo = [c for c in cells if not finished(args.out / c.name)]
+        todo = [c for c in cells if finished_summary(args.out / c.name) is None]
         estimate = sum(args.steps * recipe_nfe(RECIPES[c.recipe]) * _SECONDS_PER_NFE for c in todo) / args.jobs
         _log(
             f"{len(cells)} cells, {len(cells) - len(todo)} already finished; the rest: roughly {estimate / 60:.0f} "

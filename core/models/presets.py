@@ -20,7 +20,7 @@ ODE_RECIPES: dict[str, ODEConfig] = {
     PAPER_ODE_RECIPE: ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3),
 }
 
-_POINTS_ODE = ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3)
+_POINTS_ODE = ODE_RECIPES[PAPER_ODE_RECIPE]
 # Images train with the fast recipe by default: at equal steps it keeps dopri5's accuracy in a fraction of
 # the time (docs/benchmarks.md, "ODE solver recipes"); ``paper-cifar10`` keeps the paper's solver. Points
 # keep dopri5: the Playground shows how a NODE's adaptive NFE grows where its trajectories must squeeze.
