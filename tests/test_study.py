@@ -319,6 +319,93 @@ def test_a_study_still_running_counts_only_measured_runs(tmp_path):
     assert "1/2" in S.render_markdown(S.load_study(tmp_path / "s"))
 
 
+# ----------------------------------------------------------------------------------------------- the standard study
+
+
+def test_the_adjoint_and_fast_variants_keep_their_own_integration():
+    from core.study.plan import PAPER_ODE
+
+    learned = S.model_config("homoode-learned", "image28", 0, ode=PAPER_ODE)
+    adjoint = S.model_config("homoode-adjoint", "image28", 0, ode=PAPER_ODE)
+    fast = S.model_config("homoode-fast", "image28", 0, ode=PAPER_ODE)
+    assert (learned.ode.method, learned.ode.adjoint, learned.start) == ("dopri5", False, "learnable")
+    # The adjoint variant is the paper's model in every respect but its backward.
+    assert adjoint.ode.adjoint is True and adjoint.replace(ode=learned.ode) == learned
+    # The fast variant's rk4 x 1 wins over the study's dopri5.
+    assert (fast.ode.method, fast.ode.n_steps, fast.ode.adjoint, fast.start) == ("rk4", 1, False, "learnable")
+    assert fast.replace(ode=learned.ode) == learned
+
+
+def test_the_standard_preset_plans_42_runs_of_1000_steps():
+    specs = S.plan_runs(S.STANDARD)
+    assert len(specs) == 2 * 3 * 7 and {s.config.steps for s in specs} == {1000}
+    assert [s.variant for s in specs[:7]] == [
+        "node", "anode", "deq", "homoode-learned", "homoode-fixed", "homoode-adjoint", "homoode-fast",
+    ]  # fmt: skip
+    deq = next(s for s in specs if s.variant == "deq").config.model
+    assert deq.cell == "contractive"  # the DEQ whose solves converge (issue 20)
+
+
+def test_digest_bins_step_rows_per_tenth_of_the_run():
+    from core.study.digest import digest_events
+
+    events = [{"kind": "step", "step": k, "nfe_forward": k, "loss": 1.0, "step_seconds": 0.5} for k in range(1, 26)]
+    events.insert(3, {"kind": "eval", "step": 3, "split": "val", "accuracy": 0.5})
+    d = digest_events(events, steps=25)  # 3 steps a bin: 9 bins, the last holds step 25 alone
+    assert d["bin_steps"] == 3 and d["step_rows"] == 25 and d["train_seconds"] == pytest.approx(12.5)
+    assert [b["nfe_forward"] for b in d["bins"]] == [2, 5, 8, 11, 14, 17, 20, 23, 25]
+    assert [b["steps"] for b in d["bins"]] == [3] * 8 + [1] and d["bins"][0]["nfe_backward"] is None
+    assert d["evals"] == [events[3]]
+
+
+def test_a_study_reads_the_same_from_its_committed_files_alone(tiny_study, tmp_path):
+    """``studies/`` keeps config, summary, digest and measurements only: the report must not change."""
+    import shutil
+
+    kept = tmp_path / "tiny"
+    kept.mkdir()
+    shutil.copy(tiny_study / "study.json", kept)
+    for name in NAMES:
+        (kept / name).mkdir()
+        for f in ("config.json", "summary.json", "digest.json", "measurements.json"):
+            shutil.copy(tiny_study / name / f, kept / name)
+    full, small = S.load_study(tiny_study), S.load_study(kept)
+    assert small.runs == full.runs and all(r.done and r.nfe_bins for r in small.runs)
+    tables = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
+    assert tables(S.render_markdown(small)) == tables(S.render_markdown(full))
+
+
+def test_jobs_run_each_run_in_its_own_process_with_the_same_results(tiny_study, tmp_path):
+    out = tmp_path / "jobs"
+    outcomes = S.run_study(TINY, out, device="cpu", threads=1, log=lambda m: None, jobs=2)
+    assert sorted(o.name for o in outcomes) == sorted(NAMES) and {o.action for o in outcomes} == {"trained"}
+    serial, parallel = S.load_study(tiny_study), S.load_study(out)
+    for a, b in zip(serial.runs, parallel.runs, strict=True):
+        assert b.done and b.test_accuracy == a.test_accuracy and b.nfe_bins == a.nfe_bins  # same seeds, 1 thread
+        assert a.rss_peak_mb is None and b.rss_peak_mb > 100  # only a run with a process of its own has one
+    again = S.run_study(TINY, out, device="cpu", threads=1, log=lambda m: None, jobs=2)
+    assert {o.action for o in again} == {"skipped"}
+
+
+def test_the_estimate_uses_finished_runs_and_reference_step_times(tiny_study, tmp_path):
+    specs = S.plan_runs(S.STANDARD)
+    seconds, left, unknown = runner.estimate_seconds(specs, tmp_path)
+    per_pair = sum(runner.REFERENCE_STEP_SECONDS[v] for v in S.STANDARD.variants)
+    assert (left, unknown) == (42, 0)
+    assert seconds == pytest.approx(6 * per_pair * 1000 * (1 + runner.REFERENCE_OVERHEAD))
+    # A third seed of the tiny study: each of its runs costs what its variant's finished runs took per step.
+    specs = S.plan_runs(TINY.replace(seeds=(0, 1, 2)))
+    cost = {}
+    for name in NAMES:
+        summary = RunDir(tiny_study / name).read_summary()
+        measured = json.loads((tiny_study / name / "measurements.json").read_text())["seconds"]
+        cost.setdefault(name.rsplit("-s", 1)[0], []).append((summary["seconds"] + measured) / summary["steps"])
+    seconds, left, unknown = runner.estimate_seconds(specs, tiny_study)
+    assert (left, unknown) == (2, 0)
+    assert seconds == pytest.approx(sum(4 * sum(c) / len(c) for c in cost.values()))
+    assert runner.estimate_lines(S.plan_runs(TINY), tiny_study, 2) == ["all 4 runs are done"]
+
+
 # ----------------------------------------------------------------------------------------------- command line
 
 
@@ -333,6 +420,7 @@ def test_a_study_still_running_counts_only_measured_runs(tmp_path):
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--variants", "odenet"], "variant must be one of"),
         (["--steps", "0"], "--steps must be a whole number"),
+        (["--jobs", "0"], "--jobs must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_command_lines_exit_with_one_line(argv, message, tmp_path, capsys):

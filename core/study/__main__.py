@@ -1,6 +1,7 @@
 """``python -m core.study``: train every family on each dataset for each seed, measure, write the report.
 
     python -m core.study --preset quick --out runs/study-quick               # ~40 min on a 2-core CPU
+    python -m core.study --preset standard --out studies/standard --jobs 2   # hours: commit as runs finish
     python -m core.study --preset full --device cuda --out runs/study-full   # for a GPU
     python -m core.study --report-only --out runs/study-quick --report docs/study.md
 
@@ -23,7 +24,7 @@ from ..training import DEVICES, CheckpointError
 from .aggregate import claims, load_study, summarize
 from .plan import STUDY_PRESETS, VARIANTS, StudyPreset
 from .report import write_report
-from .runner import run_study
+from .runner import run_recorded, run_study
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="where the markdown report goes (default OUT/study.md)")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report from the run folders")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 per run with --jobs)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs at once, each in its own process (default 1; 2 on a 2-core CPU)"
+    )
+    # A child of --jobs: the one run NAME of the study recorded in --out (its settings come from there).
+    p.add_argument("--run-one", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--head", default="", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help="folder with standard dataset files")
     p.add_argument("--steps", type=int, help="override the preset: optimisation steps per run")
     p.add_argument("--train-limit", type=int, help="override the preset: training examples used (a subset)")
@@ -79,6 +86,7 @@ def study_from_args(args: argparse.Namespace) -> tuple[StudyPreset, list[str]]:
         changes["measure"] = dataclasses.replace(study.measure, examples=args.measure_examples)
     if args.threads is not None:
         check_positive_int(args.threads, "--threads")
+    check_positive_int(args.jobs, "--jobs")
     if args.datasets is not None:
         changes["datasets"] = tuple(args.datasets)
     # Every setting is checked (StudyPreset validates on construction) before anything looks for data files,
@@ -102,12 +110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m core.study", *argv])
     out = args.out or Path("runs") / f"study-{args.preset}"
     try:
+        if args.run_one:
+            run_recorded(out, args.run_one, args.head or args.run_one, args.device, args.threads, args.data_dir)
+            return 0
         if not args.report_only:
             study, notes = study_from_args(args)
             for note in notes:
                 print(note, file=sys.stderr)
             try:
-                run_study(study, out, device=args.device, threads=args.threads, data_dir=args.data_dir, command=command)
+                run_study(
+                    study, out, device=args.device, threads=args.threads, data_dir=args.data_dir, command=command,
+                    jobs=args.jobs,
+                )  # fmt: skip
             except KeyboardInterrupt:
                 print(f"interrupted; run the same command again to resume ({out})", file=sys.stderr)
                 return 130

@@ -38,6 +38,8 @@ VARIANT_COLORS = {
     "deq": "#000000",
     "homoode-learned": "#009E73",
     "homoode-fixed": "#56B4E9",
+    "homoode-adjoint": "#D55E00",
+    "homoode-fast": "#0072B2",
     "paper-cifar10": "#E69F00",
 }
 
@@ -319,8 +321,9 @@ def _settings_section(study: Study) -> list[str]:
     out = ["## Settings", ""]
     out.append(
         f"Every variant at matched parameters (presets `image28-*` / `image32-*`; `homoode-learned` is the paper's "
-        f"HomoODE with its shared learned start point, `homoode-fixed` the same network from the fixed ±1 start), "
-        f"{_solvers(p)}. Training: {length} of batch {p.batch_size}, Adam {p.lr:g} with cosine decay, "
+        f"HomoODE with its shared learned start point, `homoode-fixed` the same network from the fixed ±1 start"
+        f"{_own_solver_variants(p)}), {_solvers(p)}. Training: {length} of batch {p.batch_size}, "
+        f"Adam {p.lr:g} with cosine decay, "
         f"data: {subset}; test accuracy on "
         f"{f'a stratified {p.test_limit:,} of the test split' if p.test_limit else 'the whole test split'}; "
         f"validation every {p.eval_every or 'epoch'} step(s)"
@@ -345,6 +348,23 @@ def _settings_section(study: Study) -> list[str]:
     return out
 
 
+def _own_solver_variants(p: StudyPreset) -> str:
+    """Variants of the study that integrate their own way, described."""
+    from .plan import VARIANTS, model_config
+
+    parts = []
+    for v in dict.fromkeys((*p.variants, *(x for d in p.per_dataset.values() for x in d.get("variants", ())))):
+        if not VARIANTS[v][2]:
+            continue
+        ode = model_config(v, "image28", 0, ode=p.ode).ode
+        how = f"{ode.method} at rtol = atol = {ode.rtol:g}" if ode.adaptive else f"{ode.method} × {ode.n_steps}"
+        grad = (
+            "differentiated by the exact adjoint (torchdiffeq's `odeint_adjoint`)" if ode.adjoint else "direct backprop"
+        )
+        parts.append(f"`{v}` the paper's HomoODE integrated with {how}, {grad}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _solvers(p: StudyPreset) -> str:
     from .plan import model_config
 
@@ -355,8 +375,15 @@ def _solvers(p: StudyPreset) -> str:
     else:
         ode_text = f"{ode.method} with {ode.n_steps} equal step(s)"
     opts = deq.solver_options
+    cell = model_config("deq", "image28", 0, deq=p.deq)
+    cell_text = (
+        f"with its contractive cell, Lipschitz ≤ {cell.contraction:g} by construction,"
+        if cell.cell == "contractive"
+        else f"with its {cell.cell} cell,"
+    )
     return (
-        f"the ODE families integrate with {ode_text}, direct backprop through the solver; the DEQ solves with "
+        f"the ODE families integrate with {ode_text}, direct backprop through the solver; the DEQ {cell_text} "
+        "solves with "
         f"{deq.solver} to a relative residual of {opts.get('tol', '?'):g} (at most {opts.get('max_iter', '?')} "
         f"iterations) and a{'n implicit' if deq.backward == 'implicit' else ' phantom'} backward"
     )
@@ -367,7 +394,8 @@ def _dataset_section(
 ) -> list[str]:
     out = [f"## {dataset}", ""]
     cuda = any(s.metrics["cuda_peak_mb"].n for s in variants.values())
-    keys = [k for k in MAIN_METRICS if cuda or k != "cuda_peak_mb"]
+    rss = any(s.metrics["rss_peak_mb"].n for s in variants.values())
+    keys = [k for k in MAIN_METRICS if (cuda or k != "cuda_peak_mb") and (rss or k != "rss_peak_mb")]
     header = ["variant", "params", "runs", *(MAIN_METRICS[k][0] for k in keys)]
     rows = []
     for v, s in variants.items():
@@ -407,8 +435,10 @@ def _dataset_section(
         out += ["", *_graceful(variants)]
     curves = {v: variants[v] for v in ("homoode-fixed", "homoode-learned") if v in variants and variants[v].nfe_bins}
     if curves:
-        per = next(iter(curves.values())).bin_epochs
-        unit = "epoch" if per and abs(per - 1) < 1e-6 else f"{per:.2g} epochs" if per else "bin"
+        first = next(iter(curves.values()))
+        per, steps = first.bin_epochs, first.bin_steps
+        unit = f"{steps} steps" if steps else "bin"
+        unit += f", {per:.2g} epoch{'' if per and abs(per - 1) < 1e-6 else 's'}" if per else ""
         width = max(len(s.nfe_bins) for s in curves.values())
         out += ["", f"### HomoODE forward NFE along training, fixed vs learned start (per {unit}; mean ± std)", ""]
         rows = [
@@ -458,19 +488,21 @@ def _method_section(study: Study) -> list[str]:
         "the model of the best validation accuracy (the first of equal ones); the test split is measured once, "
         "on that model (`summary.json`), and every measurement here uses it too (the checkpoint holds it). The "
         "selection is therefore over the recorded validation evaluations, not over every step. The report "
-        "re-derives the selected step from `metrics.jsonl` and checks it against the summary.",
+        "re-derives the selected step from the recorded validation rows and checks it against the summary.",
         f"- **Mean ± std**: over the seeds, sample standard deviation (n − 1). Test accuracy is measured on {tested}, "
         "the same examples for every run (a seed changes the model's initialisation, the data order and the "
         "validation split); the perturbations and budgets are measured on the same first test examples for "
         "every run.",
         "- **NFE**: field (or DEQ cell) evaluations per training step, from the run's own step rows; NFE bwd counts "
-        "the DEQ's implicit-backward vector-Jacobian products (0 for direct backprop through the ODE solver).",
+        "the DEQ's implicit-backward vector-Jacobian products and the adjoint's field evaluations (0 for direct "
+        "backprop through the ODE solver). Curves along training are means per tenth of the run.",
         "- **Seconds per epoch**: training steps only (validation excluded), summed from the step rows (a resumed "
         "run counts every process); they depend on the machine's load.",
         "- **Memory**: graph MB is the largest number of bytes a training step's forward pass kept for backward "
         "(the trainer's `SavedTensorMeter`; deterministic, the run's own). On a GPU, CUDA peak MB is "
-        "`max_memory_allocated` over the run (reset before each run). The CPU's peak RSS is the whole study "
-        "process's and is not reported per run (`python -m core.bench memory` measures it in fresh processes).",
+        "`max_memory_allocated` over the run (reset before each run). Peak RSS MB is the CPU's peak resident "
+        "memory of a run that had a process of its own (`--jobs`): libraries and data included, the same for "
+        "every variant; a run trained in a shared study process reports none.",
         "- **Perturbations**: in pixel units on images in [0, 1], then normalised as the data; FGSM and PGD use the "
         "gradient of the cross-entropy through the model's own backward (the DEQ's implicit one). Attacks are "
         "small and untargeted; no model was trained against them.",

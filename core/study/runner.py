@@ -13,6 +13,7 @@ the study stops and says which settings differ.
 from __future__ import annotations
 
 import datetime as _dt
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import torch
 from ..bench import machine_info
 from ..training import ErrorEvent, FinishedEvent, RunDir, Trainer, atomic_write_json, load_trainer, resolve_device
 from ..training.rundir import read_json
+from .digest import write_digest
 from .measure import measure_trainer
 from .plan import RunSpec, StudyPreset, config_differences, plan_runs
 
@@ -120,11 +122,13 @@ def run_study(
     data_dir: str | None = None,
     command: str | None = None,
     log: Callable[[str], None] = _log,
+    jobs: int = 1,
 ) -> list[RunOutcome]:
     """Train and measure every run of ``study`` in ``out`` that is not done yet (see the module's doc).
 
-    Runs one after another in this process. Interrupt it at any time (Ctrl-C): started again with the same
-    settings, it skips what is done and resumes the run it was training from that run's last checkpoint.
+    ``jobs`` = 1: one run after another in this process; more: that many runs at once, each in its own
+    process (``threads`` torch threads each, default 1). Interrupt it at any time (Ctrl-C): started again
+    with the same settings, it skips what is done and resumes each unfinished run from its last checkpoint.
 
     Raises:
         StudyError: ``out`` holds another study, or a run folder trained with other settings.
@@ -149,43 +153,203 @@ def run_study(
                 )
     out.mkdir(parents=True, exist_ok=True)
     write_study_file(out, study, specs, command)
-    outcomes = []
-    for k, spec in enumerate(specs, 1):
-        t0 = time.perf_counter()
+    for line in estimate_lines(specs, out, jobs):
+        log(line)
+    if jobs > 1:
+        return _run_in_processes(specs, out, jobs, device, threads, data_dir, log)
+    return [run_one(study, spec, out, log, f"[{k}/{len(specs)}] {spec.name}") for k, spec in enumerate(specs, 1)]
+
+
+#: Seconds of one training step at batch 64 of 28x28 images on one core of a 2-core CPU with a second run
+#: on the other (``--jobs 2``), per variant: the estimate's prior until the study has finished runs of its
+#: own. Measured here (2026-12-06) with ``python -m core.study --preset standard --steps 20 --seeds 0
+#: --datasets digits --measure-examples 50 --jobs 2``; dopri5's NFE, and so its step time, grows as a
+#: model trains.
+REFERENCE_STEP_SECONDS = {
+    "node": 1.04,
+    "anode": 0.99,
+    "deq": 0.39,
+    "homoode-learned": 0.86,
+    "homoode-fixed": 0.79,
+    "homoode-adjoint": 1.77,
+    "homoode-fast": 0.13,
+}
+#: Validation, test and measurements on top of the training steps, for a variant without finished runs.
+REFERENCE_OVERHEAD = 0.25
+
+
+def estimate_seconds(specs: list[RunSpec], out: Path) -> tuple[float, int, int]:
+    """(seconds of compute the unfinished runs of ``specs`` still need, how many there are, how many of them
+    have no estimate). A run's cost per step comes from the finished runs of its variant in ``out`` (their
+    whole time per step, validation, test and measurements included), else :data:`REFERENCE_STEP_SECONDS`
+    scaled by batch size plus :data:`REFERENCE_OVERHEAD`; a partial run counts its remaining steps. Runs of
+    an epoch-long study have no estimate until one of their variant has finished (their steps are known
+    only once the data is loaded)."""
+    per_step: dict[str, list[float]] = {}
+    per_run: dict[str, list[float]] = {}
+    for spec in specs:
         run = RunDir(out / spec.name)
-        status = run_status(run)
-        head = f"[{k}/{len(specs)}] {spec.name}"
-        if status == "measured":
-            log(f"{head}: done, skipped")
-            outcomes.append(RunOutcome(spec.name, "skipped", 0.0))
+        summary = run.read_summary()
+        if run_status(run) == "measured" and summary.get("steps") and summary.get("seconds"):
+            seconds = summary["seconds"] + float(read_json(run.path / MEASUREMENTS).get("seconds") or 0.0)
+            per_step.setdefault(spec.variant, []).append(seconds / summary["steps"])
+            per_run.setdefault(spec.variant, []).append(seconds)
+    total, left, unknown = 0.0, 0, 0
+    for spec in specs:
+        run = RunDir(out / spec.name)
+        if run_status(run) == "measured":
             continue
-        settings = study.for_dataset(spec.dataset).measure
-        _reset_peak(device)
-        if status == "finished":
-            log(f"{head}: trained; measuring")
-            trainer = load_trainer(run.checkpoint_file(), out_dir=None, **_machine_overrides(spec))
-            action, diverged = "measured", False
-        else:
-            if status == "partial":
-                trainer = load_trainer(run.checkpoint_file(), out_dir=run.path, **_machine_overrides(spec))
-                log(f"{head}: resuming at step {trainer.step_count} of {trainer.total_steps}")
-                action = "resumed"
+        left += 1
+        steps = spec.config.steps
+        if steps is None:
+            if spec.variant in per_run:
+                total += sum(per_run[spec.variant]) / len(per_run[spec.variant])
             else:
-                if status == "started":
-                    run.clear()  # a config and rows but no checkpoint: nothing to resume
-                    (run.path / MEASUREMENTS).unlink(missing_ok=True)
-                log(f"{head}: training")
-                trainer = Trainer(spec.config, out_dir=run.path)
-                action = "trained"
-            diverged = _train(trainer, log, head)
-        measurements = measure_trainer(trainer, settings, spec.seed)
-        if diverged:
-            measurements["diverged"] = diverged
-        atomic_write_json(run.path / MEASUREMENTS, measurements)
-        seconds = time.perf_counter() - t0
-        log(f"{head}: {action} in {seconds:.0f} s{_brief(run)}")
-        outcomes.append(RunOutcome(spec.name, action, seconds, bool(diverged)))
+                unknown += 1
+            continue
+        done = sum(1 for r in run.events() if r.get("kind") == "step") if run.checkpoint.is_file() else 0
+        if spec.variant in per_step:
+            cost = sum(per_step[spec.variant]) / len(per_step[spec.variant])
+        elif spec.variant in REFERENCE_STEP_SECONDS:
+            cost = REFERENCE_STEP_SECONDS[spec.variant] * spec.config.batch_size / 64 * (1 + REFERENCE_OVERHEAD)
+        else:
+            unknown += 1
+            continue
+        total += cost * max(0, steps - done)
+    return total, left, unknown
+
+
+def estimate_lines(specs: list[RunSpec], out: Path, jobs: int) -> list[str]:
+    """What the study will take, printed before it starts."""
+    seconds, left, unknown = estimate_seconds(specs, out)
+    if not left:
+        return [f"all {len(specs)} runs are done"]
+    if unknown == left:
+        return [f"{left} of {len(specs)} runs to do (no estimate before one of each variant has finished)"]
+    return [
+        f"{left} of {len(specs)} runs to do: about {seconds / 3600:.1f} h of compute, about "
+        f"{seconds / max(1, jobs) / 3600:.1f} h with {jobs} job(s) at once on a 2-core CPU like the one the "
+        f"reference step times were measured on (from {'finished runs and ' if left < len(specs) else ''}"
+        f"measured step times; a guide only{f'; {unknown} run(s) without an estimate' if unknown else ''})"
+    ]
+
+
+def run_recorded(
+    out: str | Path,
+    name: str,
+    head: str,
+    device: str = "auto",
+    threads: int | None = None,
+    data_dir: str | None = None,
+    log: Callable[[str], None] = _log,
+) -> RunOutcome:
+    """Run ``name`` of the study recorded in ``out/study.json`` in this process, alone (what each process of
+    ``run_study(jobs > 1)`` does): its peak RSS is then the run's own."""
+    out = Path(out)
+    record = read_json(out / STUDY_FILE)
+    if record.get("format") != FORMAT:
+        raise StudyError(f"{out} holds no study file of this program; run `python -m core.study --out {out}`")
+    study = StudyPreset.from_dict(record["preset"])
+    specs = [s for s in plan_runs(study, device=device, threads=threads, data_dir=data_dir) if s.name == name]
+    if not specs:
+        raise StudyError(f"the study in {out} plans no run named {name!r}")
+    return run_one(study, specs[0], out, log, head, own_process=True)
+
+
+def run_one(
+    study: StudyPreset, spec: RunSpec, out: Path, log: Callable[[str], None], head: str, own_process: bool = False
+) -> RunOutcome:
+    """Train (or resume) and measure one run of ``study`` in ``out/spec.name`` (see the module's doc);
+    ``own_process``: nothing else ran in this process, so its peak RSS is the run's (recorded with the
+    measurements)."""
+    t0 = time.perf_counter()
+    run = RunDir(out / spec.name)
+    status = run_status(run)
+    if status == "measured":
+        log(f"{head}: done, skipped")
+        return RunOutcome(spec.name, "skipped", 0.0)
+    settings = study.for_dataset(spec.dataset).measure
+    _reset_peak(spec.config.device)
+    if status == "finished":
+        log(f"{head}: trained; measuring")
+        trainer = load_trainer(run.checkpoint_file(), out_dir=None, **_machine_overrides(spec))
+        action, diverged = "measured", None
+    else:
+        if status == "partial":
+            trainer = load_trainer(run.checkpoint_file(), out_dir=run.path, **_machine_overrides(spec))
+            log(f"{head}: resuming at step {trainer.step_count} of {trainer.total_steps}")
+            action = "resumed"
+        else:
+            if status == "started":
+                run.clear()  # a config and rows but no checkpoint: nothing to resume
+                (run.path / MEASUREMENTS).unlink(missing_ok=True)
+            log(f"{head}: training")
+            trainer = Trainer(spec.config, out_dir=run.path)
+            action = "trained"
+        diverged = _train(trainer, log, head)
+    measurements = measure_trainer(trainer, settings, spec.seed)
+    if diverged:
+        measurements["diverged"] = diverged
+    measurements["own_process"] = own_process
+    atomic_write_json(run.path / MEASUREMENTS, measurements)
+    write_digest(run)
+    seconds = time.perf_counter() - t0
+    log(f"{head}: {action} in {seconds:.0f} s{_brief(run)}")
+    return RunOutcome(spec.name, action, seconds, bool(diverged))
+
+
+def _run_in_processes(
+    specs: list[RunSpec],
+    out: Path,
+    jobs: int,
+    device: str,
+    threads: int | None,
+    data_dir: str | None,
+    log: Callable[[str], None],
+) -> list[RunOutcome]:
+    """Each unfinished run in a fresh ``python -m core.study --run-one`` process, ``jobs`` at a time, each
+    with ``threads`` torch threads (default 1). On a 2-core CPU two one-thread runs at once train 1.33x
+    faster than one two-thread run after the other (docs/study.md); a fresh process per run also makes its
+    peak RSS its own. Interrupted, it stops the runs it started (each resumes from its checkpoint)."""
+    done = {s.name for s in specs if run_status(RunDir(out / s.name)) == "measured"}
+    todo = [(k, s) for k, s in enumerate(specs, 1) if s.name not in done]
+    outcomes = [RunOutcome(name, "skipped", 0.0) for name in done]
+    if done:
+        log(f"{len(done)} of {len(specs)} runs done, skipped")
+    running: dict[subprocess.Popen, tuple[int, RunSpec, float]] = {}
+    failed = []
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                k, spec = todo.pop(0)
+                command = [
+                    sys.executable, "-m", "core.study", "--out", str(out), "--run-one", spec.name,
+                    "--head", f"[{k}/{len(specs)}] {spec.name}", "--threads", str(threads or 1), "--device", device,
+                    *(["--data-dir", data_dir] if data_dir else []),
+                ]  # fmt: skip
+                running[subprocess.Popen(command, cwd=_project_root())] = (k, spec, time.perf_counter())
+            time.sleep(0.5)
+            for proc in [p for p in running if p.poll() is not None]:
+                k, spec, t0 = running.pop(proc)
+                if proc.returncode != 0:
+                    failed.append(f"{spec.name} (exit {proc.returncode})")
+                    log(f"[{k}/{len(specs)}] {spec.name}: its process failed with exit status {proc.returncode}")
+                outcomes.append(
+                    RunOutcome(spec.name, "trained" if proc.returncode == 0 else "failed", time.perf_counter() - t0)
+                )
+    finally:
+        for proc in running:  # Ctrl-C or an error here: the children stop too (each resumes later)
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+    if failed:
+        raise StudyError(f"{len(failed)} run(s) failed: {', '.join(failed)}; run the same command again to retry")
     return outcomes
+
+
+def _project_root() -> Path:
+    """The folder ``core`` is imported from, so a child process imports the same code."""
+    return Path(__file__).resolve().parents[2]
 
 
 def _machine_overrides(spec: RunSpec) -> dict[str, Any]:
