@@ -16,6 +16,7 @@ from core.models import ODEConfig, preset
 from core.training import (
     ChangeEvent,
     CheckpointError,
+    CheckpointEvent,
     ErrorEvent,
     EvalEvent,
     FinishedEvent,
@@ -323,6 +324,46 @@ def test_time_budget_ends_the_run_and_decays_the_rate():
     assert len(steps) > 5
     assert steps[-1].lr < 0.2 * steps[0].lr  # most of the cosine was spent
     assert events[-2].kind == "eval" and events[-2].step == final.step  # the last step was validated
+
+
+def test_a_resumed_time_budget_goes_on_with_its_clock_and_its_schedule(tmp_path):
+    """Issue 19: a time-budgeted run interrupted after a checkpoint and resumed continues its cosine from the
+    time saved in the checkpoint and stops at its budget, not at the budget plus the time before the crash.
+    The bounds hold on a busy machine: they compare clocks, never a step's speed."""
+    budget = 4.0
+    cfg = points_config(steps=None, epochs=100_000, time_budget=budget, eval_every=5)
+    first = Trainer(cfg, out_dir=tmp_path)
+    last_step = None
+    for event in first.events():  # abandoned after the first checkpoint past a quarter of the budget: a crash
+        if isinstance(event, StepEvent):
+            last_step = event
+        elif isinstance(event, CheckpointEvent) and last_step.wall_seconds >= budget / 4:
+            break
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    spent = saved["wall_seconds"]
+    assert saved["step"] == last_step.step and budget / 4 <= spent < budget
+    resumed = load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path)
+    events = list(resumed.events())
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps[0].step == last_step.step + 1
+    # The rate continues the cosine from the time spent, not from lr again.
+    assert resumed.lr_at((spent + 1.0) / budget) <= steps[0].lr <= last_step.lr < 0.9 * cfg.lr
+    # The budget counts the time before the resume: the last step began before the budget ran out (not
+    # before budget + spent), on the run's clock that the rows' wall_seconds and the final event share.
+    assert steps[-1].wall_seconds - steps[-1].step_seconds < budget + 0.25
+    final = events[-1]
+    assert isinstance(final, FinishedEvent) and not final.stopped
+    assert max(budget, steps[-1].wall_seconds) <= final.seconds <= resumed.elapsed
+    # The summary's times are the whole run's: train_seconds is the sum of every kept step row's time.
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    step_rows = [r for r in rows if r["kind"] == "step"]
+    assert [r["step"] for r in step_rows] == list(range(1, final.step + 1))
+    assert summary["train_seconds"] == pytest.approx(sum(r["step_seconds"] for r in step_rows), rel=1e-9)
+    assert summary["seconds"] == final.seconds
+    # Resuming the ended run trains no further step: its budget is spent.
+    again = list(load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path).events())
+    assert not [e for e in again if isinstance(e, StepEvent)] and not again[-1].stopped
 
 
 def test_json_safe_turns_every_non_finite_float_into_null():

@@ -97,7 +97,8 @@ class CheckpointEvent(Event):
 class FinishedEvent(Event):
     """The run ended. Test accuracy is measured once, on the model selected by validation.
 
-    ``stopped`` is True when the run was stopped before its planned number of steps.
+    ``stopped`` is True when the run was stopped before its planned number of steps (or time budget).
+    ``seconds`` is the run's wall time, a resumed run's including the time before its checkpoint.
     ``peak_memory_bytes`` / ``memory_measure`` are the whole process's peak (shared by every run in it);
     ``peak_graph_bytes`` is the run's own: the largest ``graph_bytes`` of its steps (kept in the
     checkpoint, so a resumed run's figure covers the steps before the resume too).

@@ -162,8 +162,10 @@ class Trainer:
         self.unsaved = False  # steps or setting changes since the last checkpoint
         self.finished: FinishedEvent | None = None
         self.started = time.perf_counter()
-        self.wall_offset = 0.0  # wall seconds of the run before this process resumed it (curves stay continuous)
-        self.train_seconds = 0.0  # time inside step(), evaluation excluded
+        # Wall seconds of the run before this process resumed it, up to the checkpoint it resumes from: curves
+        # stay continuous, and a time budget and its cosine go on where they were (see ``elapsed``).
+        self.wall_offset = 0.0
+        self.train_seconds = 0.0  # time inside step(), evaluation excluded; the run's, resumes included
         if resume is not None:
             self._load_state(resume)
         # The process's memory before the first step (model, optimizer, data; other runs in this process too).
@@ -462,11 +464,12 @@ class Trainer:
 
     @property
     def progress(self) -> float:
-        """How far the run is: the share of its steps done, or of its time budget spent."""
+        """How far the run is: the share of its steps done, or of its time budget spent (:attr:`elapsed`,
+        so a resumed run goes on along its cosine)."""
         budget = self.config.time_budget
         if budget is None:
             return self.step_count / self.total_steps
-        spent = (time.perf_counter() - self.started) / budget
+        spent = self.elapsed / budget
         if self.world.parallel:  # every rank must step with the same rate: the furthest clock decides
             spent = float(distributed.all_max(torch.tensor([spent], device=self.device, dtype=torch.float64)))
         return spent
@@ -552,7 +555,7 @@ class Trainer:
             peak_memory_bytes=mem,
             memory_measure=measure,
             peak_graph_bytes=self.peak_graph_bytes,
-            seconds=time.perf_counter() - self.started,
+            seconds=self.elapsed,
             stopped=stopped,
         )
 
@@ -662,7 +665,8 @@ class Trainer:
             "nfe_sums": list(self.nfe_sums),
             "peak_graph_bytes": self.peak_graph_bytes,
             "unconverged_steps": self.unconverged_steps,
-            "wall_seconds": self.wall_offset + time.perf_counter() - self.started,
+            "wall_seconds": self.elapsed,
+            "train_seconds": self.train_seconds,
             "rng": torch.get_rng_state(),
         }
 
@@ -688,7 +692,10 @@ class Trainer:
         self.nfe_sums = list(state.get("nfe_sums", [0, 0]))
         self.peak_graph_bytes = int(state.get("peak_graph_bytes", 0))  # 0 in checkpoints older than the field
         self.unconverged_steps = int(state.get("unconverged_steps", 0))
+        # Checkpoints older than these fields count the time before them as 0 (as they always did): a guess
+        # from the step count would need the old process's speed, which the file does not hold.
         self.wall_offset = float(state.get("wall_seconds", 0.0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         torch.set_rng_state(state["rng"])
 
     def save(self) -> str | None:
@@ -778,9 +785,16 @@ class Trainer:
         yield from self.end(stopped)
 
     @property
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far: this process's since it started training, plus what the processes
+        before a resume had spent up to the checkpoint it continues from. The clock of ``time_budget``, of the
+        cosine under a budget (:attr:`progress`), and of ``wall_seconds`` in the events and the checkpoint."""
+        return self.wall_offset + time.perf_counter() - self.started
+
+    @property
     def out_of_time(self) -> bool:
         budget = self.config.time_budget
-        return budget is not None and time.perf_counter() - self.started >= budget
+        return budget is not None and self.elapsed >= budget
 
     def _validate_and_save(self) -> list[Event]:
         events: list[Event] = [self._record(self.validate())]
