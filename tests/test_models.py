@@ -552,6 +552,34 @@ def test_contractive_cell_is_a_contraction_whatever_its_weights():
     assert torch.equal(cell.bind()(z, x), cell(z, x))
 
 
+def test_contractive_cell_reuses_its_normalised_weights_until_they_change(monkeypatch):
+    from core.models import layers
+    from core.models.layers import ContractiveConvCell
+
+    calls = []
+    real = layers.conv_operator_norm
+    monkeypatch.setattr(layers, "conv_operator_norm", lambda w, n: calls.append(1) or real(w, n))
+    torch.manual_seed(0)
+    cell = ContractiveConvCell(4, 6)
+    x = torch.randn(2, 4, 6, 6)
+    fresh = lambda: cell._normalize(cell.conv1.weight, cell.conv2.weight)  # noqa: E731
+    with torch.no_grad():
+        first = cell.normalized_weights()
+        assert cell.normalized_weights() is first and len(calls) == 2  # computed once for both convs
+    # with gradients on, each forward builds its own graph to the weights
+    w1, _ = cell.normalized_weights()
+    assert w1.requires_grad and len(calls) == 4
+    # an optimiser step changes the weights in place: the next inference uses the new ones
+    opt = torch.optim.Adam(cell.parameters(), lr=0.1)
+    cell(torch.randn_like(x), x).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after = cell.normalized_weights()
+        assert after is not first and all(torch.equal(a, b) for a, b in zip(after, fresh(), strict=True))
+        cell.load_state_dict(ContractiveConvCell(4, 6).state_dict())  # a load too
+        assert all(torch.equal(a, b) for a, b in zip(cell.normalized_weights(), fresh(), strict=True))
+
+
 def test_contractive_deq_implicit_gradient_matches_unrolled_backprop():
     cfg = preset("image28-deq").replace(width=4, head_dim=8, seed=3)
     tight = {"tol": 1e-11, "max_iter": 400}

@@ -149,12 +149,27 @@ class ContractiveConvCell(nn.Module):
         self.gamma = gamma
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self._cached: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # see normalized_weights
 
     def normalized_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W1^, gamma W2^): operator norms at most 1 and gamma."""
-        one = self.conv1.weight.new_ones(())
-        w1 = self.conv1.weight / torch.maximum(one, conv_operator_norm(self.conv1.weight, self.size))
-        w2 = self.conv2.weight / torch.maximum(one, conv_operator_norm(self.conv2.weight, self.size))
+        """(W1^, gamma W2^): operator norms at most 1 and gamma.
+
+        Without a graph to build (inference, validation, the Explorer's one-image solves) the pair is kept
+        until a weight changes (an optimiser step or a load bumps its version; a move to another device
+        changes its storage): the two norms cost more than a whole solve of one image."""
+        w1, w2 = self.conv1.weight, self.conv2.weight
+        if torch.is_grad_enabled() and (w1.requires_grad or w2.requires_grad):
+            return self._normalize(w1, w2)
+        key = (w1._version, w2._version, w1.data_ptr(), w2.data_ptr(), w1.dtype)
+        if self._cached is None or self._cached[0] != key:
+            with torch.no_grad():
+                self._cached = (key, self._normalize(w1, w2))
+        return self._cached[1]
+
+    def _normalize(self, w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        one = w1.new_ones(())
+        w1 = w1 / torch.maximum(one, conv_operator_norm(w1, self.size))
+        w2 = w2 / torch.maximum(one, conv_operator_norm(w2, self.size))
         return w1, self.gamma * w2
 
     def bind(self):
