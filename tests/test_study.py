@@ -236,7 +236,7 @@ def _write_study(root, runs):
         summary = {"model": name.split("-")[1], "params": 100, "steps": 40, "epochs": 2.0, "stopped": False,
                    "test_accuracy": acc, "best_step": best[0], "best_val_accuracy": best[1], "mean_nfe_forward": nfe,
                    "mean_nfe_backward": 0.0, "peak_graph_bytes": graph_mb * 2**20, "memory_measure": "cpu_peak_rss",
-                   "peak_memory_bytes": 10**9}  # fmt: skip
+                   "peak_memory_bytes": 10**9, "seconds_per_epoch": 10.0}  # fmt: skip
         (folder / "summary.json").write_text(json.dumps(summary))
         steps = [{"kind": "step", "step": k, "nfe_forward": nfe + (k > 20), "step_seconds": 0.5} for k in range(1, 41)]
         (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in steps + vals) + "\n")
@@ -274,7 +274,7 @@ def test_aggregation_against_hand_computed_values(tmp_path):
     assert h.metrics["test_accuracy"].mean == pytest.approx(0.955)
     assert h.metrics["test_accuracy"].std == pytest.approx(math.sqrt(2 * 0.005**2))  # |0.95 - 0.96| / sqrt 2
     assert h.metrics["selected_val_accuracy"].mean == pytest.approx((0.9 + 0.91) / 2)  # step 20 and step 10
-    assert h.metrics["seconds_per_epoch"].mean == pytest.approx(40 * 0.5 / 2.0)  # from the step rows
+    assert h.metrics["seconds_per_epoch"].mean == pytest.approx(10.0)  # the summary's (resumes included)
     assert h.metrics["graph_mb"].mean == pytest.approx(100) and h.metrics["cuda_peak_mb"].n == 0  # CPU: no peak
     # Mean drop: seed 0 ((0.9 - 0.8) + (0.9 - 0.5)) / 2 = 0.25, seed 1 ((1 - 0.9) + (1 - 0.7)) / 2 = 0.2.
     assert h.perturbed["mean drop"].mean == pytest.approx(0.225)
@@ -352,7 +352,7 @@ def test_digest_bins_step_rows_per_tenth_of_the_run():
     events = [{"kind": "step", "step": k, "nfe_forward": k, "loss": 1.0, "step_seconds": 0.5} for k in range(1, 26)]
     events.insert(3, {"kind": "eval", "step": 3, "split": "val", "accuracy": 0.5})
     d = digest_events(events, steps=25)  # 3 steps a bin: 9 bins, the last holds step 25 alone
-    assert d["bin_steps"] == 3 and d["step_rows"] == 25 and d["train_seconds"] == pytest.approx(12.5)
+    assert d["bin_steps"] == 3 and d["step_rows"] == 25 and sum(b["step_seconds"] for b in d["bins"]) == 12.5
     assert [b["nfe_forward"] for b in d["bins"]] == [2, 5, 8, 11, 14, 17, 20, 23, 25]
     assert [b["steps"] for b in d["bins"]] == [3] * 8 + [1] and d["bins"][0]["nfe_backward"] is None
     assert d["evals"] == [events[3]]

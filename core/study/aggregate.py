@@ -86,7 +86,7 @@ class RunResult:
     cuda_peak_mb: float | None = None
     rss_peak_mb: float | None = None  # the CPU's peak RSS of a run that had a process of its own (--jobs)
     unconverged_share: float | None = None  # DEQ: share of steps whose root solves missed their tolerance
-    seconds: float | None = None  # wall time of the run's (last) process: training, validation, test
+    seconds: float | None = None  # wall time of the whole run (resumes included): training, validation, test
     measure_seconds: float | None = None  # wall time of the measurements after training
     nfe_bins: list[float] = field(default_factory=list)
     bin_steps: int | None = None  # steps per bin of ``nfe_bins`` (a tenth of the run)
@@ -111,7 +111,6 @@ def read_run(folder: Path, dataset: str, variant: str, seed: int) -> RunResult:
     epochs = summary.get("epochs")
     per_epoch = steps / epochs if steps and epochs else None
     per_bin = digest["bin_steps"]
-    train_seconds = digest["train_seconds"]
     events = digest["evals"]
     sel_step, sel_acc = select_on_validation(events)
     measurements = read_json(folder / MEASUREMENTS)
@@ -134,8 +133,7 @@ def read_run(folder: Path, dataset: str, variant: str, seed: int) -> RunResult:
         epochs=epochs,
         nfe_forward=summary.get("mean_nfe_forward"),
         nfe_backward=summary.get("mean_nfe_backward"),
-        # From the step rows, not the summary: a resumed run's summary counts only the last process's time.
-        seconds_per_epoch=train_seconds / epochs if epochs and digest["step_rows"] else None,
+        seconds_per_epoch=summary.get("seconds_per_epoch"),  # training steps only, resumes included
         graph_mb=None if graph is None else graph / MB,
         cuda_peak_mb=summary.get("peak_memory_bytes", 0) / MB if cuda else None,
         rss_peak_mb=(

@@ -4,7 +4,7 @@
 study of 42 runs. ``digest.json`` keeps what the report uses, binned per tenth of the run's steps (per 100
 steps of a 1,000-step run):
 
-    {"format": ..., "bin_steps": B, "step_rows": n, "train_seconds": Σ step_seconds,
+    {"format": ..., "bin_steps": B, "step_rows": n,
      "bins": [{"first_step", "last_step", "steps", "nfe_forward", "nfe_backward", "loss", "train_accuracy",
                "step_seconds"}, ...],      # means over the bin's steps; step_seconds summed
      "evals": [the run's eval rows, as recorded]}
@@ -70,7 +70,6 @@ def digest_events(events: Iterable[dict[str, Any]], steps: int | None) -> dict[s
         "format": FORMAT,
         "bin_steps": per_bin,
         "step_rows": sum(b["steps"] for b in out_bins),
-        "train_seconds": sum(b["step_seconds"] for b in out_bins),
         "bins": out_bins,
         "evals": evals,
     }

@@ -257,7 +257,7 @@ def render_markdown(
     if run_s:
         lines.append(
             f"- Compute, summed over the runs: {run_s / 60:.1f} min of training, validation and test, "
-            f"{measure_s / 60:.1f} min of measurements after training (a resumed run counts its last process)."
+            f"{measure_s / 60:.1f} min of measurements after training."
         )
     m = rec.get("machine", {})
     lines.append(
@@ -496,8 +496,8 @@ def _method_section(study: Study) -> list[str]:
         "- **NFE**: field (or DEQ cell) evaluations per training step, from the run's own step rows; NFE bwd counts "
         "the DEQ's implicit-backward vector-Jacobian products and the adjoint's field evaluations (0 for direct "
         "backprop through the ODE solver). Curves along training are means per tenth of the run.",
-        "- **Seconds per epoch**: training steps only (validation excluded), summed from the step rows (a resumed "
-        "run counts every process); they depend on the machine's load.",
+        "- **Seconds per epoch**: training steps only (validation excluded; a resumed run counts every process); "
+        "they depend on the machine's load (two runs at once with `--jobs 2`, each on one thread).",
         "- **Memory**: graph MB is the largest number of bytes a training step's forward pass kept for backward "
         "(the trainer's `SavedTensorMeter`; deterministic, the run's own). On a GPU, CUDA peak MB is "
         "`max_memory_allocated` over the run (reset before each run). Peak RSS MB is the CPU's peak resident "
