@@ -7,10 +7,11 @@ given (cut by :func:`short_repr`, so a 5,000-character paste cannot fill the pag
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 
 def short_repr(value: Any, limit: int = 60) -> str:
@@ -155,3 +156,50 @@ EPOCHS = Range(1, 1000, integer=True)
 TRAIN_LIMIT = Range(1, 10_000_000, integer=True)
 #: A run's seed (data order, split, initialisation).
 SEED = Range(0, 2**31 - 1, integer=True)
+
+#: Each number a person sets for a training run: the one name every message gives it (the app's boxes, its
+#: live changes and links, the CLI's flags) and its range. One setting, one rule, one wording, wherever it
+#: is typed: :func:`check_setting`.
+SETTINGS: dict[str, tuple[str, Range]] = {
+    "steps": ("steps", STEPS),
+    "batch_size": ("batch size", BATCH_SIZE),
+    "lr": ("learning rate", LR),
+    "n_steps": ("ODE steps", ODE_STEPS),
+    "tol": ("tolerance", TOL),
+    "max_iter": ("iteration cap", MAX_ITER),
+    "eval_every": ("validate every", EVAL_EVERY),
+    "train_limit": ("training subset", TRAIN_LIMIT),
+    "epochs": ("epochs", EPOCHS),
+    "seed": ("seed", SEED),
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Check one setting of :data:`SETTINGS` with its range, named as everywhere; a blank value is
+    "<name> is empty: enter a number"."""
+    label, allowed = SETTINGS[name]
+    allowed.check(value, label)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose input errors are one line, ``prog: error: what to change`` (exit status 2),
+    like every other input error of the command lines (no usage block in front of it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def setting_arg(name: str):
+    """An argparse ``type`` for setting ``name``: the text as a number, checked by :func:`check_setting`, so
+    ``--lr abc`` says what the app says ("learning rate must be a number from 1e-08 to 10, got 'abc'")."""
+
+    def parse(text: str) -> Any:
+        value = to_number(text)
+        try:
+            check_setting(name, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return int(value) if SETTINGS[name][1].integer else float(value)
+
+    parse.__name__ = SETTINGS[name][0]  # argparse names the type in its own messages
+    return parse

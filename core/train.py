@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from . import data as data_lib
+from .checks import OneLineParser, setting_arg
 from .models import DEQ_CELLS, FAMILIES, PRESETS, ModelConfig, preset
 from .solvers import METHODS, ODE_METHODS
 from .training import (
@@ -38,7 +39,7 @@ DEFAULTS = TrainConfig(model=ModelConfig())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m core.train",
         description="Train an implicit model (NODE, ANODE, DEQ, HomoODE) and record its metrics.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="digits", help=f"dataset: {', '.join(data_lib.DATASET_NAMES)}")
     run.add_argument("--preset", choices=sorted(PRESETS), help="start from a named model preset (default: by dataset)")
     length = run.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="passes over the training split (default 1)")
-    length.add_argument("--steps", type=int, help="optimisation steps (instead of --epochs)")
+    length.add_argument("--epochs", type=setting_arg("epochs"), help="passes over the training split (default 1)")
+    length.add_argument("--steps", type=setting_arg("steps"), help="optimisation steps (instead of --epochs)")
     run.add_argument("--time-budget", type=float, help="stop after this many seconds (cosine lr over the budget)")
     run.add_argument("--out", type=Path, help="run folder for config, metrics, summary and checkpoint")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile the ODE field / DEQ cell (falls back to eager, with a warning, where it cannot)",
     )
     run.add_argument("--threads", type=int, help="torch CPU threads")
-    run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="data order, split, augmentation and init seed")
+    run.add_argument(
+        "--seed", type=setting_arg("seed"), default=DEFAULTS.seed, help="data order, split, augmentation and init seed"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     d = p.add_argument_group("data")
@@ -88,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--augment", action="store_true", help="random crop + flip (32x32 colour sets)")
     d.add_argument("--val-fraction", type=float, help="share of train held out for validation (default: per dataset)")
     d.add_argument(
-        "--train-limit", type=int, help="use only this many training examples (validation and test stay whole)"
+        "--train-limit",
+        type=setting_arg("train_limit"),
+        help="use only this many training examples (validation and test stay whole)",
     )
     d.add_argument(
         "--test-limit",
@@ -97,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     o = p.add_argument_group("optimisation")
-    o.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    o.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate (cosine decay per step)")
+    o.add_argument("--batch-size", type=setting_arg("batch_size"), default=DEFAULTS.batch_size)
+    o.add_argument(
+        "--lr", type=setting_arg("lr"), default=DEFAULTS.lr, help="Adam learning rate (cosine decay per step)"
+    )
     o.add_argument("--lr-min", type=float, default=DEFAULTS.lr_min, help="final learning rate of the cosine decay")
     o.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm")
@@ -120,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ode = p.add_argument_group("ODE (node, anode, homoode)")
     ode.add_argument("--ode-method", choices=ODE_METHODS, help="torchdiffeq method")
-    ode.add_argument("--rtol", type=float, help="adaptive methods' relative tolerance")
-    ode.add_argument("--atol", type=float, help="adaptive methods' absolute tolerance")
-    ode.add_argument("--n-steps", type=int, help="fixed-step methods' number of steps")
+    ode.add_argument("--rtol", type=setting_arg("tol"), help="adaptive methods' relative tolerance")
+    ode.add_argument("--atol", type=setting_arg("tol"), help="adaptive methods' absolute tolerance")
+    ode.add_argument("--n-steps", type=setting_arg("n_steps"), help="fixed-step methods' number of steps")
     ode.add_argument("--adjoint", action="store_true", help="backward by the adjoint method")
 
     deq = p.add_argument_group("DEQ")
@@ -134,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deq.add_argument("--contraction", type=float, help="the contractive cell's Lipschitz bound, in (0, 1)")
     deq.add_argument("--solver", choices=METHODS, help="forward root solver")
-    deq.add_argument("--tol", type=float, help="forward solver tolerance (relative residual)")
-    deq.add_argument("--max-iter", type=int, help="forward solver iteration cap")
+    deq.add_argument("--tol", type=setting_arg("tol"), help="forward solver tolerance (relative residual)")
+    deq.add_argument("--max-iter", type=setting_arg("max_iter"), help="forward solver iteration cap")
     deq.add_argument("--backward", choices=("implicit", "phantom"), help="gradient: implicit or 1-step phantom")
     deq.add_argument(
         "--jac-reg", type=float, help="weight of the Jacobian regulariser ||df/dz||_F^2 / d at z* (0: off)"

@@ -23,20 +23,8 @@ from .playground import FAMILY_NAMES
 IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.kind in ("bundled", "files"))
 #: Devices this server can train on: a web user is never offered (or told to pass a flag for) a missing GPU.
 DEVICES = tuple(d for d in core.DEVICES if d != "cuda" or torch.cuda.is_available())
-#: Each number of the Train form: the one name every message gives it (as the other tabs do) and core's range of
-#: its values. Start (the whole form) and "Apply lr / tolerance now" (a live change) both check a value with
-#: :func:`check_field`: one setting, one rule, one wording, wherever it is typed.
-NUMBER_FIELDS: dict[str, tuple[str, checks.Range]] = {
-    "steps": ("steps", checks.STEPS),
-    "batch_size": ("batch size", checks.BATCH_SIZE),
-    "lr": ("learning rate", checks.LR),
-    "n_steps": ("ODE steps", checks.ODE_STEPS),
-    "tol": ("tolerance", checks.TOL),
-    "eval_every": ("validate every", checks.EVAL_EVERY),
-    "train_limit": ("training subset", checks.TRAIN_LIMIT),
-    "epochs": ("epochs", checks.EPOCHS),
-    "seed": ("seed", checks.SEED),
-}
+#: Each number of the Train form: its name in messages and its range, core's (``core.checks.SETTINGS``).
+NUMBER_FIELDS = {k: v for k, v in checks.SETTINGS.items() if k != "max_iter"}
 #: Train-form fields that may be left blank (blank, or 0, means "not used"); every other number must be filled in.
 OPTIONAL_FIELDS = ("train_limit", "epochs")
 #: Settings that "Apply lr / tolerance now" changes in a running run.
@@ -44,10 +32,9 @@ LIVE_FIELDS = ("lr", "tol")
 
 
 def check_field(name: str, value: Any) -> None:
-    """Check one number of the Train form with core's range for it (:data:`NUMBER_FIELDS`); a blank value
-    is "<name> is empty: enter a number"."""
-    label, allowed = NUMBER_FIELDS[name]
-    allowed.check(value, label)
+    """Check one number of the Train form as every entry point does (``core.checks.check_setting``): Start
+    (the whole form) and "Apply lr / tolerance now" (a live change) alike."""
+    checks.check_setting(name, value)
 
 
 def live_changes(model: core.ModelConfig, lr: Any, tol: Any) -> dict[str, Any]:

@@ -271,10 +271,10 @@ def test_cli_tiny_run_writes_its_files_and_resumes(tmp_path):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["--lr", "-1"], "lr must be a positive number"),
+        (["--lr", "-1"], "argument --lr: learning rate must be a number from 1e-08 to 10, got -1"),
         (["--dataset", "mnits"], "unknown dataset 'mnits'"),
         (["--model", "resnet"], "invalid choice"),
-        (["--steps", "x"], "invalid int value"),
+        (["--steps", "x"], "argument --steps: steps must be a whole number from 1 to 1,000,000, got 'x'"),
         (["--resume", "/nonexistent/run"], "no checkpoint"),
         (["--model", "deq", "--jac-reg", "-1"], "jac_reg must be a number from 0"),
     ],
@@ -573,7 +573,8 @@ def test_cli_guards_the_run_folder(tmp_path):
     [
         (["--seed", str(2**70)], "seed must be a whole number from 0 to 2,147,483,647"),
         (["--grad-clip", "nan"], "grad_clip must be a positive number"),
-        (["--batch-size", "1000000000"], "larger than the training split (1,000 examples)"),
+        (["--batch-size", "1000000000"], "batch size must be a whole number from 1 to 4096"),
+        (["--batch-size", "2000"], "larger than the training split (1,000 examples)"),
     ],
 )
 def test_cli_refuses_bad_numbers_in_one_line(flags, needle):

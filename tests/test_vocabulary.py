@@ -66,3 +66,38 @@ def test_cli_defaults_are_the_configs():
     assert args.device == DEFAULTS.device and tuple(build_parser()._option_string_actions["--device"].choices) == (
         core.DEVICES
     )
+
+
+@pytest.mark.parametrize(
+    "flag, field, text",
+    [
+        ("--lr", "lr", "abc"),
+        ("--lr", "lr", "1e9"),
+        ("--lr", "lr", ""),
+        ("--tol", "tol", "2"),
+        ("--rtol", "tol", "0"),
+        ("--steps", "steps", "0"),
+        ("--steps", "steps", "2.5"),
+        ("--batch-size", "batch_size", "x"),
+        ("--n-steps", "n_steps", "999"),
+        ("--seed", "seed", "-1"),
+        ("--train-limit", "train_limit", "0"),
+        ("--epochs", "epochs", "1e6"),
+    ],
+)
+def test_the_cli_says_what_the_train_tab_says(flag, field, text, capsys):
+    """One setting, one rule, one wording: the CLI's flag and the Train form's box refuse a value alike."""
+    from explorer.imagetrain import check_field
+
+    with pytest.raises(ValueError) as app:
+        check_field(field, checks.to_number(text))
+    with pytest.raises(SystemExit) as cli:
+        build_parser().parse_args([f"{flag}={text}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert cli.value.code == 2 and err.endswith(f"argument {flag}: {app.value}")
+
+
+def test_the_cli_takes_numbers_as_their_settings_types():
+    args = build_parser().parse_args(["--steps", "100.0", "--lr", "3e-3", "--max-iter", "40", "--tol", "1e-4"])
+    assert (args.steps, args.lr, args.max_iter, args.tol) == (100, 0.003, 40, 1e-4)
+    assert isinstance(args.steps, int) and isinstance(args.max_iter, int)

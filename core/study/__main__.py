@@ -16,10 +16,9 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from .. import data as data_lib
-from ..checks import SEED, STEPS, TRAIN_LIMIT, check, check_positive_int
+from ..checks import SEED, STEPS, TRAIN_LIMIT, OneLineParser, check, check_positive_int
 from ..training import DEVICES, CheckpointError
 from .aggregate import claims, load_study, summarize
 from .plan import STUDY_PRESETS, VARIANTS, StudyPreset
@@ -27,13 +26,8 @@ from .report import write_report
 from .runner import run_recorded, run_study
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, like every other input error
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m core.study",
         description="A reproduction study of the HomoODE paper's claims: NODE, ANODE, DEQ and HomoODE (learned "
         "and fixed start) at matched parameters, several seeds, measured and reported in one markdown file.",
