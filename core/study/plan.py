@@ -394,7 +394,7 @@ def plan_runs(
 def config_differences(planned: TrainConfig, stored: dict[str, Any]) -> list[str]:
     """The settings (dotted names) in which a run folder's ``config.json`` differs from the plan, those of
     the machine (device, threads, data folder) left out."""
-    from ..training.loop import config_changes
+    from ..training.config import config_changes
 
     try:
         saved = TrainConfig.from_dict(stored)

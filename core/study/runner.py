@@ -25,6 +25,7 @@ import torch
 
 from ..bench import machine_info
 from ..training import ErrorEvent, FinishedEvent, RunDir, Trainer, atomic_write_json, load_trainer, resolve_device
+from ..training.config import nested_changes
 from ..training.rundir import read_json
 from .digest import write_digest
 from .measure import measure_trainer
@@ -72,7 +73,10 @@ def write_study_file(out: Path, study: StudyPreset, specs: list[RunSpec], comman
         if old.get("format") != FORMAT:
             raise StudyError(f"{path} is not a study file of this program; pick another --out")
         if old.get("settings") != study.settings():
-            diff = _dict_diff(old.get("settings", {}), study.settings())
+            diff = [
+                f"{key}: {change['old']!r} there, {change['new']!r} now"
+                for key, change in sorted(nested_changes(old.get("settings", {}), study.settings()).items())
+            ]
             raise StudyError(
                 f"{out} holds a study with other settings ({'; '.join(diff[:4])}): pick another --out, or run "
                 f"the study it holds (--preset {old.get('preset', {}).get('name', '?')})"
@@ -93,17 +97,6 @@ def write_study_file(out: Path, study: StudyPreset, specs: list[RunSpec], comman
         "machine": machine_info(torch.get_num_threads()),
     }
     atomic_write_json(path, record)
-
-
-def _dict_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _dict_diff(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(f"{prefix}{key}: {x!r} there, {y!r} now")
-    return out
 
 
 def _now() -> str:

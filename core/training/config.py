@@ -9,6 +9,7 @@ from typing import Any
 
 from ..checks import SEED, from_fields, is_number
 from ..models import ModelConfig
+from .events import json_safe
 
 #: Where a run trains: auto (CUDA when present, else CPU), cpu or cuda. The CLI, the benchmarks and the app
 #: offer exactly these (the app only those this machine has).
@@ -150,3 +151,32 @@ class TrainConfig:
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig.from_dict(data["model"])
         return from_fields(cls, data)
+
+
+def nested_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{dotted.name: {"old": ..., "new": ...}}`` for every leaf that differs between two nested dicts (a
+    leaf on one side only has None on the other), in ``old``'s order then ``new``'s."""
+
+    def flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flat(v, f"{prefix}{k}.", out)
+        else:
+            out[prefix[:-1]] = value
+        return out
+
+    before, after = flat(old, "", {}), flat(new, "", {})
+    missing = object()
+    changed = {}
+    for key in [*before, *(k for k in after if k not in before)]:
+        a, b = before.get(key, missing), after.get(key, missing)
+        if a != b:
+            changed[key] = {"old": None if a is missing else a, "new": None if b is missing else b}
+    return changed
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, dict[str, Any]]:
+    """``{name: {"old": ..., "new": ...}}`` for every setting that differs, nested ones by dotted name
+    (``lr``, ``ode.rtol``, ``deq.solver_options.tol``; model settings without the ``model.`` prefix)."""
+    changes = nested_changes(old.to_dict(), new.to_dict())
+    return {key.removeprefix("model."): json_safe(change) for key, change in changes.items()}

@@ -33,7 +33,7 @@ from ..models import ImplicitClassifier, ODEStepLimitError, build_model
 from ..solvers import SolverError
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, config_changes
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
 from .memory import SavedTensorMeter, peak_memory
 from .rundir import RunDir
@@ -41,29 +41,6 @@ from .tensorboard_log import TensorBoardLog
 
 #: What :meth:`Trainer.apply` may change while a run trains (everything else needs a new run).
 LIVE_SETTINGS = ("lr", "grad_clip", "ode", "deq")
-
-
-def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, dict[str, Any]]:
-    """``{name: {"old": ..., "new": ...}}`` for every setting that differs, nested ones by dotted name
-    (``lr``, ``ode.rtol``, ``deq.solver_options.tol``; model settings without the ``model.`` prefix)."""
-
-    def flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                flat(v, f"{prefix}{k}.", out)
-        else:
-            out[prefix[:-1]] = value
-        return out
-
-    before, after = flat(old.to_dict(), "", {}), flat(new.to_dict(), "", {})
-    missing = object()
-    changed = {}
-    for key in [*before, *(k for k in after if k not in before)]:
-        a, b = before.get(key, missing), after.get(key, missing)
-        if a != b:
-            name = key.removeprefix("model.")
-            changed[name] = json_safe({"old": None if a is missing else a, "new": None if b is missing else b})
-    return changed
 
 
 class Divergence(RuntimeError):
