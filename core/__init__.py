@@ -17,6 +17,7 @@ from .models import (
     ODEConfig,
     build_model,
     preset,
+    preset_name,
 )
 from .solvers import METHODS, ODE_METHODS, SolverError, SolverStats, Status, make_options, solve
 from .training import DEVICES
@@ -42,6 +43,7 @@ __all__ = [
     "build_model",
     "make_options",
     "preset",
+    "preset_name",
     "solve",
 ]
 __version__ = "0.1.0"

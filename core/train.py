@@ -17,7 +17,7 @@ import torch
 
 from . import data as data_lib
 from .checks import OneLineParser, setting_arg
-from .models import DEQ_CELLS, FAMILIES, PRESETS, ModelConfig, preset
+from .models import DEQ_CELLS, FAMILIES, PRESETS, ModelConfig, preset, preset_name
 from .solvers import METHODS, ODE_METHODS
 from .training import (
     DEVICES,
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build the TrainConfig the flags describe (ValueError on a bad value or combination)."""
     info = data_lib.dataset_info(args.dataset)
-    name = args.preset or f"{info.input_kind}-{args.model}"
+    name = args.preset or preset_name(args.model, info.input_kind)
     model: ModelConfig = preset(name)
     if model.input_kind != info.input_kind:
         raise ValueError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from dataclasses import dataclass
@@ -43,12 +42,8 @@ def live_changes(model: core.ModelConfig, lr: Any, tol: Any) -> dict[str, Any]:
     the ODE (rtol = atol)."""
     check_field("lr", lr)
     check_field("tol", tol)
-    changes: dict[str, Any] = {"lr": lr}
-    if model.family == "deq":
-        changes["deq"] = dataclasses.replace(model.deq, solver_options={**model.deq.solver_options, "tol": tol})
-    else:
-        changes["ode"] = dataclasses.replace(model.ode, rtol=tol, atol=tol)
-    return changes
+    solved = model.with_solver_settings(tol=tol)
+    return {"lr": lr, **({"deq": solved.deq} if model.family == "deq" else {"ode": solved.ode})}
 
 
 def presets_for(family: str, input_kind: str) -> list[str]:
@@ -143,11 +138,10 @@ class TrainSettings:
 
     def model_config(self) -> core.ModelConfig:
         info = dataset_info(self.dataset)
-        name = self.preset if self.preset != "auto" else f"{info.input_kind}-{self.family}"
+        name = self.preset if self.preset != "auto" else core.preset_name(self.family, info.input_kind)
         model = core.preset(name)  # its family and input kind match the form's (checked on construction)
-        ode = dataclasses.replace(model.ode, method=self.ode_method, n_steps=self.n_steps, rtol=self.tol, atol=self.tol)
-        deq = model.deq.with_forward(self.deq_solver, tol=self.tol)
-        return model.replace(num_classes=info.num_classes, ode=ode, deq=deq, seed=self.seed)
+        model = model.with_solver_settings(self.tol, self.ode_method, self.n_steps, self.deq_solver)
+        return model.replace(num_classes=info.num_classes, seed=self.seed)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(

@@ -101,3 +101,18 @@ def test_the_cli_takes_numbers_as_their_settings_types():
     args = build_parser().parse_args(["--steps", "100.0", "--lr", "3e-3", "--max-iter", "40", "--tol", "1e-4"])
     assert (args.steps, args.lr, args.max_iter, args.tol) == (100, 0.003, 40, 1e-4)
     assert isinstance(args.steps, int) and isinstance(args.max_iter, int)
+
+
+def test_one_tolerance_means_the_odes_rtol_atol_and_the_deqs_tol():
+    base = core.preset("image28-deq")
+    changed = base.with_solver_settings(tol=1e-3, ode_method="rk4", n_steps=3, deq_solver="broyden")
+    assert (changed.ode.rtol, changed.ode.atol, changed.ode.method, changed.ode.n_steps) == (1e-3, 1e-3, "rk4", 3)
+    assert changed.deq.solver == "broyden" and changed.deq.solver_options == {"tol": 1e-3, "max_iter": DEQ_MAX_ITER}
+    assert base.with_solver_settings() == base  # None keeps every setting
+    # The Train tab's form, its live change and the CLI name the same thing.
+    from explorer.imagetrain import live_changes
+
+    assert live_changes(base, 0.01, 1e-3)["deq"] == base.with_solver_settings(tol=1e-3).deq
+    homo = core.preset("image28-homoode")
+    assert live_changes(homo, 0.01, 1e-3)["ode"] == homo.with_solver_settings(tol=1e-3).ode
+    assert core.preset_name("deq", "image28") == "image28-deq" and core.preset_name("homoode", "points") in core.PRESETS

@@ -183,11 +183,11 @@ def memory_probe(family: str, gradient: str, batch: int, n_steps: int, kind: str
     import torch
     from torch import nn
 
-    from ..models import build_model, preset
+    from ..models import build_model, preset, preset_name
     from ..training import SavedTensorMeter, peak_memory, resolve_device
 
     dev = resolve_device(device)
-    cfg = preset(f"{kind}-{family}")
+    cfg = preset(preset_name(family, kind))
     if family == "deq":
         cfg = cfg.replace(deq=dataclasses.replace(cfg.deq, backward=gradient))
     else:

@@ -12,7 +12,7 @@ Example:
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock, ODEStepLimitError
 from .classifier import ImplicitClassifier, ModelOutput, build_model
 from .config import DEQ_CELLS, DEQ_MAX_ITER, FAMILIES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
-from .presets import FAST_ODE_RECIPE, ODE_RECIPES, PAPER_ODE_RECIPE, PRESETS, preset
+from .presets import FAST_ODE_RECIPE, ODE_RECIPES, PAPER_ODE_RECIPE, PRESETS, preset, preset_name
 
 __all__ = [
     "DEQ_CELLS",
@@ -35,4 +35,5 @@ __all__ = [
     "ODEStepLimitError",
     "build_model",
     "preset",
+    "preset_name",
 ]

@@ -205,6 +205,24 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_solver_settings(
+        self,
+        tol: float | None = None,
+        ode_method: str | None = None,
+        n_steps: int | None = None,
+        deq_solver: str | None = None,
+    ) -> ModelConfig:
+        """This config with the solver settings a person picks (None: keep). One tolerance means both kinds of
+        solve: the ODE's rtol = atol (adaptive methods) and the DEQ forward solver's relative residual; a new
+        DEQ solver keeps the options every solver has (``DEQConfig.with_forward``)."""
+        ode: dict[str, Any] = {} if tol is None else {"rtol": tol, "atol": tol}
+        if ode_method is not None:
+            ode["method"] = ode_method
+        if n_steps is not None:
+            ode["n_steps"] = n_steps
+        deq = self.deq.with_forward(deq_solver, **({} if tol is None else {"tol": tol}))
+        return self.replace(ode=dataclasses.replace(self.ode, **ode), deq=deq)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

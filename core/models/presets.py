@@ -49,6 +49,11 @@ def _image(kind: str, family: str, num_classes: int = 10) -> ModelConfig:
     )
 
 
+def preset_name(family: str, input_kind: str) -> str:
+    """The name of the preset that builds a ``family`` model for ``input_kind`` inputs (``image28-deq``)."""
+    return f"{input_kind}-{family}"
+
+
 def _build_presets() -> dict[str, ModelConfig]:
     presets: dict[str, ModelConfig] = {}
     for family in FAMILIES:
@@ -56,7 +61,7 @@ def _build_presets() -> dict[str, ModelConfig]:
             family=family, input_kind="points", num_classes=2, ode=_POINTS_ODE, **_POINTS[family]
         )
         for kind in ("image28", "image32"):
-            presets[f"{kind}-{family}"] = _image(kind, family)
+            presets[preset_name(family, kind)] = _image(kind, family)
     for kind in ("image28", "image32"):
         # The DEQ tutorials' residual GroupNorm cell: not a contraction (most solves miss 1e-4 within 30
         # Anderson iterations once trained), the Solver lab's example of where homotopy continuation helps.

@@ -141,12 +141,12 @@ def budget_settings(family: str, settings: MeasureSettings) -> list[tuple[str, f
         return out
 
     def ode(**changes: Any) -> Callable[[Any], None]:
-        return lambda model: model.set_ode(dataclasses.replace(model.config.ode, **changes))
+        return lambda model: model.set_ode(model.config.with_solver_settings(**changes).ode)
 
     for tol in settings.tolerances:
-        out.append(("tol", tol, ode(method="dopri5", rtol=tol, atol=tol)))
+        out.append(("tol", tol, ode(tol=tol, ode_method="dopri5")))
     for n in settings.rk4_steps:
-        out.append(("steps", n, ode(method="rk4", n_steps=n)))
+        out.append(("steps", n, ode(ode_method="rk4", n_steps=n)))
     return out
 
 

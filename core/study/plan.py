@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import data as data_lib
 from ..checks import SEED, check, check_choice, check_positive_int, from_fields, is_number
-from ..models import FAST_ODE_RECIPE, ODE_RECIPES, PAPER_ODE_RECIPE, ModelConfig, preset
+from ..models import FAST_ODE_RECIPE, ODE_RECIPES, PAPER_ODE_RECIPE, ModelConfig, preset, preset_name
 from ..training import TrainConfig
 
 #: variant -> (preset family, ModelConfig changes, ODEConfig changes that win over the study's ``ode``).
@@ -65,7 +65,7 @@ def model_config(
         config = preset("paper-cifar10").replace(seed=seed)
     else:
         family, changes, own_ode = VARIANTS[variant]
-        config = preset(f"{input_kind}-{family}").replace(seed=seed, **changes)
+        config = preset(preset_name(family, input_kind)).replace(seed=seed, **changes)
         ode = {**(ode or {}), **own_ode}
     if config.family == "deq" and deq:
         return config.replace(deq=config.deq.with_forward(**deq))
