@@ -346,6 +346,14 @@ def test_the_standard_preset_plans_42_runs_of_1000_steps():
     assert deq.cell == "contractive"  # the DEQ whose solves converge (issue 20)
 
 
+def test_log_axes_tick_at_1_2_5_times_powers_of_ten():
+    from core.study.report import log_ticks
+
+    assert log_ticks(3, 30) == [2, 5, 10, 20, 50]
+    assert log_ticks(4, 16) == [2, 5, 10, 20] and log_ticks(10, 10) == [10]
+    assert log_ticks(0.07, 0.9) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1.0])
+
+
 def test_digest_bins_step_rows_per_tenth_of_the_run():
     from core.study.digest import digest_events
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,8 +177,22 @@ def build_figure(spec: FigureSpec, height: int = 380) -> Any:
         legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"),
     )
     fig.update_xaxes(title_text=spec.x_title, type="log" if spec.log_x else None)
+    if spec.log_x:
+        xs = [x for s in spec.series for x in s.x if isinstance(x, (int, float)) and x > 0]
+        if xs:  # 1-2-5 ticks, not plotly's default of every digit (3 4 5 6 7 8 9 10 2 3) on a short log axis
+            ticks = log_ticks(min(xs), max(xs))
+            fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     fig.update_yaxes(title_text=spec.y_title)
     return fig
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Tick values 1, 2, 5 x 10^k from the last one at or below ``low`` to the first at or above ``high``."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    values = [m * 10.0**k for k in range(first, last + 1) for m in (1, 2, 5)]
+    start = max(i for i, v in enumerate(values) if v <= low * (1 + 1e-9))
+    end = min(i for i, v in enumerate(values) if v >= high * (1 - 1e-9))
+    return values[start : end + 1]
 
 
 def write_figures(specs: list[FigureSpec], folder: Path) -> tuple[dict[str, Path], str]:
