@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume is not None:
             run = RunDir(args.resume)
-            if run.read_summary().get("stopped") is False:  # finished all its steps: no new rows, no new summary
+            if run.state() == "finished":  # all its steps done: no new rows, no new summary
                 print(
                     f"the run in {run.path} has finished all its steps; nothing to resume (train a new one with --out)"
                 )

@@ -74,11 +74,8 @@ class RunRecord:
 
     @property
     def state(self) -> str:
-        """finished / stopped (summary written), failed (its last event is an error), else in progress
-        (or interrupted: a killed process leaves the same files as a running one)."""
-        if self.summary:
-            return "stopped" if self.summary.get("stopped") else "finished"
-        return "failed" if RunDir(self.folder).last_event_kind() == "error" else "in progress"
+        """finished / stopped / failed / in progress (``RunDir.state``)."""
+        return RunDir(self.folder).state()
 
     @property
     def params(self) -> int | None:

@@ -139,3 +139,18 @@ def test_a_checkpoint_is_opened_only_where_the_run_wrote_it(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # the CLI's --resume goes through it
         cli_main(["--resume", str(run.path)])
     assert exit_info.value.code == 2
+
+
+def test_the_state_of_a_run_folder_is_read_one_way(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.state() == "empty"  # not even a folder
+    run.create()
+    run.write_config({"model": {}})
+    assert run.state() == "in progress"  # running, or killed: the same files
+    run.append({"kind": "step", "step": 1})
+    run.append({"kind": "error", "step": 2, "message": "diverged"})
+    assert run.state() == "failed"
+    run.write_summary({"stopped": True})
+    assert run.state() == "stopped"
+    run.write_summary({"stopped": False})
+    assert run.state() == "finished"

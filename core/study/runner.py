@@ -54,9 +54,10 @@ class RunOutcome:
 def run_status(run: RunDir) -> str:
     """``measured`` (nothing to do), ``finished`` (to measure), ``partial`` (to resume from its checkpoint),
     ``started`` (a config but no checkpoint: to start afresh) or ``new``."""
-    summary = run.read_summary()
-    if summary and (summary.get("stopped") is False or read_json(run.path / MEASUREMENTS).get("diverged")):
-        return "measured" if read_json(run.path / MEASUREMENTS).get("format") else "finished"
+    state = run.state()
+    measurements = read_json(run.path / MEASUREMENTS)
+    if state == "finished" or (state == "stopped" and measurements.get("diverged")):
+        return "measured" if measurements.get("format") else "finished"
     if run.checkpoint.is_file():
         return "partial"
     return "started" if run.path.is_dir() and any(run.path.iterdir()) else "new"

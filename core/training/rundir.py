@@ -191,6 +191,18 @@ class RunDir:
             return event.get("kind") if isinstance(event, dict) else None
         return None
 
+    def state(self) -> str:
+        """What the folder's files say of its run (the one rule the CLI, the study and the app's tables use):
+        ``finished`` (all its steps, summary written), ``stopped`` (ended early, summary written), ``failed``
+        (its last event is an error), ``in progress`` (configured, no summary: running now, or interrupted: a
+        killed process leaves the same files), ``empty`` (no config)."""
+        summary = self.read_summary()
+        if summary:
+            return "stopped" if summary.get("stopped") else "finished"
+        if not self.has_config():
+            return "empty"
+        return "failed" if self.last_event_kind() == "error" else "in progress"
+
     def started(self) -> float:
         """When the run was configured (``config.json``'s time; 0 when unreadable): runs sort by it."""
         try:
