@@ -30,6 +30,40 @@ CSS = """
 #compare-study-report td:first-child { min-width: 14em; }
 #compare-study-report td:nth-child(2) { white-space: nowrap; }
 .story { font-size: 0.95rem; }
+/* The runs tables: smaller type and padding, so that all 17 columns fit a 1440 px page (the run's name wraps
+   in its 190 px column, ``RUN_COLUMN_WIDTHS``); gradio sizes the other columns by measuring them. */
+#compare-table, #runs-table { --input-text-size: 12px; }
+#compare-table .cell-wrap, #runs-table .cell-wrap, #compare-table .sizing-body td, #runs-table .sizing-body td {
+  padding: 5px 4px;
+}
+#compare-table .header-content, #runs-table .header-content { gap: 0; }
+/* Button labels stay on one line: a button is as wide as its label needs. */
+#compare-rename, #compare-delete, #tr-buttons button { white-space: nowrap; }
+#tr-buttons button { flex: 1 1 auto; min-width: min(150px, 100%); }
+/* Gallery captions: whole, over two lines if need be, never cut to "#12 ✗ pred 3…". */
+#train-gallery .caption-label {
+  white-space: normal; overflow: visible; text-overflow: clip; max-width: calc(100% - 8px);
+  font-size: 11px; line-height: 1.25;
+}
+/* A one-line box keeps its height whatever is typed into it (a long entry scrolls inside it). */
+#compare-filter input, #compare-new-name input, #memory-batches input, #pg-probe input { text-overflow: ellipsis; }
+
+/* A phone (this width is plots.NARROW_WIDTH: the figures are laid out for it below it too). */
+@media (max-width: 699.98px) {
+  /* Every tab one tap away: the tab bar wraps (``overflow_behavior="wrap"``) with compact buttons. */
+  .tab-container[role="tablist"] { flex-wrap: wrap; row-gap: 2px; }
+  .tab-container[role="tablist"] button { padding: 6px 6px; font-size: 0.85rem; }
+  /* Plotly's toolbar would sit on the legend: on a phone pinch and drag zoom, a double tap resets. */
+  .js-plotly-plot .modebar-container { display: none !important; }
+  /* Playground: the ▶ buttons, then the status and the pictures, then the settings. */
+  #pg-main { flex-direction: column; flex-wrap: nowrap; }
+  #pg-controls, #pg-view { display: contents; }
+  #pg-main > #pg-controls > *, #pg-main > #pg-view > * { order: 2; width: 100%; }
+  #pg-main > #pg-view > * { order: 1; }
+  #pg-main > #pg-controls > #pg-buttons { order: 0; }
+  #pg-status ul { padding-left: 1.1em; margin: 0; }
+  #pg-status li { margin: 2px 0; font-size: 0.85rem; }
+}
 """
 ABOUT = """
 ### Three ways to get a representation out of an implicit layer
@@ -108,8 +142,10 @@ def build_app(runs_dir: str | Path = "runs", **options: Any) -> gr.Blocks:
             "<span class='story'>NODE starts **from** the input; DEQ and HomoODE are **conditioned on** it. "
             "Watch them learn the same data, then open a trained model in the Solver lab.</span>"
         )
-        with gr.Tabs() as tabs:
-            page = Page(demo, tabs, playground.REDRAW_SECONDS, train.POLL_SECONDS)
+        # A tab bar too long for the page wraps onto a second line: every tab stays one tap away (the default
+        # hides the last tabs behind a "⋯" menu on a phone).
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
+            page = Page(demo, tabs, playground.REDRAW_SECONDS, train.POLL_SECONDS, note_width=ex.note_width)
             pg_tab = playground.build(ex.playground, page)
             train_tab, gallery = train.build(ex.train, page)
             lab_tab, open_in_lab = lab.build(ex.lab, page)

@@ -353,28 +353,37 @@ def flow_views(snapshot: Snapshot, show_test: bool = False) -> list[FlowView]:
     return views
 
 
-def status_markdown(snapshot: Snapshot) -> str:
-    """One line of state plus a table of live numbers per model (loss, accuracy, NFE, time)."""
+def status_markdown(snapshot: Snapshot, narrow: bool = False) -> str:
+    """One line of state plus a table of live numbers per model (loss, accuracy, NFE, time); ``narrow`` (a
+    phone): a card of two short lines per model instead, which a narrow page never breaks inside a number."""
     state = snapshot.state
     head = f"**{state}** · step **{snapshot.step}** / {snapshot.total_steps}"
     if state == "running" and snapshot.steps_per_second:
         head += f" · {snapshot.steps_per_second:.0f} steps/s"
-    lines = [
-        head,
-        "",
-        "| model | loss | train acc | val acc | NFE fwd | NFE bwd | step ms |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = [head, ""]
+    if not narrow:
+        lines += [
+            "| model | loss | train acc | val acc | NFE fwd | NFE bwd | step ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for name in snapshot.metrics:
         last = snapshot.last.get(name)
         if not last:
-            lines.append(f"| {name} | – | – | – | – | – | – |")
+            lines.append(f"- **{name}**: no step yet" if narrow else f"| {name} | – | – | – | – | – | – |")
             continue
         val = last.get("val_acc")
+        val = "–" if val is None else f"{100 * val:.0f} %"
+        backward = backward_cell(last["nfe_backward"], snapshot.gradients.get(name, ""))
+        if narrow:
+            lines.append(
+                f"- **{name}**: loss {last['loss']:.4f} · acc {100 * last['train_acc']:.0f} % train, {val} val  \n"
+                f"  NFE {last['nfe_forward']:.0f} fwd, {backward}{'' if backward[0].isalpha() else ' bwd'} · "
+                f"{last['step_ms']:.1f} ms/step"
+            )
+            continue
         lines.append(
-            f"| {name} | {last['loss']:.4f} | {100 * last['train_acc']:.0f} % | "
-            f"{'–' if val is None else f'{100 * val:.0f} %'} | {last['nfe_forward']:.0f} | "
-            f"{backward_cell(last['nfe_backward'], snapshot.gradients.get(name, ''))} | {last['step_ms']:.1f} |"
+            f"| {name} | {last['loss']:.4f} | {100 * last['train_acc']:.0f} % | {val} | {last['nfe_forward']:.0f} | "
+            f"{backward} | {last['step_ms']:.1f} |"
         )
     for name, (message, advice) in snapshot.errors.items():
         lines += ["", f"⚠️ **{name} diverged**: {message}. **Advice:** {advice}. ▶ retries from the last good step."]

@@ -43,12 +43,18 @@ def f32(x: np.ndarray | Sequence[float]) -> np.ndarray:
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = 360, legend_y: float = 1.02) -> go.Figure:
-    top = 40 if title else 20
+    # A title has its own line at the top of the figure; the legend's line is under it, just above the plot
+    # area (a title centred in a margin the legend also sits in is drawn over the legend).
+    top = 70 if title else 20
     if legend_y > 1.05:
         top += 30
     fig.update_layout(
         template="none",
-        title=None if title is None else dict(text=title, x=0.01, font=dict(size=14)),
+        title=None
+        if title is None
+        else dict(
+            text=title, x=0.01, xanchor="left", y=1, yref="container", yanchor="top", pad=dict(t=8), font=dict(size=14)
+        ),
         height=height,
         margin=dict(l=50, r=15, t=top, b=40),
         paper_bgcolor="white",
@@ -71,6 +77,31 @@ def _legend_at_right(layout: dict, margin: int) -> None:
     """Move a layout dict's legend right of the plots (``_LEGEND_RIGHT``), ``margin`` px wide."""
     layout["legend"] = dict(_LEGEND_RIGHT)
     layout["margin"]["r"] = margin
+
+
+#: Below this page width (CSS px) figures are laid out for a phone: one panel per row, legends above the plots.
+NARROW_WIDTH = 700
+#: A legend as rows above the plot area (a phone's figure has no room for a column at the right).
+_LEGEND_TOP = dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom")
+
+
+def _legend_placed(layout: dict, margin: int, narrow: bool) -> None:
+    """A layout dict's legend at the right (``margin`` px wide), or above the plots when ``narrow``."""
+    if narrow:
+        layout["legend"] = dict(_LEGEND_TOP)
+        layout["margin"]["r"] = 15
+    else:
+        _legend_at_right(layout, margin)
+
+
+def powers_of_ten(axis: dict, decades: float) -> dict:
+    """A log axis spanning a decade or more labelled at the powers of ten only (1, 10⁻¹, 10⁻², ...):
+    plotly's own labels there (5, 2, 0.1, 5, 2, 0.01, ...) crowd a small panel and read as clutter.
+    Returns ``axis`` (a layout axis dict), changed in place."""
+    axis["exponentformat"] = "power"
+    if decades >= 1:
+        axis["dtick"] = 1
+    return axis
 
 
 def _series_color(i: int) -> str:
@@ -216,24 +247,45 @@ def _class_points(points: np.ndarray, labels: np.ndarray, axes: dict[str, str], 
     ]
 
 
-def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure:
-    """Top row: decision boundary over the input plane with the data. Bottom row: the trajectories of a
-    few inputs through the model's state space (and the vector field where the state is the input plane).
+def playground_figure(views: Sequence[FlowView], height: int = 620, narrow: bool = False) -> go.Figure:
+    """Per model: the decision boundary over the input plane with the data, and the trajectories of a few
+    inputs through the model's state space (with the vector field where the state is the input plane).
 
-    One column per model. Traces per column: 1 heatmap + 2 point sets, then up to 1 heatmap + 2
-    trajectory sets (one per class, NaN-separated) + 1 end-point set + 1 arrow set, then the user's point.
+    Wide: one column per model, input planes on the top row. ``narrow`` (a phone): one row per model, its
+    input plane left of its state space, ``height`` ignored (the rows decide it). Every panel keeps x and y
+    at one scale (a circle stays round), and ``layout.meta["input_planes"]`` lists the input planes' axes
+    (where a click places the user's point).
+
+    Traces per model: 1 heatmap + 2 point sets, then up to 1 heatmap + 2 trajectory sets (one per class,
+    NaN-separated) + 1 end-point set + 1 arrow set, then the user's point.
     """
     if not views:
         return empty_figure("no model to draw yet", height)
-    cols = len(views)
-    titles = [v.title for v in views] + [f"state space ({v.state_axes[0]}, {v.state_axes[1]})" for v in views]
-    layout = _grid_layout(2, cols, titles, height, row_heights=(0.55, 0.45))
-    layout["legend"]["y"] = 1.06
-    layout["margin"]["t"] = 50
+    n = len(views)
+    states = [f"state space ({v.state_axes[0]}, {v.state_axes[1]})" for v in views]
+    if narrow:
+        rows, cols = n, 2
+        # "state space" alone: its axes say which (z₁, z₂ or PC1, PC2), and a long model title has room.
+        titles = [t for v in views for t in (v.title, "state space")]
+        height = 90 + 215 * rows  # a row: a panel about half a phone wide and square, and 70 px for titles
+        layout = _grid_layout(rows, cols, titles, height, spacing=(0.06, 70 / (height - 90)))
+        places = [(_axes(r, 1, cols), _axes(r, 2, cols)) for r in range(1, n + 1)]
+        # Each row's two titles from its outer edges inwards: a model's title reaching past the middle does
+        # not run into its state space's title.
+        for k, ann in enumerate(layout["annotations"]):
+            left = k % 2 == 0
+            domain = layout[_layout_key(places[k // 2][0 if left else 1]["xaxis"])]["domain"]
+            ann.update(x=domain[0] if left else domain[1], xanchor="left" if left else "right", font=dict(size=11))
+        layout["margin"].update(l=20, r=10, t=50)
+    else:
+        titles = [v.title for v in views] + states
+        layout = _grid_layout(2, n, titles, height, row_heights=(0.55, 0.45))
+        places = [(_axes(1, c, n), _axes(2, c, n)) for c in range(1, n + 1)]
+        layout["margin"]["t"] = 50
+    layout["legend"]["y"] = 1 + 28 / (height - 90)  # above the first row's titles
     data: list[dict] = []
-    for c, view in enumerate(views, start=1):
-        top, bottom = _axes(1, c, cols), _axes(2, c, cols)
-        legend = c == 1  # one legend entry per kind of trace, from the first column
+    for i, (view, (top, bottom)) in enumerate(zip(views, places)):
+        legend = i == 0  # one legend entry per kind of trace, from the first model
         hover = "(%{x:.2f}, %{y:.2f}) P(class 1)=%{z:.2f}<extra></extra>"
         data.append(_prob_heatmap(view.grid_x, view.grid_y, view.prob, top, hovertemplate=hover))
         data += _class_points(view.points, view.labels, top, legend)
@@ -242,6 +294,11 @@ def playground_figure(views: Sequence[FlowView], height: int = 620) -> go.Figure
             data += _probe_traces(view.probe, top, bottom, legend)
         for ref, title in zip((bottom["xaxis"], bottom["yaxis"]), view.state_axes):
             layout[_layout_key(ref)]["title"] = dict(text=title, standoff=4)
+        for axes in (top, bottom):
+            # One unit of x is as long as one unit of y: the panel shrinks inside its cell instead.
+            layout[_layout_key(axes["yaxis"])].update(scaleanchor=axes["xaxis"], scaleratio=1, constrain="domain")
+            layout[_layout_key(axes["xaxis"])]["constrain"] = "domain"
+    layout["meta"] = {"input_planes": [[top["xaxis"], top["yaxis"]] for top, _ in places]}
     # No tick labels (as in TensorFlow Playground; hover shows coordinates): measuring and placing them on
     # 2 x 3 axes was a third of the browser's time per redraw.
     for name, axis in layout.items():
@@ -470,8 +527,10 @@ def curves_figure(
     smoothing: float = 0.0,
     x_axis: str = "step",
     log_loss: bool = True,
+    narrow: bool = False,
 ) -> go.Figure:
-    """Live training curves, one colour per run, one panel per metric group (three panels per row).
+    """Live training curves, one colour per run, one panel per metric group (three panels per row; one, with
+    the runs listed above them, when ``narrow``: a phone).
 
     Args:
         runs: run name -> metric arrays: ``step`` (S,), ``loss``, ``train_acc``, ``nfe_forward``,
@@ -483,18 +542,25 @@ def curves_figure(
         smoothing: TensorBoard-style EMA weight in [0, 1) for the per-step series (validation points and the
             raw series' hover stay exact: the raw curve is drawn faint behind the smoothed one).
         x_axis: ``"step"`` or ``"wall time"`` (seconds since the run started).
-        log_loss: the loss panel on a log axis (else linear).
+        log_loss: the loss panel on a log axis (else linear), labelled at the powers of ten.
+        narrow: lay the panels out for a phone (``height`` is then per panel).
     """
     _check_curve_options(panels, smoothing, x_axis)
     if not runs or all(len(r.get("step", ())) == 0 for r in runs.values()):
         return empty_figure("no steps yet: press ▶", height or 260)
     x_key, x_title = CURVE_X[x_axis]
-    cols = min(3, len(panels))
+    cols = 1 if narrow else min(3, len(panels))
     rows = -(-len(panels) // cols)
-    height = height or (230 * rows + 40)
-    layout = _grid_layout(rows, cols, [CURVE_PANELS[p][0] for p in panels], height, spacing=(0.08, 0.2))
-    # Runs are listed at the right, where they cannot collide with the subplot titles.
-    _legend_at_right(layout, margin=120)
+    if narrow:
+        height = rows * min(height or 190, 190) + 60
+        spacing = (0.08, 75 / (height - 60))  # room for a panel's x ticks and the next one's title
+    else:
+        height, spacing = height or (230 * rows + 40), (0.08, 0.2)
+    layout = _grid_layout(rows, cols, [CURVE_PANELS[p][0] for p in panels], height, spacing=spacing)
+    # Runs are listed at the right (above the panels on a phone), where they cannot collide with the titles.
+    _legend_placed(layout, 120, narrow)
+    if narrow:
+        layout["legend"]["y"] = 1 + 24 / (height - 60)  # above the first panel's title
     grid = [_axes(p_i // cols + 1, p_i % cols + 1, cols) for p_i in range(len(panels))]
     data: list[dict] = []
     shapes: list[dict] = []
@@ -507,9 +573,7 @@ def curves_figure(
         y_axis = layout[_layout_key(axes["yaxis"])]
         if scale == "log" and (panel != "loss" or log_loss):
             y_axis["type"] = "log"
-            if _decades(runs, series) > 1:
-                # Over more than a decade label 1, 2, 5 only: plotly's 2..9 labels crowd a small panel.
-                y_axis["dtick"] = "D2"
+            powers_of_ten(y_axis, _decades(runs, series))
         if p_i // cols == rows - 1:  # the x title under the bottom row only
             layout[_layout_key(axes["xaxis"])]["title"] = dict(text=x_title)
     layout["shapes"] = shapes
@@ -589,10 +653,12 @@ def _change_lines(
 
 
 def _change_marks(shapes: Sequence[dict]) -> list[dict]:
-    """A ⚙ over each change line of the first panel (one label per change), its text on hover."""
+    """A ⚙ at the top of each change line of the first panel (one label per change), its text on hover;
+    inside the panel, below its title (above the panel it was drawn over the title)."""
     return [
         dict(x=shape["x0"], y=1, xref=shape["xref"], yref="y domain", text="⚙", showarrow=False,
-             yanchor="bottom", font=dict(size=11, color=shape["line"]["color"]), hovertext=shape["name"])
+             yanchor="top", bgcolor="rgba(255,255,255,0.8)", font=dict(size=11, color=shape["line"]["color"]),
+             hovertext=shape["name"])
         for shape in shapes
         if shape["xref"] in ("x", "x1")
     ]  # fmt: skip
@@ -842,24 +908,51 @@ def sweep_figure(
     if not curves:
         return empty_figure("run a sweep to see accuracy vs NFE", height)
     fig = go.Figure()
+    shown = _sparse_labels([(np.asarray(nfe, dtype=np.float64), 100 * np.asarray(acc, dtype=np.float64), text)
+                            for nfe, acc, text in curves.values()])  # fmt: skip
     for i, (name, (nfe, acc, text)) in enumerate(curves.items()):
         fig.add_trace(
             go.Scatter(
                 x=f32(nfe),
                 y=f32(np.asarray(acc) * 100),
                 mode="lines+markers+text",
-                text=list(text),
+                text=shown[i],
+                customdata=list(text),  # every point's setting on hover, labelled or not
                 textposition="top center",
                 textfont=dict(size=10),
                 line=dict(color=_series_color(i), width=2),
                 name=name,
-                hovertemplate="%{text}<br>mean NFE %{x:.1f}<br>accuracy %{y:.1f} %<extra></extra>",
+                hovertemplate=f"{name} %{{customdata}}<br>mean NFE %{{x:.1f}}<br>accuracy %{{y:.1f}} %<extra></extra>",
             )
         )
     _layout(fig, title=title, height=height)
     fig.update_xaxes(title_text="mean forward NFE per batch")
     fig.update_yaxes(title_text="accuracy (%)", range=[-3, 105])
     return fig
+
+
+def _sparse_labels(curves: Sequence[tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> list[list[str]]:
+    """The point labels to draw of each curve (x (S,), y (S,), labels (S,)), "" for the others: a label is
+    dropped where one already kept sits within 8 % of the x range and 7 % of the y range (about a label's
+    size on a phone's panel), so curves on top of each other and close settings never print over each other.
+    The y range is the sweep's fixed 0-108 %."""
+    xs = np.concatenate([c[0] for c in curves]) if curves else np.zeros(0)
+    xs = xs[np.isfinite(xs)]
+    span_x = float(xs.max() - xs.min()) if len(xs) else 1.0
+    span_x = span_x if span_x > 0 else 1.0
+    kept: list[tuple[float, float]] = []
+    out = []
+    for x, y, labels in curves:
+        shown = []
+        for xi, yi, label in zip(x, y, labels):
+            near = any(abs(xi - kx) < 0.08 * span_x and abs(yi - ky) < 0.07 * 108 for kx, ky in kept)
+            if near or not (np.isfinite(xi) and np.isfinite(yi)):
+                shown.append("")
+            else:
+                kept.append((float(xi), float(yi)))
+                shown.append(str(label))
+        out.append(shown)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -882,8 +975,9 @@ class RunPoint:
     measured_on: str
 
 
-def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Figure:
-    """Each run as a point: accuracy vs mean forward NFE (left) and vs mean backward NFE (right).
+def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340, narrow: bool = False) -> go.Figure:
+    """Each run as a point: accuracy vs mean forward NFE (left) and vs mean backward NFE (right; below it,
+    with the legend above, when ``narrow``: a phone).
 
     Filled markers are test accuracy (finished runs), open ones validation accuracy (runs in progress).
     Traces: one per family present (both panels share it, one legend entry).
@@ -892,8 +986,15 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
     if not points:
         return empty_figure("no run has an accuracy and NFE yet: finish (or stop) a run in the Train tab", height)
     titles = ["accuracy vs forward NFE (● test, ○ best validation so far)", "accuracy vs backward NFE"]
-    layout = _grid_layout(1, 2, titles, height, spacing=(0.1, 0.1))
-    _legend_at_right(layout, margin=110)
+    rows, cols = (2, 1) if narrow else (1, 2)
+    if narrow:
+        titles[0] = "accuracy vs forward NFE<br>(● test, ○ best validation so far)"
+        height = 2 * height
+    layout = _grid_layout(rows, cols, titles, height, spacing=(0.1, 0.25 if narrow else 0.1))
+    _legend_placed(layout, 110, narrow)
+    if narrow:
+        layout["legend"]["y"] = 1.1
+        layout["margin"]["t"] = 60
     data: list[dict] = []
     for family in sorted({p.family for p in points}):
         mine = [p for p in points if p.family == family]
@@ -919,12 +1020,14 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340) -> go.Fi
                     name=family,
                     legendgroup=family,
                     showlegend=col == 1,
-                    **_axes(1, col, 2),
+                    **(_axes(col, 1, 1) if narrow else _axes(1, col, 2)),
                 )
             )
     layout["xaxis"]["title"] = dict(text="mean forward NFE per step")
     layout["xaxis2"]["title"] = dict(text="mean backward NFE per step")
     layout["yaxis"]["title"] = dict(text="accuracy (%)")
+    if narrow:
+        layout["yaxis2"]["title"] = dict(text="accuracy (%)")
     return go.Figure(dict(data=data, layout=layout))
 
 
@@ -935,8 +1038,9 @@ def _point_label(run: str, limit: int = 18) -> str:
     return short if len(short) <= limit else short[: limit - 1] + "…"
 
 
-def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
-    """Measured training memory vs batch size, one line per (family, gradient method).
+def memory_figure(records: Sequence[Mapping], height: int = 340, narrow: bool = False) -> go.Figure:
+    """Measured training memory vs batch size, one line per (family, gradient method); the legend at the
+    right, or above the plot when ``narrow`` (a phone).
 
     Args:
         records: ``core.bench.models.memory_probe`` dicts: ``family``, ``gradient``, ``batch_size``,
@@ -965,18 +1069,38 @@ def memory_figure(records: Sequence[Mapping], height: int = 340) -> go.Figure:
             )
         )
     _layout(fig, height=height)
-    fig.update_layout(legend=_LEGEND_RIGHT, margin_r=150)
+    fig.update_layout(legend=_LEGEND_TOP if narrow else _LEGEND_RIGHT, margin_r=15 if narrow else 150)
     batches = sorted({r["batch_size"] for r in records})
     fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title_text="batch size")
     fig.update_yaxes(title_text="MB saved for backward, one training step", rangemode="tozero")
     return fig
 
 
-def study_figure(spec: object, height: int = 380) -> go.Figure:
+def study_figure(spec: object, height: int = 380, narrow: bool = False) -> go.Figure:
     """A reproduction study's figure (a ``core.study.FigureSpec``, which core describes and draws) in the app's
-    style, so the Compare tab shows what ``python -m core.study`` writes into its report."""
+    style, so the Compare tab shows what ``python -m core.study`` writes into its report; the legend at the
+    right, or above the plot when ``narrow`` (a phone). A log axis is labelled at the powers of ten."""
     from core.study import build_figure
 
     fig = _layout(build_figure(spec, height), getattr(spec, "title", None), height)
-    fig.update_layout(legend=_LEGEND_RIGHT, margin_r=190)
+    if narrow:
+        fig.update_layout(legend=_LEGEND_TOP, margin_r=15)
+    else:
+        fig.update_layout(legend=_LEGEND_RIGHT, margin_r=190)
+    for axis in ("xaxis", "yaxis"):
+        if fig.layout[axis].type == "log":
+            fig.layout[axis].update(powers_of_ten({}, _axis_decades(fig, axis[0])))
     return fig
+
+
+def _axis_decades(fig: go.Figure, letter: str) -> float:
+    """log10(max / min) of the positive numeric ``letter`` ("x" or "y") values of a figure's traces."""
+    values = []
+    for trace in fig.data:
+        try:
+            values.append(np.asarray(getattr(trace, letter, None), dtype=np.float64).ravel())
+        except (TypeError, ValueError):  # no such values, or categories
+            continue
+    values = np.concatenate(values) if values else np.zeros(0)
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.log10(values.max() / values.min())) if len(values) else 0.0

@@ -38,6 +38,7 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> float:
 def serve(demo, host: str = "127.0.0.1", port: int | None = None, **launch: object) -> str:
     """Launch ``demo`` without blocking (never shared, no analytics) and return its URL once it answers."""
     from .app import CSS, app_theme
+    from .tabs.common import VIEWPORT_HEAD
 
     port = port or free_port(host)
     # The queue (how many handlers run at once, and which wait for which) is the app's: ``build_app`` sets it.
@@ -50,6 +51,7 @@ def serve(demo, host: str = "127.0.0.1", port: int | None = None, **launch: obje
         show_error=True,
         theme=app_theme(),
         css=CSS,
+        head=VIEWPORT_HEAD,  # the page's width, for figures laid out for a phone
         footer_links=["api", "settings"],
         **launch,
     )

@@ -29,7 +29,7 @@ from core.checks import check_choice, check_filled, check_number, short_repr
 from core.data import DatasetUnavailable
 from core.training import CheckpointError
 
-from ..plots import CURVE_X, empty_figure, family_colors
+from ..plots import CURVE_X, NARROW_WIDTH, empty_figure, family_colors
 from ..sessions import CapacityError, Session, SessionRegistry, SessionTrainer, Snapshot
 
 #: Exceptions that mean "the user asked for something that cannot be done", shown as a message.
@@ -55,6 +55,33 @@ def as_int(value: Any, name: str) -> int:
     if not number or not float(value).is_integer():
         raise ValueError(f"{name} must be a whole number, got {short_repr(value)}")
     return int(value)
+
+
+#: The page keeps its width (CSS px) in this cookie, sent with every request: figures and tables are laid out
+#: for a phone below ``plots.NARROW_WIDTH`` (a figure is drawn on the server, which cannot measure the page).
+WIDTH_COOKIE = "explorer_width"
+#: In the page's <head> (``launch(head=...)``): notes the width before the first request, and again on resize.
+VIEWPORT_HEAD = (
+    "<script>(() => { const note = () => { document.cookie = '"
+    + WIDTH_COOKIE
+    + "=' + Math.round(window.innerWidth) + '; path=/; SameSite=Strict'; };"
+    " note(); window.addEventListener('resize', note); })();</script>"
+)
+
+
+def page_width(request: Any) -> int | None:
+    """The page's width in CSS px from its cookie (``VIEWPORT_HEAD``); None without one (an API client)."""
+    try:
+        width = int(request.cookies.get(WIDTH_COOKIE, ""))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return width if 100 <= width <= 100_000 else None
+
+
+#: ``column_widths`` of the runs tables: the run's name wraps inside 190 px (a time stamp and a model name are
+#: ~35 characters), every other column is as wide as its content; with the app's CSS (smaller type) all 17
+#: columns fit a 1440 px page.
+RUN_COLUMN_WIDTHS = ["190px"]
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -168,6 +195,7 @@ class Context:
         self._drawn: dict[tuple[str, str], Any] = {}  # (session, view) -> what (or when) it last drew
         self._drawn_lock = threading.Lock()
         self._exports: Path | None = None  # made on the first export; removed with the context
+        self._widths: dict[str, int] = {}  # session -> its page's width (CSS px), as its last request said
 
     def session(self, key: str | None) -> Session:
         return self.registry.get(key)
@@ -179,6 +207,19 @@ class Context:
         with self._drawn_lock:
             for k in [k for k in self._drawn if k[0] == key]:
                 del self._drawn[k]
+            self._widths.pop(key, None)
+
+    def note_width(self, key: str | None, width: int | None) -> None:
+        """The width of this session's page, from a request (None: not known, the last one stays)."""
+        if key is not None and width is not None:
+            with self._drawn_lock:
+                self._widths[key] = width
+
+    def narrow(self, key: str | None) -> bool:
+        """Whether this session's page is narrower than ``NARROW_WIDTH`` (a phone): lay its figures out for it.
+        An unknown width (an API client) is a wide page."""
+        with self._drawn_lock:
+            return self._widths.get(key or "", NARROW_WIDTH) < NARROW_WIDTH
 
     def changed(self, key: str, view: str, value: Any, force: bool = False) -> bool:
         """True (and ``value`` noted) when ``view`` of this session last drew something else, or ``force``. A
@@ -244,8 +285,16 @@ class Page:
     page-visibility box, placed after the tabs by ``render``), and the component of each result field
     (``bind``, once per result type), through which handlers are wired (``on``)."""
 
-    def __init__(self, demo: gr.Blocks, tabs: gr.Tabs, redraw_seconds: float, train_seconds: float):
+    def __init__(
+        self,
+        demo: gr.Blocks,
+        tabs: gr.Tabs,
+        redraw_seconds: float,
+        train_seconds: float,
+        note_width: Callable[[str, int | None], None] | None = None,
+    ):
         self.demo, self.tabs = demo, tabs
+        self.note_width = note_width  # told each request's page width (``page_width``) before its handler runs
         self.pg_timer = gr.Timer(redraw_seconds, render=False)
         self.train_timer = gr.Timer(train_seconds, active=False, render=False)
         self.visibility = gr.Textbox("visible", visible=False, render=False)
@@ -344,6 +393,8 @@ class Page:
                 extra["position"] = event.index if isinstance(event.index, int) else -1
                 if event.row_value is not None:  # a table row: its cells, robust to a re-sorted table
                     extra["row"] = list(event.row_value)
+            if self.note_width is not None:
+                self.note_width(request.session_hash, page_width(request))
             if query:
                 extra["params"] = dict(request.query_params)
                 extra["page_url"] = request.headers.get("referer", "")
@@ -394,7 +445,8 @@ class CurvesTab(Tab):
     Out: type[Result]
 
     def curve_options(self, key: str) -> dict[str, Any]:
-        return dict(self.session(key).curves.get(self.name, {}))
+        """``curves_figure``'s options of this session: the tab's curve controls, and its page's width."""
+        return dict(self.session(key).curves.get(self.name, {}), narrow=self.ctx.narrow(key))
 
     def curves(self, key: str, smoothing: Any, x_axis: str, loss_scale: str, **shown: Any) -> Result:
         """New options from the controls: checked, kept, and the curves redrawn (``redraw_curves``)."""

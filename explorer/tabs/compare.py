@@ -22,7 +22,18 @@ from core.training import RunDir
 from .. import plots, runs
 from ..playground import FAMILY_NAMES
 from ..sessions import CapacityError, live_run_dirs
-from .common import KEEP, Choices, CurvesTab, Nav, Page, Result, curve_controls, plot, result
+from .common import (
+    KEEP,
+    RUN_COLUMN_WIDTHS,
+    Choices,
+    CurvesTab,
+    Nav,
+    Page,
+    Result,
+    curve_controls,
+    plot,
+    result,
+)
 from .lab import LabOut, open_lab
 
 COMPARE_SCOPES = ("all saved runs", "this tab's runs")
@@ -134,7 +145,7 @@ class CompareTab(CurvesTab):
             table=runs.run_rows(records),
             runs=Choices(choices, KEEP if kept == list(selected or []) else kept),
             curves=self._curves(key, ticked or records[:3]),
-            accuracy=plots.runs_accuracy_figure(points),
+            accuracy=plots.runs_accuracy_figure(points, narrow=self.ctx.narrow(key)),
             message=message,
         )
 
@@ -299,7 +310,7 @@ class CompareTab(CurvesTab):
             self.ctx.registry.gate.release(token)
         ode = any(f != "deq" for f, *_ in plan)
         return CompareOut(
-            memory=plots.memory_figure(records),
+            memory=plots.memory_figure(records, narrow=self.ctx.narrow(key)),
             message=f"measured {len(records)} training steps on the CPU ({kind} inputs"
             + (f"; ODE models: rk4 × {plan[0][3]} steps)" if ode else ")"),
         )
@@ -327,7 +338,9 @@ class CompareTab(CurvesTab):
         return CompareOut(
             study_report=study_lib.render_markdown(loaded),
             study_figures=Choices(names, names[0] if names else None),
-            study_plot=plots.study_figure(specs[0]) if specs else plots.empty_figure("this study has no results yet"),
+            study_plot=plots.study_figure(specs[0], narrow=self.ctx.narrow(key))
+            if specs
+            else plots.empty_figure("this study has no results yet"),
             message=f"study `{study}`: {sum(r.done for r in loaded.runs)} of {len(loaded.runs)} runs measured",
         )
 
@@ -337,7 +350,7 @@ class CompareTab(CurvesTab):
             check_choice(figure, "figure", tuple(specs))
         except ValueError as err:
             return CompareOut.failed(err)
-        return CompareOut(study_plot=plots.study_figure(specs[figure]))
+        return CompareOut(study_plot=plots.study_figure(specs[figure], narrow=self.ctx.narrow(key)))
 
 
 def _run_point(record: runs.RunRecord) -> plots.RunPoint | None:
@@ -414,10 +427,12 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
                 label="filter (every word must appear in the row: e.g. deq digits finished)",
                 elem_id="compare-filter",
                 scale=3,
+                max_lines=1,
             )
-            new_name = gr.Textbox("", label="new name for the picked run", elem_id="compare-new-name")
-            rename = gr.Button("Rename", elem_id="compare-rename", scale=0, min_width=90)
-            delete = gr.Button("Delete picked runs", elem_id="compare-delete", scale=0, min_width=90)
+            new_name = gr.Textbox("", label="new name for the picked run", elem_id="compare-new-name", max_lines=1)
+            # Wide enough for their labels on one line (CSS keeps them there).
+            rename = gr.Button("Rename", elem_id="compare-rename", scale=0, min_width=110)
+            delete = gr.Button("Delete picked runs", elem_id="compare-delete", scale=0, min_width=190)
         message = gr.Markdown("", elem_id="compare-message")
         file = gr.File(label="exported table", interactive=False, elem_id="compare-file", visible=False)
         table = gr.Dataframe(
@@ -426,6 +441,7 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
             "training step's forward pass kept for backward, the run's own figure)",
             interactive=False,
             wrap=True,
+            column_widths=RUN_COLUMN_WIDTHS,
             elem_id="compare-table",
         )
         picker = gr.CheckboxGroup([], label="overlay the curves of these runs", elem_id="compare-runs")
@@ -446,7 +462,7 @@ def build(tab: CompareTab, page: Page) -> tuple[gr.Tab, gr.Dataframe, gr.Markdow
             gradients = gr.CheckboxGroup(
                 list(plots.GRADIENT_DASH), value=list(plots.GRADIENT_DASH), label="gradient methods"
             )
-            batches = gr.Textbox("8, 32, 128", label="batch sizes", elem_id="memory-batches")
+            batches = gr.Textbox("8, 32, 128", label="batch sizes", elem_id="memory-batches", max_lines=1)
             kind = gr.Dropdown(list(INPUT_KINDS), value="image28", label="inputs")
             steps = gr.Number(2, label="rk4 steps (ODE)")
             measure = gr.Button("Measure", elem_id="memory-run")

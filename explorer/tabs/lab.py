@@ -327,7 +327,9 @@ def build(tab: LabTab, page: Page) -> tuple[gr.Tab, Callable[..., None]]:
                     allow_custom_value=True,  # the choices grow as runs appear; keys are checked on use
                 )
                 checkpoint = gr.Textbox(
-                    label="or a checkpoint under the runs directory", placeholder="run-folder/checkpoint.pt"
+                    label="or a checkpoint under the runs directory",
+                    placeholder="run-folder/checkpoint.pt",
+                    max_lines=1,
                 )
                 with gr.Row():
                     split = gr.Dropdown(["val", "test"], value="val", label="split")

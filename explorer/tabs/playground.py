@@ -34,7 +34,7 @@ PLAYGROUND_IDLE_PAUSE = 8.0
 PG_PANELS = ("loss", "accuracy", "nfe")
 CURVES_SECONDS = 0.45  # Playground curves redraw about twice a second; the picture every tick
 REDRAW_SECONDS = 0.2  # the tab's timer: 5 redraws per second at most; idle runs are skipped
-#: Installed once per page: a click inside a top-row (input-plane) panel of the Playground's picture writes
+#: Installed once per page: a click inside an input-plane panel of the Playground's picture writes
 #: its data coordinates into the point box and presses "Place point".
 PROBE_CLICK_JS = r"""() => {
   document.addEventListener('click', (e) => {
@@ -42,10 +42,11 @@ PROBE_CLICK_JS = r"""() => {
     if (!gd || !gd._fullLayout) return;
     const fl = gd._fullLayout, r = gd.getBoundingClientRect();
     const px = e.clientX - r.left, py = e.clientY - r.top;
-    for (const name of Object.keys(fl)) {
-      if (!/^xaxis\d*$/.test(name)) continue;
-      const xa = fl[name], ya = fl['yaxis' + name.slice(5)];
-      if (!ya || ya.domain[0] < 0.4) continue;  // the top row only: the input plane
+    // The input planes (not the state spaces), as the figure lists them: their place depends on the layout.
+    const planes = (gd.layout.meta && gd.layout.meta.input_planes) || [];
+    for (const [xref, yref] of planes) {
+      const xa = fl['xaxis' + xref.slice(1)], ya = fl['yaxis' + yref.slice(1)];
+      if (!xa || !ya) continue;
       if (px < xa._offset || px > xa._offset + xa._length || py < ya._offset || py > ya._offset + ya._length) continue;
       const x = xa.p2c(px - xa._offset), y = ya.p2c(py - ya._offset);
       const box = document.querySelector('#pg-probe textarea, #pg-probe input');
@@ -174,18 +175,25 @@ class PlaygroundTab(Tab):
         session = self.ctx.registry.peek(key)
         trainer = session.playground if session is not None else None
         # The timer can tick before the page's load event has built the models.
-        if trainer is None or not self.ctx.changed(key, "playground", snap := trainer.read(), force):
+        if trainer is None:
+            return PlaygroundOut()
+        snap, narrow = trainer.read(), self.ctx.narrow(key)
+        # Drawn again when the models moved, or when the page became narrow or wide (a phone turned).
+        moved = self.ctx.changed(key, "playground", snap, force)
+        turned = self.ctx.changed(key, "playground-narrow", narrow, force)
+        if not (moved or turned):
             return PlaygroundOut()
         show_test = bool(session.playground_settings and session.playground_settings.show_test)
-        out = PlaygroundOut(status=status_markdown(snap), flow=playground_figure(flow_views(snap, show_test)))
+        flow = playground_figure(flow_views(snap, show_test), narrow=narrow)
+        out = PlaygroundOut(status=status_markdown(snap, narrow=narrow), flow=flow)
         if self.ctx.changed(key, "buttons", snap.state, force):
             # Play and Pause show the state: the highlighted one is what a click does next.
             play, pause = play_pause_buttons(snap.state)
             out = dataclasses.replace(out, play=play, pause=pause)
         # The curves move less per redraw than the picture: redraw them at most every CURVES_SECONDS while
         # running (the browser's redraw time is the limit), and always once a run stops or is forced.
-        if self.ctx.due(key, "curves", CURVES_SECONDS, force or snap.state != "running"):
-            curves = curves_figure(snap.metrics, PG_PANELS, height=250, colors=lane_colors(trainer))
+        if self.ctx.due(key, "curves", CURVES_SECONDS, force or turned or snap.state != "running"):
+            curves = curves_figure(snap.metrics, PG_PANELS, height=250, colors=lane_colors(trainer), narrow=narrow)
             out = dataclasses.replace(out, curves=curves)
         return out
 
@@ -362,8 +370,9 @@ def build(tab: PlaygroundTab, page: Page) -> gr.Tab:
     """The Playground's layout and events."""
     s = PlaygroundSettings()
     with gr.Tab("Playground", id="playground") as pg_tab:
-        with gr.Row():
-            with gr.Column(scale=1, min_width=250):
+        # On a phone the picture comes first, under the ▶ buttons, and the settings after it (the app's CSS).
+        with gr.Row(elem_id="pg-main"):
+            with gr.Column(scale=1, min_width=250, elem_id="pg-controls"):
                 with gr.Row(elem_id="pg-buttons"):
                     play = gr.Button("▶ Play", variant="primary", elem_id="pg-play", min_width=60)
                     pause = gr.Button("❚❚ Pause", elem_id="pg-pause", min_width=60)
@@ -404,7 +413,7 @@ def build(tab: PlaygroundTab, page: Page) -> gr.Tab:
                     buttons=["copy"],
                     elem_id="pg-link",
                 )
-            with gr.Column(scale=3):
+            with gr.Column(scale=3, elem_id="pg-view"):
                 message = gr.Markdown("", elem_id="pg-message")
                 status = gr.Markdown("starting…", elem_id="pg-status")
                 flow = plot("decision boundary and trajectories", "pg-flow")
@@ -415,6 +424,7 @@ def build(tab: PlaygroundTab, page: Page) -> gr.Tab:
                         "every model draws its path",
                         placeholder="e.g. 0.3, -0.2",
                         elem_id="pg-probe",
+                        max_lines=1,
                         scale=4,
                     )
                     probe_go = gr.Button("Place point", elem_id="pg-probe-go", scale=1, min_width=100)

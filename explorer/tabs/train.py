@@ -22,7 +22,20 @@ from ..playground import FAMILY_NAMES
 from ..plots import curves_figure, empty_figure
 from ..runs import RUN_COLUMNS, read_runs, run_rows
 from ..sessions import CapacityError, Lane, SessionTrainer, Snapshot, backward_cell
-from .common import KEEP, USER_ERRORS, Choices, CurvesTab, Nav, Page, Result, curve_controls, lane_colors, plot, result
+from .common import (
+    KEEP,
+    RUN_COLUMN_WIDTHS,
+    USER_ERRORS,
+    Choices,
+    CurvesTab,
+    Nav,
+    Page,
+    Result,
+    curve_controls,
+    lane_colors,
+    plot,
+    result,
+)
 from .lab import LabOut, open_lab
 
 TRAIN_PANELS = ("loss", "accuracy", "nfe", "memory", "time")
@@ -131,7 +144,10 @@ class TrainTab(CurvesTab):
                 TrainOut(status="No image run yet.", curves=empty_figure("press ▶ Start", 260)) if force else TrainOut()
             )
         snap = trainer.read()
-        if not self.ctx.changed(key, "train", snap, force):
+        # Drawn again when the run moved, or when the page became narrow or wide (a phone turned).
+        moved = self.ctx.changed(key, "train", snap, force)
+        turned = self.ctx.changed(key, "train-narrow", self.ctx.narrow(key), force)
+        if not (moved or turned):
             return TrainOut()
         curves = curves_figure(snap.metrics, TRAIN_PANELS, colors=lane_colors(trainer), **self.curve_options(key))
         out = TrainOut(status=run_status(snap, trainer), curves=curves)
@@ -259,12 +275,12 @@ def build(tab: TrainTab, page: Page) -> tuple[gr.Tab, gr.Gallery]:
             n_steps = gr.Number(s.n_steps, label="fixed ODE steps")
             tol = gr.Number(s.tol, label="solver tolerance")
             solver = gr.Dropdown(list(core.METHODS), value=s.deq_solver, label="DEQ solver")
-        with gr.Row():
+        with gr.Row(elem_id="tr-buttons"):  # each label on one line (CSS), each button as wide as it needs
             start = gr.Button("▶ Start new run", variant="primary", elem_id="tr-start")
             pause = gr.Button("❚❚ Pause", elem_id="tr-pause")
             resume = gr.Button("▶ Resume", elem_id="tr-resume")
             stop = gr.Button("■ Stop and save", elem_id="tr-stop")
-            apply = gr.Button("Apply lr / tolerance now")
+            apply = gr.Button("Apply lr / tolerance now", elem_id="tr-apply")
         message = gr.Markdown("", elem_id="train-message")
         status = gr.Markdown("No image run yet.", elem_id="train-status")
         curves = plot("training curves", "train-curves")
@@ -286,6 +302,7 @@ def build(tab: TrainTab, page: Page) -> tuple[gr.Tab, gr.Gallery]:
             label=f"saved runs in {tab.ctx.runs_dir}",
             interactive=False,
             wrap=True,
+            column_widths=RUN_COLUMN_WIDTHS,
             elem_id="runs-table",
         )
 
