@@ -414,6 +414,23 @@ def test_the_estimate_uses_finished_runs_and_reference_step_times(tiny_study, tm
     assert runner.estimate_lines(S.plan_runs(TINY), tiny_study, 2) == ["all 4 runs are done"]
 
 
+def test_the_published_reports_match_their_committed_runs():
+    """docs/study.md and docs/study-quick.md are generated from studies/standard and studies/quick: their
+    tables must be what those files give today (so the published numbers cannot drift from the data)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for folder, doc in (("studies/standard", "docs/study.md"), ("studies/quick", "docs/study-quick.md")):
+        assert (root / folder / "study.json").is_file(), f"{folder} is not committed"
+        tables = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
+        published = tables((root / doc).read_text())
+        assert published, f"{doc} has no tables"
+        assert tables(S.render_markdown(S.load_study(root / folder))) == published, (
+            f"{doc} differs from what {folder} gives: run `python -m core.study --report-only --out {folder} "
+            f"--report {doc}`"
+        )
+
+
 # ----------------------------------------------------------------------------------------------- command line
 
 

@@ -258,6 +258,12 @@ def render_markdown(
     planned = len(study.runs)
     done = sum(r.done for r in study.runs)
     diverged = sum(1 for r in study.runs if r.diverged)
+    if done < planned:
+        lines += [
+            f"> **Not finished: {done} of {planned} runs are in.** Every figure and verdict below uses the finished "
+            "runs only (a claim needs two seeds of each variant it compares); the same command continues the study.",
+            "",
+        ]
     lines.append(
         f"- Runs: {planned} planned ({_grid(study)}), {done} trained and measured, {diverged} diverged (kept: its "
         f"model selected on validation before the divergence is tested and measured), {planned - done} not done yet."

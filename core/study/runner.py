@@ -285,8 +285,8 @@ def run_one(
     if diverged:
         measurements["diverged"] = diverged
     measurements["own_process"] = own_process
-    atomic_write_json(run.path / MEASUREMENTS, measurements)
     write_digest(run)
+    atomic_write_json(run.path / MEASUREMENTS, measurements)  # last: its presence marks the run done
     seconds = time.perf_counter() - t0
     log(f"{head}: {action} in {seconds:.0f} s{_brief(run)}")
     return RunOutcome(spec.name, action, seconds, bool(diverged))
