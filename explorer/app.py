@@ -52,7 +52,7 @@ CSS = """
 @media (max-width: 699.98px) {
   /* Every tab one tap away: the tab bar wraps (``overflow_behavior="wrap"``) with compact buttons. */
   .tab-container[role="tablist"] { flex-wrap: wrap; row-gap: 2px; }
-  .tab-container[role="tablist"] button { padding: 6px 6px; font-size: 0.85rem; }
+  .tab-container[role="tablist"] button { padding: 6px 4px; font-size: 0.8rem; }
   /* Plotly's toolbar would sit on the legend: on a phone pinch and drag zoom, a double tap resets. */
   .js-plotly-plot .modebar-container { display: none !important; }
   /* Playground: the ▶ buttons, then the status and the pictures, then the settings. */
