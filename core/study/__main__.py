@@ -84,7 +84,7 @@ def study_from_args(args: argparse.Namespace) -> tuple[StudyPreset, list[str]]:
     if args.datasets is not None:
         changes["datasets"] = tuple(args.datasets)
     # Every setting is checked (StudyPreset validates on construction) before anything looks for data files,
-    # so a bad --seeds or --variants says so whatever datasets this machine has (issue 22).
+    # so a bad --seeds or --variants says so whatever datasets this machine has.
     study = study.replace(**changes)
     kept = []
     for name in study.datasets:

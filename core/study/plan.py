@@ -40,7 +40,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 #: The paper's ODE recipe as ``ODEConfig`` changes: what a study integrates with unless told otherwise.
 PAPER_ODE = {k: getattr(ODE_RECIPES[PAPER_ODE_RECIPE], k) for k in ("method", "rtol", "atol")}
-#: The variants every study compares (the five of issue 12).
+#: The variants every study compares: the four families, HomoODE from a learned and from a fixed start.
 BASE_VARIANTS = ("node", "anode", "deq", "homoode-learned", "homoode-fixed")
 #: The variant that stands for "HomoODE" in the paper's claims (its learned start point is part of it).
 PAPER_HOMOODE = "homoode-learned"
@@ -277,7 +277,7 @@ QUICK = StudyPreset(
     measure=MeasureSettings(),
 )
 
-#: The study long enough to speak about the paper (issue 21): 1,000 steps of 64 per run (about 9 epochs of
+#: The study long enough to speak about the paper: 1,000 steps of 64 per run (about 9 epochs of
 #: the digits, 1.1 of Fashion-MNIST), 3 seeds, the five compared variants plus HomoODE by the exact adjoint
 #: (memory in the O(1) mode of the paper's claim) and by the fast fixed-step recipe (what it costs in
 #: accuracy and saves in time); dopri5 at 1e-3 for the other ODE runs, the whole test split. Several hours
