@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -393,6 +394,41 @@ def test_jobs_run_each_run_in_its_own_process_with_the_same_results(tiny_study, 
         assert a.rss_peak_mb is None and b.rss_peak_mb > 100  # only a run with a process of its own has one
     again = S.run_study(TINY, out, device="cpu", threads=1, log=lambda m: None, jobs=2)
     assert {o.action for o in again} == {"skipped"}
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_a_terminated_study_stops_the_runs_it_started(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "core.study", "--preset", "quick", "--datasets", "digits", "--seeds", "0",
+           "--variants", "node", "deq", "--steps", "5000", "--out", str(out), "--jobs", "2"]  # fmt: skip
+    parent = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_processes_mentioning(f"{out}\x00--run-one")) < 2:
+            time.sleep(0.5)
+        assert len(_processes_mentioning(f"{out}\x00--run-one")) == 2, "the two runs did not start"
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 130
+        assert "run the same command again to resume" in parent.stderr.read()
+        assert _processes_mentioning(str(out)) == []  # no run trains on unwatched
+    finally:
+        for pid in _processes_mentioning(str(out)):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
 
 
 def test_the_estimate_uses_finished_runs_and_reference_step_times(tiny_study, tmp_path):

@@ -13,8 +13,10 @@ the study stops and says which settings differ.
 from __future__ import annotations
 
 import datetime as _dt
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -312,6 +314,9 @@ def _run_in_processes(
         log(f"{len(done)} of {len(specs)} runs done, skipped")
     running: dict[subprocess.Popen, tuple[int, RunSpec, float]] = {}
     failed = []
+    # A SIGTERM (a session's end, `kill`) stops the children too, as Ctrl-C does: none trains on unwatched.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         while todo or running:
             while todo and len(running) < jobs:
@@ -336,9 +341,15 @@ def _run_in_processes(
             proc.terminate()
         for proc in running:
             proc.wait()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     if failed:
         raise StudyError(f"{len(failed)} run(s) failed: {', '.join(failed)}; run the same command again to retry")
     return outcomes
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _project_root() -> Path:
