@@ -5,6 +5,7 @@ Pure PyTorch + torchdiffeq; never imports a UI library.
 
 from .models import (
     FAMILIES,
+    FAMILY_NAMES,
     FAST_ODE_RECIPE,
     INPUT_KINDS,
     ODE_RECIPES,
@@ -25,6 +26,7 @@ from .training import DEVICES
 __all__ = [
     "DEVICES",
     "FAMILIES",
+    "FAMILY_NAMES",
     "FAST_ODE_RECIPE",
     "INPUT_KINDS",
     "METHODS",

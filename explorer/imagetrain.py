@@ -11,12 +11,10 @@ from typing import Any
 import torch
 
 import core
-from core import checks
+from core import FAMILY_NAMES, checks
 from core.checks import short_repr
 from core.data import DATASETS, dataset_info, is_available
 from core.training import TrainConfig
-
-from .playground import FAMILY_NAMES
 
 # Real image sets only: the synthetic noise set is for benchmarks, never for the Train tab.
 IMAGE_DATASETS = tuple(name for name, info in DATASETS.items() if info.kind in ("bundled", "files"))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import core
-from core import checks
+from core import FAMILY_NAMES, checks
 from core.checks import short_repr
 from core.data import TOY_SETS
 from core.training import TrainConfig, Trainer
@@ -22,7 +22,6 @@ from core.training import TrainConfig, Trainer
 from .plots import FlowView, fit_pca
 from .sessions import Lane, Snapshot, backward_cell
 
-FAMILY_NAMES = {"node": "NODE", "anode": "ANODE", "deq": "DEQ", "homoode": "HomoODE"}
 MAX_MODELS = 3  # side by side; more would not fit the page nor 2 CPU cores
 MAX_PLAYGROUND_STEPS = 100_000  # a toy run: at the animation's 30 steps a second, about an hour
 

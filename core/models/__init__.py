@@ -11,13 +11,14 @@ Example:
 
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock, ODEStepLimitError
 from .classifier import ImplicitClassifier, ModelOutput, build_model
-from .config import DEQ_CELLS, DEQ_MAX_ITER, FAMILIES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
+from .config import DEQ_CELLS, DEQ_MAX_ITER, FAMILIES, FAMILY_NAMES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
 from .presets import FAST_ODE_RECIPE, ODE_RECIPES, PAPER_ODE_RECIPE, PRESETS, preset, preset_name
 
 __all__ = [
     "DEQ_CELLS",
     "DEQ_MAX_ITER",
     "FAMILIES",
+    "FAMILY_NAMES",
     "FAST_ODE_RECIPE",
     "INPUT_KINDS",
     "ODE_RECIPES",

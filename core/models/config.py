@@ -14,6 +14,8 @@ from ..checks import check_choice, check_positive_int, from_fields
 from ..solvers import ADAPTIVE_METHODS, METHODS, ODE_METHODS, make_options
 
 FAMILIES = ("node", "anode", "deq", "homoode")
+#: Each family's name as people write it (every message, menu and legend uses these).
+FAMILY_NAMES = {"node": "NODE", "anode": "ANODE", "deq": "DEQ", "homoode": "HomoODE"}
 
 #: input kind -> (input shape without batch, human name)
 INPUT_KINDS: dict[str, tuple[tuple[int, ...], str]] = {

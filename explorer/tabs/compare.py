@@ -14,13 +14,13 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from core import FAMILY_NAMES
 from core import study as study_lib
 from core.checks import check_choice, check_number, short_repr
 from core.models import INPUT_KINDS
 from core.training import RunDir
 
 from .. import plots, runs
-from ..playground import FAMILY_NAMES
 from ..sessions import CapacityError, live_run_dirs
 from .common import (
     KEEP,

@@ -15,10 +15,10 @@ import plotly.graph_objects as go
 import torch
 
 import core
+from core import FAMILY_NAMES
 from core.checks import check_choice, short_repr
 
 from .. import lab as lab_lib
-from ..playground import FAMILY_NAMES
 from ..plots import empty_figure, path_figure, residual_figure, sweep_figure
 from ..sessions import Session
 from .common import KEEP, OPEN_LAB, USER_ERRORS, Choices, Context, Nav, Page, Result, Tab, alert, as_int, plot, result

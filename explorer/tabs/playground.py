@@ -10,11 +10,11 @@ import gradio as gr
 import plotly.graph_objects as go
 
 import core
+from core import FAMILY_NAMES
 from core.checks import check_filled, short_repr
 from core.data import TOY_SETS
 
 from ..playground import (
-    FAMILY_NAMES,
     HIDDEN_CHOICES,
     PICTURE_MARGIN,
     PlaygroundSettings,

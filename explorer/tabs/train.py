@@ -13,12 +13,12 @@ import gradio as gr
 import plotly.graph_objects as go
 
 import core
+from core import FAMILY_NAMES
 from core.checks import short_repr
 from core.data import dataset_info
 
 from .. import lab as lab_lib
 from ..imagetrain import DEVICES, TrainSettings, dataset_choices, live_changes, new_run_dir, presets_for
-from ..playground import FAMILY_NAMES
 from ..plots import curves_figure, empty_figure
 from ..runs import RUN_COLUMNS, read_runs, run_rows
 from ..sessions import CapacityError, Lane, SessionTrainer, Snapshot, backward_cell
