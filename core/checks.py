@@ -34,10 +34,15 @@ def check_filled(value: Any, name: str) -> None:
     check(not is_blank(value), f"{name} is empty: enter a number")
 
 
+def fail(message: str) -> NoReturn:
+    """Raise ValueError(message): a bad input, said in words a person can act on."""
+    raise ValueError(message)
+
+
 def check(cond: bool, message: str) -> None:
     """Raise ValueError(message) unless ``cond``; never ``assert`` (stripped by ``python -O``)."""
     if not cond:
-        raise ValueError(message)
+        fail(message)
 
 
 def is_number(value: Any) -> bool:
@@ -50,6 +55,11 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
         f"{name} must be an integer >= {minimum}, got {short_repr(value)}",
     )
+
+
+def check_positive_number(value: Any, name: str) -> None:
+    """A finite number above 0 (not a bool)."""
+    check(is_number(value) and value > 0, f"{name} must be a positive number, got {short_repr(value)}")
 
 
 def check_in_range(value: Any, name: str, low: float, high: float, low_open: bool = False) -> None:

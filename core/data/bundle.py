@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from ..checks import check_positive_int
 from .formats import Split
 from .sources import DATASETS, DatasetInfo, check_name, load_files
 from .toy import TOY_SETS, make_toy
@@ -260,11 +261,6 @@ def _normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ..
     return x
 
 
-def _check_int(value: object, name: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -318,15 +314,15 @@ def load_dataset(
     frac = info.val_fraction if val_fraction is None else val_fraction
     if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 <= frac < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {frac!r}")
-    _check_int(split_seed, "split_seed", 0)
+    check_positive_int(split_seed, "split_seed", 0)
     if train_limit is not None:
-        _check_int(train_limit, "train_limit", 1)
+        check_positive_int(train_limit, "train_limit", 1)
     if augment and info.input_kind != "image32":
         colour = ", ".join(n for n, i in DATASETS.items() if i.input_kind == "image32")
         raise ValueError(f"augment=True is for the 32x32 colour sets ({colour}), not {name!r}")
 
     if info.kind == "toy":
-        _check_int(toy_size, "toy_size", 1)
+        check_positive_int(toy_size, "toy_size", 1)
         n_val = round(toy_size * frac)
         noise = TOY_SETS[name][0] if toy_noise is None else toy_noise
         parts = [
@@ -346,7 +342,7 @@ def load_dataset(
             train, test, note = load_digits()
             source = f"bundled core/{DIGITS_ASSET} ({note})"
         elif info.kind == "synthetic":
-            _check_int(toy_size, "toy_size", 1)
+            check_positive_int(toy_size, "toy_size", 1)
             train, test = (_random_images(toy_size, info, [split_seed, 4 + k]) for k in range(2))
             source = f"generated {name}: uniform noise, random labels ({toy_size} train, {toy_size} test)"
         else:
@@ -440,7 +436,7 @@ def make_loader(
 
     In-memory tensors need no worker processes, hence ``num_workers=0`` by default.
     """
-    _check_int(batch_size, "batch_size", 1)
+    check_positive_int(batch_size, "batch_size", 1)
     return DataLoader(
         dataset,
         batch_size=batch_size,

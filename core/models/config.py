@@ -6,11 +6,10 @@ Validation happens on construction, so a bad value never reaches a half-built mo
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import check_choice, check_positive_int, from_fields
+from ..checks import check_choice, check_positive_int, check_positive_number, fail, from_fields
 from ..solvers import ADAPTIVE_METHODS, METHODS, ODE_METHODS, make_options
 
 FAMILIES = ("node", "anode", "deq", "homoode")
@@ -35,15 +34,6 @@ START_POINTS = ("fixed", "learnable")
 DEQ_CELLS = ("contractive", "groupnorm")
 
 
-def _fail(message: str) -> None:
-    raise ValueError(message)
-
-
-def _positive_float(value: Any, name: str) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        _fail(f"{name} must be a positive number, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ODEConfig:
     """How an ODE block integrates t (or λ) from 0 to 1.
@@ -66,8 +56,8 @@ class ODEConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.method, "ode method", ODE_METHODS)
-        _positive_float(self.rtol, "rtol")
-        _positive_float(self.atol, "atol")
+        check_positive_number(self.rtol, "rtol")
+        check_positive_number(self.atol, "atol")
         check_positive_int(self.n_steps, "n_steps")
         check_positive_int(self.max_steps, "max_steps")
 
@@ -104,12 +94,12 @@ class DEQConfig:
     def __post_init__(self) -> None:
         check_choice(self.backward, "backward", DEQ_BACKWARDS)
         if not isinstance(self.jac_reg, (int, float)) or isinstance(self.jac_reg, bool) or not 0 <= self.jac_reg < 1e6:
-            _fail(f"jac_reg must be a number from 0 (off) to 1e6, got {self.jac_reg!r}")
+            fail(f"jac_reg must be a number from 0 (off) to 1e6, got {self.jac_reg!r}")
         if self.solver not in METHODS:
-            _fail(f"unknown solver {self.solver!r}; expected one of {', '.join(METHODS)}")
+            fail(f"unknown solver {self.solver!r}; expected one of {', '.join(METHODS)}")
         make_options(self.solver, **self.solver_options)  # validates, raises ValueError
         if self.backward_solver not in METHODS:
-            _fail(f"unknown backward solver {self.backward_solver!r}; expected one of {', '.join(METHODS)}")
+            fail(f"unknown backward solver {self.backward_solver!r}; expected one of {', '.join(METHODS)}")
         make_options(self.backward_solver, **self.backward_options)
         check_positive_int(self.phantom_steps, "phantom_steps")
 
@@ -177,12 +167,12 @@ class ModelConfig:
         check_positive_int(self.hidden, "hidden")
         check_positive_int(self.depth, "depth")
         if self.depth > MAX_DEPTH:
-            _fail(f"depth must be at most {MAX_DEPTH}, got {self.depth!r}")
+            fail(f"depth must be at most {MAX_DEPTH}, got {self.depth!r}")
         check_positive_int(self.augment_dim, "augment_dim", minimum=0)
         check_positive_int(self.head_dim, "head_dim")
         check_positive_int(self.head_pool, "head_pool")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            _fail(f"dropout must be in [0, 1), got {self.dropout!r}")
+            fail(f"dropout must be in [0, 1), got {self.dropout!r}")
         check_choice(self.start, "start", START_POINTS)
         check_choice(self.cell, "cell", DEQ_CELLS)
         if (
@@ -190,15 +180,15 @@ class ModelConfig:
             or isinstance(self.contraction, bool)
             or not (0 < self.contraction < 1)
         ):
-            _fail(f"contraction must be in (0, 1) (the cell's Lipschitz bound), got {self.contraction!r}")
+            fail(f"contraction must be in (0, 1) (the cell's Lipschitz bound), got {self.contraction!r}")
         if not isinstance(self.ode, ODEConfig):
-            _fail("ode must be an ODEConfig")
+            fail("ode must be an ODEConfig")
         if not isinstance(self.deq, DEQConfig):
-            _fail("deq must be a DEQConfig")
+            fail("deq must be a DEQConfig")
         if self.input_kind != "points" and self.family == "anode" and self.augment_dim >= self.width:
-            _fail(f"augment_dim ({self.augment_dim}) must be smaller than width ({self.width}) for images")
+            fail(f"augment_dim ({self.augment_dim}) must be smaller than width ({self.width}) for images")
         if self.family == "anode" and self.augment_dim == 0:
-            _fail("an ANODE needs augment_dim >= 1 (with 0 it is a NODE)")
+            fail("an ANODE needs augment_dim >= 1 (with 0 it is a NODE)")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

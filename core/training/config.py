@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import SEED, from_fields, is_number
+from ..checks import SEED, fail, from_fields, is_number
 from ..models import ModelConfig
 from .events import json_safe
 
@@ -17,10 +17,6 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Training precisions: fp32; mixed precision (torch.autocast) in bfloat16 or float16 (with loss scaling);
 #: or fp64 throughout (slow; for checking solvers, gradients and data-parallel runs to rounding level).
 PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
-
-
-def _fail(message: str) -> None:
-    raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -94,49 +90,49 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
-            _fail("model must be a ModelConfig")
+            fail("model must be a ModelConfig")
         for name in ("epochs", "batch_size", "start_every", "toy_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                _fail(f"{name} must be an integer >= 1, got {value!r}")
+                fail(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("steps", "eval_batches", "train_limit", "test_limit", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                _fail(f"{name} must be an integer >= 1 (or unset), got {value!r}")
+                fail(f"{name} must be an integer >= 1 (or unset), got {value!r}")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
-            _fail(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+            fail(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
         for name in ("lr", "start_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                _fail(f"{name} must be a positive number, got {value!r}")
+                fail(f"{name} must be a positive number, got {value!r}")
         if not isinstance(self.lr_min, (int, float)) or not 0 <= self.lr_min <= self.lr:
-            _fail(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
+            fail(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
         if not is_number(self.weight_decay) or self.weight_decay < 0:
-            _fail(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+            fail(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if self.grad_clip is not None and (not is_number(self.grad_clip) or self.grad_clip <= 0):
-            _fail(f"grad_clip must be a positive number (or unset), got {self.grad_clip!r}")
+            fail(f"grad_clip must be a positive number (or unset), got {self.grad_clip!r}")
         SEED.check(self.seed, "seed")
         if self.val_fraction is not None and (
             not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1
         ):
-            _fail(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+            fail(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.toy_noise is not None and (
             not isinstance(self.toy_noise, (int, float)) or not math.isfinite(self.toy_noise) or self.toy_noise < 0
         ):
-            _fail(f"toy_noise must be a number >= 0 (or unset), got {self.toy_noise!r}")
+            fail(f"toy_noise must be a number >= 0 (or unset), got {self.toy_noise!r}")
         if self.time_budget is not None and (
             not isinstance(self.time_budget, (int, float))
             or not math.isfinite(self.time_budget)
             or self.time_budget <= 0
         ):
-            _fail(f"time_budget must be a positive number of seconds (or unset), got {self.time_budget!r}")
+            fail(f"time_budget must be a positive number of seconds (or unset), got {self.time_budget!r}")
         if self.device not in DEVICES:
-            _fail(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            fail(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         for name in ("channels_last", "compile"):
             if not isinstance(getattr(self, name), bool):
-                _fail(f"{name} must be true or false, got {getattr(self, name)!r}")
+                fail(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
-            _fail(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            fail(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
