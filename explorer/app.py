@@ -11,8 +11,9 @@ from typing import Any
 
 import gradio as gr
 
+from .runs import RUN_COLUMNS
 from .tabs import compare, lab, playground, train
-from .tabs.common import QUICK_CONCURRENCY, Context, Nav, Page
+from .tabs.common import PHONE_RUN_COLUMN_WIDTHS, QUICK_CONCURRENCY, Context, Nav, Page
 
 #: System fonts only: the page must not fetch fonts (or anything) from the internet.
 THEME_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
@@ -89,6 +90,52 @@ and training memory vs batch size measured per family and gradient method.
 
 Everything runs on this machine; nothing is sent anywhere.
 """
+
+
+def phone_table(elem_ids: tuple[str, ...], columns: list[str], widths: dict[str, str]) -> str:
+    """CSS (for inside the phone's @media block) that lays the gr.Dataframes ``elem_ids`` (headers ``columns``)
+    out to the page's width: only the columns in ``widths`` are shown, each with its flex-basis there (a header
+    and its cells alike, so they line up; 100% puts a column on a line of its own, the next ones on the line
+    below), growing evenly into what is left. !important: gradio writes each column's measured width into its
+    cells' style, and widens the table to their sum."""
+    unknown = set(widths) - set(columns)
+    if unknown:
+        raise ValueError(f"columns {sorted(unknown)} are not among {columns}")
+
+    def cells(i: int) -> str:
+        return ", ".join(f'#{e} th[data-heading="{i}"], #{e} .body-cell[data-col="{i}"]' for e in elem_ids)
+
+    def each(part: str) -> str:
+        return ", ".join(f"#{e} {part}" for e in elem_ids)
+
+    rules = [
+        f"{each('.header-table')}, {each('.virtual-body')} {{ width: 100% !important; }}",
+        f"{each('thead')} {{ display: block; }}",
+        f"{each('.sizing-body')} {{ display: none; }}",
+        f"{each('thead tr')}, {each('.virtual-row')} {{ display: flex !important; flex-wrap: wrap !important; "
+        "padding: 0; }",
+        f"{each('th.header-cell')}, {each('.body-cell')} {{ width: auto !important; min-width: 0 !important; "
+        "max-width: none !important; }",
+        # Headers break between words ("test acc" over "%"), never inside one.
+        f"{each('th')}, {each('th *')} {{ white-space: normal; }}",
+    ]
+    for i, name in enumerate(columns):
+        rule = f"flex: 1 1 {widths[name]} !important;" if name in widths else "display: none !important;"
+        rules.append(f"{cells(i)} {{ {rule} }}")
+    return "\n".join(rules)
+
+
+#: A phone: the runs tables and the Solver lab's table show their key columns, and fit the page (no sideways
+#: scrolling to read a row).
+CSS += (
+    "@media (max-width: 699.98px) {\n"
+    + phone_table(("compare-table", "runs-table"), RUN_COLUMNS, PHONE_RUN_COLUMN_WIDTHS)
+    + "\n"
+    + phone_table(("lab-table",), lab.LAB_COLUMNS, lab.LAB_PHONE_COLUMN_WIDTHS)
+    + "\n#lab-table { --input-text-size: 11px; }"
+    + "\n#lab-table .cell-wrap { padding: 4px 2px; }"
+    + "\n}\n"
+)
 
 
 class Explorer(Context):

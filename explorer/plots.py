@@ -109,13 +109,21 @@ def _series_color(i: int) -> str:
     return SERIES_COLORS[i % len(SERIES_COLORS)]
 
 
+#: An empty figure's message wraps at this many characters: at 14 px that is ~280 px, which fits a panel on a
+#: 360 px phone (at 55 a placeholder ran off both sides of a 390 px page's panel) and a half-width one alike.
+EMPTY_FIGURE_CHARS = 38
+
+
 def empty_figure(message: str, height: int = 300) -> go.Figure:
-    """A blank figure carrying a centred message (e.g. "press ▶ to start"), wrapped at ~55 characters so a
-    long note fits a half-width panel."""
+    """A blank figure carrying a centred message (e.g. "press ▶ to start"), wrapped at ``EMPTY_FIGURE_CHARS``
+    so a long note fits a phone's panel."""
     fig = go.Figure()
-    text = "<br>".join(textwrap.wrap(message, 55)) or message
+    # A name (a run's, a model's: "image28-homoode") stays whole, on a line of its own if need be.
+    lines = textwrap.wrap(message, EMPTY_FIGURE_CHARS, break_long_words=False, break_on_hyphens=False)
+    text = "<br>".join(lines) or message
     fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
     _layout(fig, height=height)
+    fig.update_layout(margin=dict(l=15, r=15))  # no axes: the message centred on the figure, not on a plot area
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
@@ -984,7 +992,7 @@ def runs_accuracy_figure(points: Sequence[RunPoint], height: int = 340, narrow: 
     """
     points = [p for p in points if np.isfinite(p.accuracy) and np.isfinite(p.nfe_forward)]
     if not points:
-        return empty_figure("no run has an accuracy and NFE yet: finish (or stop) a run in the Train tab", height)
+        return empty_figure("no run with an accuracy and NFE yet: finish or stop one in the Train tab", height)
     titles = ["accuracy vs forward NFE (● test, ○ best validation so far)", "accuracy vs backward NFE"]
     rows, cols = (2, 1) if narrow else (1, 2)
     if narrow:

@@ -216,6 +216,65 @@ def test_compare_curves_are_readable_on_a_phone(browser, server):
         page.screenshot(path=ARTIFACTS / "layout-phone-compare.png", full_page=True)
 
 
+#: The tables a phone shows in part, by element id: their tab and the headers shown there (what identifies and
+#: compares a run; a solver's outcome). A wide page shows all their columns.
+PHONE_TABLES = {
+    "runs-table": ("Train", ["run", "model", "dataset", "test acc %", "NFE fwd", "state"]),
+    "compare-table": ("Compare", ["run", "model", "dataset", "test acc %", "NFE fwd", "state"]),
+    "lab-table": ("Solver lab", ["solver", "status", "NFE", "residual", "prediction"]),
+}
+#: A gr.Dataframe's fit: its scroller's scrollWidth and clientWidth, the headers drawn, and the text of its cells
+#: cut short ("0.00001…": a box whose content is wider than the box).
+TABLE_FIT = """(root) => { const shown = (el) => el.getBoundingClientRect().width > 0;
+  const scroller = root.querySelector('.virtual-table-viewport');
+  const cells = [...root.querySelectorAll('th.header-cell, .body-cell')].filter(shown);
+  const cut = cells.flatMap(c => [c, ...c.querySelectorAll('*')])
+    .filter(e => getComputedStyle(e).display !== 'inline' && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent.trim());
+  return {scroll: scroller.scrollWidth, width: scroller.clientWidth, cut,
+          headers: [...root.querySelectorAll('th.header-cell')].filter(shown).map(t => t.innerText.trim())}; }"""
+
+
+def filled_table(page, elem: str):
+    """The table ``elem`` on its tab, holding the layout runs (the Solver lab's once it has solved)."""
+    first = RUNS[0][:20]
+    if elem == "lab-table":
+        page.click("#lab-run")
+        first = "anderson"
+    page.wait_for_function(f"() => document.querySelector('#{elem}').innerText.includes('{first}')", timeout=120_000)
+    time.sleep(0.3)  # gradio sizes the columns after the rows arrive
+    return page.locator(f"#{elem}")
+
+
+@pytest.mark.parametrize("elem", list(PHONE_TABLES))
+def test_a_phone_reads_a_table_row_without_scrolling_sideways(browser, server, elem):
+    tab, headers = PHONE_TABLES[elem]
+    with opened(browser, server, PHONE, tab) as page:
+        table = filled_table(page, elem)
+        fit = table.evaluate(TABLE_FIT)
+        # The table fits its box (it scrolled 1097 px in 324: a row's cells on one line, 17 columns).
+        assert fit["scroll"] <= fit["width"] + 2, fit
+        assert fit["headers"] == headers and fit["cut"] == [], fit
+        # Each header sits above its cells: no value's word broken over lines ("finishe d"), the run's name
+        # (a time stamp and a model, broken anywhere on purpose) aside.
+        values = table.locator("th.header-cell, .body-cell:not([data-col='0'])")
+        assert values.evaluate_all(f"(els) => els.flatMap({BROKEN_WORDS})") == []
+        for name in headers:
+            left, _, right, _ = table.locator("th.header-cell", has_text=name).first.evaluate(RECT)
+            assert 0 <= left and right <= PHONE[0], (name, left, right)
+        table.screenshot(path=ARTIFACTS / f"layout-phone-{elem}.png")
+
+
+def test_the_solver_labs_placeholders_are_whole_on_a_phone(browser, server):
+    with opened(browser, server, PHONE, "Solver lab") as page:
+        for elem in ("lab-residual", "lab-path", "lab-sweep-plot"):
+            gd = plot_div(page, elem)
+            left, _, right, _ = gd.evaluate(RECT)
+            (text, box), *_ = gd.evaluate(PLOT_BOXES)
+            assert left <= box[0] and box[2] <= right, (elem, text, box, left, right)
+        page.locator("#lab-sweep-plot").screenshot(path=ARTIFACTS / "layout-phone-sweep-placeholder.png")
+
+
 # ------------------------------------------------------------------ item 8: a wide screen
 
 
@@ -233,6 +292,19 @@ def test_the_runs_table_shows_every_column_on_a_wide_page(browser, server):
         assert last.evaluate(RECT)[2] <= right + 1, (last.evaluate(RECT), right)
         assert table.evaluate("(t) => t.getBoundingClientRect().width") <= view.evaluate("(v) => v.clientWidth") + 1
         page.screenshot(path=ARTIFACTS / "layout-wide-compare-table.png")
+
+
+def test_a_wide_page_shows_every_column_of_the_runs_and_solver_tables(browser, server):
+    """A guard (it passed before too): the phone's tables leave a wide page's tables whole."""
+    from explorer.runs import RUN_COLUMNS
+    from explorer.tabs.lab import LAB_COLUMNS
+
+    with opened(browser, server, WIDE) as page:
+        for elem, columns in (("runs-table", RUN_COLUMNS), ("lab-table", LAB_COLUMNS)):
+            page.get_by_role("tab", name=PHONE_TABLES[elem][0]).click()
+            fit = filled_table(page, elem).evaluate(TABLE_FIT)
+            assert fit["headers"] == columns and fit["scroll"] <= fit["width"] + 2, fit
+            page.locator(f"#{elem}").screenshot(path=ARTIFACTS / f"layout-wide-{elem}.png")
 
 
 def test_buttons_keep_their_labels_on_one_line_on_a_wide_page(browser, server):

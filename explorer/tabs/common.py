@@ -82,6 +82,18 @@ def page_width(request: Any) -> int | None:
 #: ~35 characters), every other column is as wide as its content; with the app's CSS (smaller type) all 17
 #: columns fit a 1440 px page.
 RUN_COLUMN_WIDTHS = ["190px"]
+#: The runs tables' columns on a phone, as CSS flex-bases (``explorer.app.phone_table``): what identifies and
+#: compares a run. The run's name takes a line of its own (100%), its five values share the next one, each wide
+#: enough for its longest word at 12 px on a 390 px page ("homoode", "cifar100", "finished"). The other columns
+#: are there on a wider page (a phone turned sideways) and in the CSV / JSON export.
+PHONE_RUN_COLUMN_WIDTHS = {
+    "run": "100%",
+    "model": "19%",
+    "dataset": "21%",
+    "test acc %": "16%",
+    "NFE fwd": "16%",
+    "state": "24%",
+}
 
 
 # ----------------------------------------------------------------------------------------------- results

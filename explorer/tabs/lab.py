@@ -29,6 +29,10 @@ DRAWING_CAPTION = (
     "to the dataset input"
 )
 LAB_COLUMNS = ["solver", "status", "NFE", "Jacobian products", "residual", "seconds", "prediction"]
+#: The columns a phone shows and their shares of its width (a CSS flex-basis, ``explorer.app.phone_table``): which
+#: solver, how it ended, at what cost, how close, with which answer; all five on one line of a 390 px page, each
+#: wide enough for its longest value at 11 px ("fixed_point", "converged", "0.00000232", "prediction").
+LAB_PHONE_COLUMN_WIDTHS = {"solver": "24%", "status": "21%", "NFE": "10%", "residual": "23%", "prediction": "22%"}
 
 
 @result
