@@ -47,18 +47,7 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from .server import free_port, wait_until_ready
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from .server import CHROMIUM_ARGS, free_port, wait_until_ready
 
 
 def measure_ready(repeats: int = 2) -> tuple[float, subprocess.Popen, str, str]:

@@ -11,6 +11,19 @@ import urllib.request
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+#: Offline-safe flags for the headless Chromium the benchmarks, tests and screenshot script drive.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:

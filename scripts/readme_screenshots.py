@@ -33,21 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from explorer.server import free_port, wait_until_ready  # noqa: E402  (stdlib only: no gradio import here)
+from explorer.server import CHROMIUM_ARGS, free_port, wait_until_ready  # noqa: E402  (stdlib only: no gradio import here)
 
 WIDE = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
-#: Offline-safe Chromium flags (the same as explorer.bench.CHROMIUM_ARGS, without importing gradio and torch).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Image runs trained through the Train tab for the Compare tab: (model menu label, steps).
 #: 60 steps: two validation points (every 50 steps, and at the end). The last run's page is train.png.
 RUNS = (("HomoODE", 60), ("NODE", 60), ("DEQ", 60))
