@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from . import frames
 from .runs import RUN_COLUMNS
 from .tabs import compare, lab, playground, train
 from .tabs.common import PHONE_RUN_COLUMN_WIDTHS, QUICK_CONCURRENCY, Context, Nav, Page
@@ -184,6 +185,7 @@ def build_app(runs_dir: str | Path = "runs", **options: Any) -> gr.Blocks:
     threading.Thread(target=ex.warm_up, name="explorer-warm-up", daemon=True).start()
     with gr.Blocks(title="Implicit-model explorer", analytics_enabled=False) as demo:
         demo.explorer = ex  # tests and launch.py reach the state through the Blocks
+        demo.explorer_routes = frames.router(ex.frames)  # served beside gradio's by explorer.server.serve
         gr.Markdown(
             "## Implicit-model explorer\n"
             "<span class='story'>NODE starts **from** the input; DEQ and HomoODE are **conditioned on** it. "

@@ -248,13 +248,15 @@ def flow_visual(trainer: Trainer, probe: tuple[float, float] | None = None) -> d
         gx = torch.linspace(float(lo[0]), float(hi[0]), GRID)
         gy = torch.linspace(float(lo[1]), float(hi[1]), GRID)
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
-        prob = torch.softmax(model(grid.to(trainer.device)).logits, -1)[:, 1].reshape(GRID, GRID)
         xs, ys = x_train[:N_PATHS], y_train[:N_PATHS]
         if probe is not None:  # one more input, solved with the others (the same NFE and basis)
             xs = torch.cat([xs, torch.tensor([probe], dtype=xs.dtype)])
-        out = model(xs.to(trainer.device), trajectory=PATH_STATES)
-        states = out.stats.trajectory.float().cpu().numpy()  # (T, M[+1], D)
-        probe_prob = float(torch.softmax(out.logits[-1], -1)[1]) if probe is not None else None
+        # One solve for the paths' inputs and the grid: a picture per frame of an animation costs half of
+        # two solves (these tiny batches cost per call, not per point).
+        out = model(torch.cat([xs, grid]).to(trainer.device), trajectory=PATH_STATES)
+        prob = torch.softmax(out.logits[len(xs) :], -1)[:, 1].reshape(GRID, GRID)
+        states = out.stats.trajectory[:, : len(xs)].float().cpu().numpy()  # (T, M[+1], D)
+        probe_prob = float(torch.softmax(out.logits[len(xs) - 1], -1)[1]) if probe is not None else None
         family = model.config.family
         field = state_prob = None
         if family in ("node", "anode"):
@@ -325,7 +327,9 @@ def flow_views(snapshot: Snapshot, show_test: bool = False) -> list[FlowView]:
             continue
         last = snapshot.last.get(name, {})
         acc = last.get("val_acc")
-        title = f"<b>{name}</b> · step {int(last.get('step', 0))}"
+        # No step counter (the status line above has it): a title that changes every frame would be drawn
+        # again every frame, a fifth of the browser's time per frame.
+        title = f"<b>{name}</b>"
         if acc is not None:
             title += f" · val acc {100 * acc:.0f} %"
         if name in snapshot.errors:

@@ -244,7 +244,7 @@ def _class_points(points: np.ndarray, labels: np.ndarray, axes: dict[str, str], 
             x=f32(points[labels == k, 0]),
             y=f32(points[labels == k, 1]),
             mode="markers",
-            marker=dict(size=5, color=color, line=dict(width=0.5, color="white")),
+            marker=dict(size=5, color=color),
             name=f"class {k}",
             legendgroup=f"class{k}",
             showlegend=legend,
@@ -256,6 +256,13 @@ def _class_points(points: np.ndarray, labels: np.ndarray, axes: dict[str, str], 
 
 
 def playground_figure(views: Sequence[FlowView], height: int = 620, narrow: bool = False) -> go.Figure:
+    """:func:`playground_figure_dict` as a plotly figure (what a gr.Plot takes)."""
+    if not views:
+        return empty_figure("no model to draw yet", height)
+    return go.Figure(playground_figure_dict(views, height, narrow))
+
+
+def playground_figure_dict(views: Sequence[FlowView], height: int = 620, narrow: bool = False) -> dict:
     """Per model: the decision boundary over the input plane with the data, and the trajectories of a few
     inputs through the model's state space (with the vector field where the state is the input plane).
 
@@ -265,10 +272,12 @@ def playground_figure(views: Sequence[FlowView], height: int = 620, narrow: bool
     (where a click places the user's point).
 
     Traces per model: 1 heatmap + 2 point sets, then up to 1 heatmap + 2 trajectory sets (one per class,
-    NaN-separated) + 1 end-point set + 1 arrow set, then the user's point.
+    NaN-separated) + 1 end-point set + 1 arrow set, then the user's point. ``layout.meta["shape"]`` names the
+    traces' kinds in order and the layout: two figures of one shape differ only in their traces' values and
+    the panel titles' text, so one can be drawn over the other in place (:mod:`explorer.frames`).
+
+    A plain dict (numpy arrays as values), built without plotly's validation: the animation sends it often.
     """
-    if not views:
-        return empty_figure("no model to draw yet", height)
     n = len(views)
     states = [f"state space ({v.state_axes[0]}, {v.state_axes[1]})" for v in views]
     if narrow:
@@ -306,13 +315,17 @@ def playground_figure(views: Sequence[FlowView], height: int = 620, narrow: bool
             # One unit of x is as long as one unit of y: the panel shrinks inside its cell instead.
             layout[_layout_key(axes["yaxis"])].update(scaleanchor=axes["xaxis"], scaleratio=1, constrain="domain")
             layout[_layout_key(axes["xaxis"])]["constrain"] = "domain"
-    layout["meta"] = {"input_planes": [[top["xaxis"], top["yaxis"]] for top, _ in places]}
+    kinds = ",".join(f"{t['type']}:{t['xaxis']}" for t in data)
+    layout["meta"] = {
+        "input_planes": [[top["xaxis"], top["yaxis"]] for top, _ in places],
+        "shape": f"{'narrow' if narrow else 'wide'}:{height}:{n}:{kinds}",
+    }
     # No tick labels (as in TensorFlow Playground; hover shows coordinates): measuring and placing them on
     # 2 x 3 axes was a third of the browser's time per redraw.
     for name, axis in layout.items():
         if name.startswith(("xaxis", "yaxis")):
             axis.update(showticklabels=False, ticks="")
-    return go.Figure(dict(data=data, layout=layout))
+    return dict(data=data, layout=layout)
 
 
 def _layout_key(ref: str) -> str:
@@ -372,8 +385,9 @@ def _trajectory_traces(
                 x=px,
                 y=py,
                 mode="lines",
-                line=dict(width=1.2, color=color),
-                opacity=0.8,
+                # Translucent by its colour, not by the trace's opacity: a translucent SVG group is painted
+                # off screen first, which for a frame's worth of paths was a tenth of the page's time.
+                line=dict(width=1.2, color=_rgba(color, 0.8)),
                 name=f"trajectory, class {k}",
                 legendgroup=f"class{k}",
                 showlegend=False,
@@ -399,6 +413,12 @@ def _trajectory_traces(
 
 
 PROBE_COLOR = "#000000"
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """ "#rrggbb" with an opacity, as CSS rgba()."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha:g})"
 
 
 def _probe_traces(probe: Mapping, top: dict[str, str], bottom: dict[str, str], legend: bool) -> list[dict]:

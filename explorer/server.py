@@ -68,6 +68,10 @@ def serve(demo, host: str = "127.0.0.1", port: int | None = None, **launch: obje
         footer_links=["api", "settings"],
         **launch,
     )
+    # The app's own routes beside gradio's (the Playground's animation frames, ``explorer.frames``).
+    routes = getattr(demo, "explorer_routes", None)
+    if routes is not None:
+        demo.app.include_router(routes)
     url = f"http://{host}:{port}/"
     wait_until_ready(url)
     return url

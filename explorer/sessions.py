@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +46,12 @@ READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
     "failed",
 )
 
+#: Seconds after a page last asked for a picture (:meth:`SessionTrainer.want_visual`) that it still counts as
+#: pulling them: a few of an animation's frame intervals, so a frame that is late does not bring back the
+#: timed pictures.
+PULL_LAPSE = 2.0
 
+_BUFFER_SERIALS = itertools.count(1)
 _LIVE_DIRS: dict[Path, int] = {}  # run folders a trainer may still write to -> number of such trainers
 _LIVE_LOCK = threading.Lock()
 
@@ -177,6 +184,7 @@ class Snapshot:
     steps_per_second: float
     message: str
     version: int = 0  # bumps with every new picture
+    serial: int = 0  # the buffer's (a reset or a new trainer starts another): with version, names a picture
     gradients: dict[str, str] = field(default_factory=dict)  # lane -> direct, adjoint, implicit or phantom
 
 
@@ -194,6 +202,7 @@ class PageBuffer:
         self.max_points = max_points
         self.lanes = [LaneMetrics() for _ in range(lanes)]
         self.version = 0  # bumps with every new picture
+        self.serial = next(_BUFFER_SERIALS)  # this buffer among every one of the process
         self._lock = threading.Lock()
 
     def record(self, lane: int, event: Event) -> None:
@@ -245,6 +254,25 @@ class PageBuffer:
         with self._lock:
             return any(m.error for m in self.lanes)
 
+    def pictures(self, names: list[str]) -> dict[str, Any]:
+        """The fields of a :class:`Snapshot` a picture needs, without copying the curves (an animation frame
+        reads them many times a second): the visuals, their version, the errors, and each lane's last step
+        and validation accuracy as ``last``."""
+        with self._lock:
+            last = {}
+            for n, m in zip(names, self.lanes):
+                if m.step:
+                    last[n] = {"step": float(m.step[-1])}
+                    if m.val_acc:
+                        last[n]["val_acc"] = float(m.val_acc[-1])
+            return {
+                "visuals": {n: m.visual for n, m in zip(names, self.lanes)},
+                "version": self.version,
+                "serial": self.serial,
+                "errors": {n: m.error for n, m in zip(names, self.lanes) if m.error},
+                "last": last,
+            }
+
     def copy(self, names: list[str]) -> dict[str, Any]:
         """The fields of a :class:`Snapshot` that come from the buffer, by lane name (lists to arrays)."""
         with self._lock:
@@ -255,6 +283,7 @@ class PageBuffer:
                 "finished": {n: dict(m.finished) for n, m in zip(names, self.lanes) if m.finished},
                 "visuals": {n: m.visual for n, m in zip(names, self.lanes)},
                 "version": self.version,
+                "serial": self.serial,
             }
             unconverged = {n: m.unconverged for n, m in zip(names, self.lanes)}
         last = {}
@@ -334,6 +363,8 @@ class SessionTrainer:
         self._finish_on_halt = True  # ... and finish the run (not when reset throws it away)
         self._stopped = False  # stop() was called: the run is over
         self._changes: list[dict[str, Any]] = []
+        self._visual_wanted = False  # a page asked for a picture newer than the last (want_visual)
+        self._last_want = -math.inf  # when it last asked (monotonic seconds)
         self._state = READY
         self._message = ""
         self._thread: threading.Thread | None = None
@@ -484,6 +515,19 @@ class SessionTrainer:
             except (CapacityError, ValueError) as err:
                 self._message = str(err)
 
+    def want_visual(self) -> None:
+        """A page wants a picture newer than the last one: the worker draws one after its next step. While
+        pages ask (an animation pulls frames), pictures come at their pace, never faster than the steps, and
+        the timed ``visual_every`` pictures stop (a slow page gets fewer pictures and costs less CPU)."""
+        with self._cond:
+            self._visual_wanted = True
+            self._last_want = time.monotonic()
+
+    @property
+    def pulled(self) -> bool:
+        """True while a page pulls pictures (:meth:`want_visual` in the last ``PULL_LAPSE`` seconds)."""
+        return time.monotonic() - self._last_want < PULL_LAPSE
+
     def _idle_check(self) -> bool:
         """Under ``_cond``: pause (and say so) when nobody has looked for ``idle_pause`` seconds."""
         if not (self._playing and self.idle_pause) or time.monotonic() - self._last_seen <= self.idle_pause:
@@ -526,6 +570,20 @@ class SessionTrainer:
     @property
     def running(self) -> bool:
         return self._state == RUNNING
+
+    def read_pictures(self) -> Snapshot:
+        """A :class:`Snapshot` with the pictures, each lane's last step and accuracy, but no curves (empty
+        ``metrics``): cheap enough for every frame of an animation."""
+        return Snapshot(
+            state=self._state,
+            step=self.step_count,
+            total_steps=self.total_steps,
+            metrics={},
+            finished={},
+            steps_per_second=self._rate,
+            message=self._message,
+            **self.buffer.pictures([lane.name for lane in self.lanes]),
+        )
 
     def read(self) -> Snapshot:
         """Copy the buffer (cheap: lists to arrays) for one redraw. A model trained by direct backprop has no
@@ -591,7 +649,10 @@ class SessionTrainer:
             now = time.perf_counter()
             rate_window = [t for t in rate_window if now - t < 2.0] + [now]
             self._rate = (len(rate_window) - 1) / max(now - rate_window[0], 1e-9) if len(rate_window) > 1 else 0.0
-            if manual or changed or now - last_visual >= self.visual_every or self.done:
+            with self._cond:
+                wanted, self._visual_wanted = self._visual_wanted, False
+            timed = not self.pulled and now - last_visual >= self.visual_every
+            if manual or changed or wanted or timed or self.done:
                 self.refresh_visual()
                 last_visual = time.perf_counter()
             with self._cond:

@@ -85,9 +85,14 @@ def status_step(pg) -> int:
     return int(re.search(r"step (\d+)", text).group(1))
 
 
-def flow_title(pg) -> str:
-    # The first subplot title carries the step the picture was computed at.
-    return pg.evaluate("() => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text")
+#: The picture the Playground's plot shows (its trainer's buffer and version), as its figure names it.
+PICTURE = "() => document.querySelector('#pg-flow .js-plotly-plot').layout.meta.version"
+#: True once the Playground's plot shows another picture than ``t``.
+NEW_PICTURE = "t => document.querySelector('#pg-flow .js-plotly-plot').layout.meta.version !== t"
+
+
+def flow_picture(pg) -> str:
+    return pg.evaluate(PICTURE)
 
 
 def trace_count(pg, elem: str) -> int:
@@ -100,9 +105,9 @@ def test_playground_plays_pauses_and_stays_local(server, page):
     pg.goto(server)
     pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
     # The first screen animates with no clicks: the picture's step moves on its own.
-    first = flow_title(pg)
+    first = flow_picture(pg)
     pg.wait_for_function(
-        "t => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text !== t",
+        NEW_PICTURE,
         arg=first,
         timeout=15_000,
     )
@@ -113,9 +118,9 @@ def test_playground_plays_pauses_and_stays_local(server, page):
 
     pg.click("#pg-pause")
     pg.wait_for_function("() => document.querySelector('#pg-status').innerText.includes('paused')")
-    paused_at, picture = status_step(pg), flow_title(pg)
+    paused_at, picture = status_step(pg), flow_picture(pg)
     time.sleep(1.5)
-    assert status_step(pg) == paused_at and flow_title(pg) == picture  # ⏸ stops the counter and the plots
+    assert status_step(pg) == paused_at and flow_picture(pg) == picture  # ⏸ stops the counter and the plots
 
     pg.click("#pg-step")
     pg.wait_for_function(f"() => /step {paused_at + 1}\\b/.test(document.querySelector('#pg-status').innerText)")
@@ -127,7 +132,7 @@ def test_playground_plays_pauses_and_stays_local(server, page):
         timeout=15_000,
     )
     pg.wait_for_function(
-        "t => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text !== t", arg=picture
+        NEW_PICTURE, arg=picture
     )
     pg.click("#pg-pause")
 
@@ -264,9 +269,9 @@ def test_playground_pauses_on_another_tab_and_resumes(server, demo, page):
     before = set(registry.keys())
     pg.goto(server)
     pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
-    first = flow_title(pg)
+    first = flow_picture(pg)
     pg.wait_for_function(
-        "t => document.querySelector('#pg-flow .js-plotly-plot').layout.annotations[0].text !== t",
+        NEW_PICTURE,
         arg=first,
         timeout=15_000,
     )
@@ -358,7 +363,7 @@ def test_playground_data_and_model_controls(server, page):
     except playwright_api.TimeoutError:
         pytest.fail(
             f"'show test data' is ticked ({pg.locator('#pg-show-test input').is_checked()}) but the picture "
-            f"never showed test data: title {flow_title(pg)!r}, link {pg.locator('#pg-link textarea').input_value()!r}"
+            f"never showed test data: title {flow_picture(pg)!r}, link {pg.locator('#pg-link textarea').input_value()!r}"
         )
     assert "test=1" in pg.locator("#pg-link textarea").input_value()
     pg.click("#pg-pause")

@@ -29,6 +29,7 @@ from core.checks import check_choice, check_filled, check_number, short_repr
 from core.data import DatasetUnavailable
 from core.training import CheckpointError
 
+from ..frames import FrameChannel
 from ..plots import CURVE_X, NARROW_WIDTH, empty_figure, family_colors
 from ..sessions import CapacityError, Session, SessionRegistry, SessionTrainer, Snapshot
 
@@ -208,12 +209,14 @@ class Context:
         self._drawn_lock = threading.Lock()
         self._exports: Path | None = None  # made on the first export; removed with the context
         self._widths: dict[str, int] = {}  # session -> its page's width (CSS px), as its last request said
+        self.frames = FrameChannel(self)  # the Playground's animation, outside gradio's events
 
     def session(self, key: str | None) -> Session:
         return self.registry.get(key)
 
     def close_session(self, key: str | None) -> None:
         self.registry.close(key)
+        self.frames.forget(key or "")
         if self._exports is not None:
             shutil.rmtree(self.export_dir(key), ignore_errors=True)
         with self._drawn_lock:

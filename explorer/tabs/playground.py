@@ -14,6 +14,7 @@ from core import FAMILY_NAMES
 from core.checks import check_filled, short_repr
 from core.data import TOY_SETS
 
+from ..frames import FRAME_JS
 from ..playground import (
     HIDDEN_CHOICES,
     PICTURE_MARGIN,
@@ -22,7 +23,7 @@ from ..playground import (
     flow_views,
     status_markdown,
 )
-from ..plots import curves_figure, playground_figure
+from ..plots import curves_figure, playground_figure, playground_figure_dict
 from ..sessions import CapacityError, Session, SessionTrainer
 from .common import KEEP, USER_ERRORS, Context, Page, Result, Tab, as_int, lane_colors, plot, result
 
@@ -32,8 +33,11 @@ PLAYGROUND_RATE = 30.0  # steps per second: watchable, and leaves CPU for the pa
 # never flickers.
 PLAYGROUND_IDLE_PAUSE = 8.0
 PG_PANELS = ("loss", "accuracy", "nfe")
-CURVES_SECONDS = 0.45  # Playground curves redraw about twice a second; the picture every tick
-REDRAW_SECONDS = 0.2  # the tab's timer: 5 redraws per second at most; idle runs are skipped
+# The tab's timer: the status line and the curves (each gradio event costs the page ~35 ms of its own
+# bookkeeping); the picture moves in between, in place, as fast as the page draws (explorer.frames), or on
+# each tick for a client without the page's script (an API client). Idle runs are skipped.
+REDRAW_SECONDS = 0.5
+CURVES_SECONDS = 0.95  # the curves move less per redraw than the picture: about every other tick
 #: Installed once per page: a click inside an input-plane panel of the Playground's picture writes
 #: its data coordinates into the point box and presses "Place point".
 PROBE_CLICK_JS = r"""() => {
@@ -183,9 +187,18 @@ class PlaygroundTab(Tab):
         turned = self.ctx.changed(key, "playground-narrow", narrow, force)
         if not (moved or turned):
             return PlaygroundOut()
-        show_test = bool(session.playground_settings and session.playground_settings.show_test)
-        flow = playground_figure(flow_views(snap, show_test), narrow=narrow)
-        out = PlaygroundOut(status=status_markdown(snap, narrow=narrow), flow=flow)
+        out = PlaygroundOut(status=status_markdown(snap, narrow=narrow))
+        # While the page's script pulls frames (explorer.frames), the picture moves there, in place; gradio
+        # sends a whole figure only when asked to (a button, a setting) or when the page turned.
+        if force or turned or not trainer.pulled:
+            show_test = bool(session.playground_settings and session.playground_settings.show_test)
+            views = flow_views(snap, show_test)
+            if views:
+                whole = self.ctx.frames.whole(key, snap.serial, snap.version, playground_figure_dict(views, narrow=narrow))
+                flow = go.Figure(whole)
+            else:
+                flow = playground_figure(views)  # nothing to draw yet, nothing to animate
+            out = dataclasses.replace(out, flow=flow)
         if self.ctx.changed(key, "buttons", snap.state, force):
             # Play and Pause show the state: the highlighted one is what a click does next.
             play, pause = play_pause_buttons(snap.state)
@@ -473,5 +486,7 @@ def build(tab: PlaygroundTab, page: Page) -> gr.Tab:
     )
     # A click on a decision-boundary panel places the point there (plotly's own axes convert pixels).
     page.demo.load(None, js=PROBE_CLICK_JS)
+    # The picture animates in place: the page pulls frames at its own pace (explorer.frames).
+    page.demo.load(None, js=FRAME_JS)
     link.change(None, inputs=link, js=LINK_JS)
     return pg_tab
