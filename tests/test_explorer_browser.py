@@ -106,13 +106,19 @@ def test_playground_plays_pauses_and_stays_local(server, page):
     pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
     # The first screen animates with no clicks: the picture's step moves on its own.
     first = flow_picture(pg)
-    pg.wait_for_function(
-        NEW_PICTURE,
-        arg=first,
-        timeout=15_000,
-    )
+    pg.wait_for_function(NEW_PICTURE, arg=first, timeout=15_000)
     animated_after = time.perf_counter() - started
     assert trace_count(pg, "pg-flow") >= 10 and trace_count(pg, "pg-curves") >= 4
+    # The picture moves in place: frames redraw the same plot element, a few times a second (loosely: this
+    # machine is shared; explorer.bench measures the rate).
+    pg.evaluate("() => { window.__plot = document.querySelector('#pg-flow .js-plotly-plot'); }")
+    drawn, seen, since = pg.evaluate("() => window.__pgFrames.drawn"), {flow_picture(pg)}, time.perf_counter()
+    while time.perf_counter() - since < 3:
+        seen.add(flow_picture(pg))
+        time.sleep(0.05)
+    frames = pg.evaluate("() => window.__pgFrames.drawn") - drawn
+    assert frames >= 3 and len(seen) >= 4, (frames, len(seen))
+    assert pg.evaluate("() => window.__plot === document.querySelector('#pg-flow .js-plotly-plot')")
     assert "dataset=circles" in pg.url  # the configuration is in the address bar
     pg.screenshot(path=ARTIFACTS / "playground-running.png", full_page=True)
 
