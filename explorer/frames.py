@@ -1,21 +1,22 @@
 """The Playground's animation channel: the page pulls frames and draws each over the figure it has, in place.
 
-A gradio event per redraw sends a whole plotly figure (about 85 kB, built and validated by plotly, parsed and
-laid out again by the page) at the timer's pace. Here the page asks ``GET FRAME_ROUTE?key=&have=&shape=`` for a
-picture newer than the one it shows (``have``), the server answers once the models have stepped and drawn one
-(or ``204`` after ``FRAME_WAIT`` seconds of nothing new), and the page's script (``FRAME_JS``) hands it to
-``Plotly.react`` on the same plot element, then asks again once the browser has painted it:
+A gradio event per redraw sends a whole plotly figure (about 70 kB, built and validated by plotly, parsed and
+laid out again by the page, with gradio's own bookkeeping around it) at the timer's pace. Here the page asks
+``GET FRAME_ROUTE?key=&have=&shape=`` for a picture newer than the one it shows (``have``), the server answers
+once the models have stepped and drawn one (or ``204`` after ``FRAME_WAIT`` seconds of nothing new), and the
+page's script (``FRAME_JS``) hands it to ``Plotly.react`` on the same plot element, having asked for the next
+one (which the server draws meanwhile):
 
-- the pace is the page's: a frame per paint at most, never faster than training makes pictures
-  (:meth:`~explorer.sessions.SessionTrainer.want_visual`), only while the page and its Playground are visible;
-  a slow page gets fewer frames, never a backlog;
+- the pace is the page's: a frame per paint at most and one asked for ahead at most, never faster than
+  training makes pictures (:meth:`~explorer.sessions.SessionTrainer.want_visual`), only while the page and its
+  Playground are visible; a slow page gets fewer frames, never a backlog;
 - a frame holds only what changed: the values of the traces that differ from the ones the page has (the
   data points and the grids stay put while the models learn, the probabilities and paths move), its float
   arrays packed in 8 or 16 bits (:func:`pack`), and the panels' titles. A page whose picture is not the one
   the server last sent, or whose figure has another shape (other models, a placed point, a phone turned),
   gets every trace, or the whole figure.
 
-A frame is JSON: ``{"meta": {"version", "frames"}, "traces": {index: {key: value}}, "titles": [...]}`` or
+A frame is JSON: ``{"meta": {"version", "base", "frames"}, "traces": {index: {key: value}}, "titles": [...]}`` or
 ``{"meta": ..., "full": {"data", "layout"}}``. The key is a random token per session that the Playground's
 figure carries in ``layout.meta.frames``: a page reads only its own session's pictures.
 """
@@ -99,7 +100,7 @@ class FrameChannel:
             return None
         figure = playground_figure_dict(views, narrow=self.ctx.narrow(key))
         name = picture_name(snap.serial, snap.version)
-        meta = {"frames": token, "version": name}
+        meta = {"frames": token, "version": name, "base": have}  # base: the picture it draws over
         traces = [{k: _json(k, v) for k, v in trace.items()} for trace in figure["data"]]
         with self._lock:
             sent_name, sent = self._sent.get(key, ("", []))
@@ -250,29 +251,38 @@ FRAME_JS = r"""() => {
     layout.meta = Object.assign({}, layout.meta || {}, f.meta);
     await window.Plotly.react(gd, data, layout, {responsive: true});
   };
+  // One frame: {frame} (200), {none: true} (204: nothing new while the server waited) or {failed: true}.
+  const get = async (meta, have) => {
+    try {
+      const q = new URLSearchParams({key: meta.frames, have: have || '', shape: meta.shape || ''});
+      const r = await fetch(route + '?' + q, {cache: 'no-store'});
+      if (r.status === 204) return {none: true};
+      return r.status === 200 ? {frame: await r.json()} : {failed: true};
+    } catch (e) {
+      return {failed: true};
+    }
+  };
   (async () => {
+    let next = null;  // the request for the frame after the one being drawn: the server draws it meanwhile
     for (;;) {
       const gd = plot();
       const meta = gd && gd.layout && gd.layout.meta;
       if (!meta || !meta.frames || !window.Plotly || document.visibilityState !== 'visible' || !gd.offsetParent) {
+        next = null;
         await wait(250);
         continue;
       }
-      let f = null;
-      try {
-        const q = new URLSearchParams({key: meta.frames, have: meta.version || '', shape: meta.shape || ''});
-        const r = await fetch(route + '?' + q, {cache: 'no-store'});
-        if (r.status === 204) continue;  // nothing new while the server waited
-        if (r.status !== 200) { await wait(1000); continue; }
-        f = await r.json();
-      } catch (e) {
-        await wait(1000);
-        continue;
-      }
-      // Gradio drew a figure meanwhile (a button, a setting): ask again from that one.
-      if (plot() !== gd || (gd.layout.meta || {}).version !== meta.version) continue;
+      const got = await (next || get(meta, meta.version));
+      next = null;
+      if (got.failed) { await wait(1000); continue; }
+      if (got.none) continue;
+      const f = got.frame;
+      // Drawn over the picture it was made against only: gradio may have drawn a figure meanwhile (a
+      // button, a setting); then ask again from that one.
+      if (plot() !== gd || (gd.layout.meta || {}).version !== f.meta.base) continue;
+      next = get(meta, f.meta.version);  // at most one frame asked for ahead: a slow page never piles up
       const t0 = performance.now();
-      try { await apply(gd, f); } catch (e) { await wait(1000); continue; }
+      try { await apply(gd, f); } catch (e) { next = null; await wait(1000); continue; }
       stats.drawn += 1;  // for tests and explorer.bench: frames drawn, and the milliseconds drawing them
       stats.ms += performance.now() - t0;
       await painted();

@@ -85,6 +85,7 @@ def test_a_frame_draws_the_next_picture_over_the_page_figure_with_only_what_move
     assert meta["frames"] and meta["version"] and meta["shape"].startswith("wide:")
     step(explorer)
     frame, body = pull(explorer, figure)
+    assert frame["meta"]["base"] == meta["version"]  # what it draws over: the page checks it has that picture
     drawn = apply(figure, frame)
     # What the page now draws is the figure the server would send whole for the same picture ...
     whole = json.loads(explorer.playground._view("s1", force=True).flow.to_json())
