@@ -85,10 +85,12 @@ class FrameChannel:
             return None
         trainer.seen()  # the page is looking: keep playing (as the timer's tick does)
         deadline = time.monotonic() + self.wait
+        layout = "narrow" if self.ctx.narrow(key) else "wide"
         while True:
             trainer.want_visual()
             buffer = trainer.buffer
-            if picture_name(buffer.serial, buffer.version) != have:
+            # A new picture, or the page turned (a phone): the same picture laid out for it.
+            if picture_name(buffer.serial, buffer.version) != have or not shape.startswith(layout + ":"):
                 break
             if time.monotonic() >= deadline:
                 return None
@@ -246,7 +248,9 @@ FRAME_JS = r"""() => {
       const titles = f.titles || [];
       const anns = (gd.layout.annotations || []).map((a, k) =>
         k < titles.length && a.text !== titles[k] ? Object.assign({}, a, {text: titles[k]}) : a);
-      layout = Object.assign({}, gd.layout, {annotations: anns});
+      // Plotly drops the height from the layout it keeps once it has sized an autosized figure: give it
+      // back, or the figure takes its container's height (none) and collapses between frames.
+      layout = Object.assign({}, gd.layout, {annotations: anns, height: gd._fullLayout.height});
     }
     layout.meta = Object.assign({}, layout.meta || {}, f.meta);
     await window.Plotly.react(gd, data, layout, {responsive: true});
@@ -262,6 +266,11 @@ FRAME_JS = r"""() => {
       return {failed: true};
     }
   };
+  // A click or a key answers first: frames wait while the page handles it (its answer, its redraw).
+  let quietUntil = 0;
+  const quiet = () => { quietUntil = performance.now() + 400; };
+  document.addEventListener('pointerdown', quiet, true);
+  document.addEventListener('keydown', quiet, true);
   (async () => {
     let next = null;  // the request for the frame after the one being drawn: the server draws it meanwhile
     for (;;) {
@@ -270,6 +279,10 @@ FRAME_JS = r"""() => {
       if (!meta || !meta.frames || !window.Plotly || document.visibilityState !== 'visible' || !gd.offsetParent) {
         next = null;
         await wait(250);
+        continue;
+      }
+      if (performance.now() < quietUntil) {
+        await wait(quietUntil - performance.now());
         continue;
       }
       const got = await (next || get(meta, meta.version));

@@ -119,11 +119,19 @@ def test_playground_plays_pauses_and_stays_local(server, page):
     frames = pg.evaluate("() => window.__pgFrames.drawn") - drawn
     assert frames >= 3 and len(seen) >= 4, (frames, len(seen))
     assert pg.evaluate("() => window.__plot === document.querySelector('#pg-flow .js-plotly-plot')")
+    # ... and it keeps its size on every frame the browser paints (a frame once let it collapse in between).
+    heights = pg.evaluate(
+        """() => new Promise(res => { const h = []; const f = () => {
+             h.push(document.querySelector('#pg-flow .js-plotly-plot').getBoundingClientRect().height);
+             if (h.length < 60) requestAnimationFrame(f); else res(h); }; f(); })"""
+    )
+    assert min(heights) == max(heights) > 500, sorted(set(heights))
     assert "dataset=circles" in pg.url  # the configuration is in the address bar
     pg.screenshot(path=ARTIFACTS / "playground-running.png", full_page=True)
 
     pg.click("#pg-pause")
     pg.wait_for_function("() => document.querySelector('#pg-status').innerText.includes('paused')")
+    time.sleep(1.0)  # the last step's picture arrives as frames do (a click holds them ~0.4 s)
     paused_at, picture = status_step(pg), flow_picture(pg)
     time.sleep(1.5)
     assert status_step(pg) == paused_at and flow_picture(pg) == picture  # ⏸ stops the counter and the plots

@@ -16,7 +16,8 @@ import pytest
 
 from explorer.app import Explorer
 from explorer.frames import FrameChannel, pack, picture_name, unpack
-from explorer.playground import PlaygroundSettings, PlaygroundVisual
+from explorer.playground import PlaygroundSettings, PlaygroundVisual, flow_views
+from explorer.plots import playground_figure
 from explorer.sessions import SessionTrainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -88,7 +89,9 @@ def test_a_frame_draws_the_next_picture_over_the_page_figure_with_only_what_move
     assert frame["meta"]["base"] == meta["version"]  # what it draws over: the page checks it has that picture
     drawn = apply(figure, frame)
     # What the page now draws is the figure the server would send whole for the same picture ...
-    whole = json.loads(explorer.playground._view("s1", force=True).flow.to_json())
+    snap = explorer.session("s1").playground.read()
+    whole = json.loads(playground_figure(flow_views(snap)).to_json())
+    whole["layout"]["meta"]["version"] = picture_name(snap.serial, snap.version)
     assert drawn["layout"]["meta"]["version"] == whole["layout"]["meta"]["version"] != meta["version"]
     assert [a["text"] for a in drawn["layout"]["annotations"]] == [a["text"] for a in whole["layout"]["annotations"]]
     for got, want in zip(drawn["data"], whole["data"]):

@@ -188,9 +188,10 @@ class PlaygroundTab(Tab):
         if not (moved or turned):
             return PlaygroundOut()
         out = PlaygroundOut(status=status_markdown(snap, narrow=narrow))
-        # While the page's script pulls frames (explorer.frames), the picture moves there, in place; gradio
-        # sends a whole figure only when asked to (a button, a setting) or when the page turned.
-        if force or turned or not trainer.pulled:
+        # While the page's script pulls frames (explorer.frames), every new picture goes there, in place: a new
+        # run, a placed point, other models or a turned phone too (a frame of another shape is a whole
+        # figure). A button's answer then carries no figure, and the page shows it without redrawing one.
+        if not trainer.pulled:
             show_test = bool(session.playground_settings and session.playground_settings.show_test)
             views = flow_views(snap, show_test)
             if views:
@@ -254,7 +255,9 @@ class PlaygroundTab(Tab):
                 else:
                     if changes:
                         trainer.apply(**changes)
-                    session.playground_settings = new  # (show test data changes only the picture)
+                    session.playground_settings = new
+                    if new.show_test != old.show_test:  # only the picture changes: a new one, for the frames
+                        trainer.buffer.new_version()
             except USER_ERRORS as err:
                 if session.playground_settings == old:  # nothing changed: every changed field goes back
                     changed = [n for n in form if _shown(old, n) != _shown(new, n)]
