@@ -12,7 +12,8 @@ writes, cropped to the part worth showing:
   accuracy vs NFE);
 - ``playground-phone.png``: the Playground on a 390 x 844 phone.
 
-Four to six minutes on a 2-core CPU, most of it the short image runs. On a failure the page as it was is saved
+Four to six minutes on a 2-core CPU, most of it the short image runs (``--playground-only``: the two
+Playground pictures, a minute). On a failure the page as it was is saved
 to ``$TMPDIR/readme-shots-failed-N.png``.
 """
 
@@ -152,13 +153,16 @@ def train_run(page, family: str, steps: int) -> None:
     log(f"{family}: {steps} steps trained and tested in {time.monotonic() - started:.0f} s")
 
 
-def shoot(url: str, out: Path, chromium: str, seconds: float) -> None:
+def shoot(url: str, out: Path, chromium: str, seconds: float, playground_only: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
-            shoot_pages(browser, url, out, seconds)
+            if playground_only:
+                shoot_playground(browser, url, out, seconds)
+            else:
+                shoot_pages(browser, url, out, seconds)
         except Exception:
             for n, page in enumerate(browser.contexts[-1].pages if browser.contexts else ()):
                 shot = Path(tempfile.gettempdir()) / f"readme-shots-failed-{n}.png"
@@ -167,6 +171,25 @@ def shoot(url: str, out: Path, chromium: str, seconds: float) -> None:
             raise
         finally:
             browser.close()
+
+
+def shoot_playground(browser, url: str, out: Path, seconds: float) -> None:
+    """Only the two Playground pictures (a minute, no image runs)."""
+    page = open_app(browser, url, WIDE, seconds, min_step=100)
+    page.wait_for_function(plot_ready("pg-curves", 4))
+    crop(page, out / "playground.png", "h2", ["#pg-curves", "#pg-controls"])
+    page.close()
+    shoot_phone(browser, url, out, seconds, list(page.errors))
+
+
+def shoot_phone(browser, url: str, out: Path, seconds: float, errors: list) -> None:
+    phone = open_app(browser, url, PHONE, seconds, min_step=100)
+    phone.wait_for_function(plot_ready("pg-curves", 4))
+    # The first screen and a bit: the tab bar, the buttons, the status and the pictures.
+    crop(phone, out / "playground-phone.png", "[role=tablist]", ["#pg-flow"], pad=6)
+    errors += phone.errors
+    if errors:
+        log(f"page errors: {errors}")
 
 
 def shoot_pages(browser, url: str, out: Path, seconds: float) -> None:
@@ -226,14 +249,7 @@ def shoot_pages(browser, url: str, out: Path, seconds: float) -> None:
     crop(page, out / "compare.png", "[role=tablist]", ["#compare-accuracy"])
     errors = list(page.errors)
     page.close()
-
-    phone = open_app(browser, url, PHONE, seconds, min_step=100)
-    phone.wait_for_function(plot_ready("pg-curves", 4))
-    # The first screen and a bit: the tab bar, the buttons, the status and the pictures.
-    crop(phone, out / "playground-phone.png", "[role=tablist]", ["#pg-flow"], pad=6)
-    errors += phone.errors
-    if errors:
-        log(f"page errors: {errors}")
+    shoot_phone(browser, url, out, seconds, errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/img", help="folder of the PNGs (default docs/img)")
     parser.add_argument("--chromium", default=os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument("--seconds", type=float, default=10.0, help="Playground training before the pause")
+    parser.add_argument("--playground-only", action="store_true", help="only the two Playground pictures")
     args = parser.parse_args(argv)
     if not (Path(args.chromium).is_file() or shutil.which(args.chromium)):
         print(f"error: no Chromium at {args.chromium} (apt-get install -y chromium)", file=sys.stderr)
@@ -262,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_until_ready(url, timeout=180)
             log(f"app on {url}, runs in {runs}")
-            shoot(url, args.out, args.chromium, args.seconds)
+            shoot(url, args.out, args.chromium, args.seconds, args.playground_only)
         except Exception:
             if server.poll() is not None:
                 log(f"the app exited with status {server.returncode}")
