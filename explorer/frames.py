@@ -121,7 +121,8 @@ class FrameChannel:
                 if keys:
                     changed[b'"%d"' % i] = _object(keys)
             titles = [a["text"] for a in figure["layout"]["annotations"]]
-            body = b'{"meta":%s,"titles":%s,"traces":%s}' % (_json("", meta), _json("", titles), _object(changed.items()))
+            parts = (_json("", meta), _json("", titles), _object(changed.items()))
+            body = b'{"meta":%s,"titles":%s,"traces":%s}' % parts
         with self._lock:
             self.frames += 1
             self.bytes += len(body)

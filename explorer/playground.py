@@ -48,13 +48,13 @@ HIDDEN_CHOICES = ("auto", "8", "16", "32", "64", "128")
 MAX_POINTS_PER_SPLIT = 5000
 
 
-def _int_in(value: Any, name: str, low: int, high: int) -> None:
-    """A whole number (an int: the Playground's parsed values never hold a float here) in [low, high]."""
-    checks.check_filled(value, name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        whole = checks.Range(low, high, integer=True)
-        raise ValueError(f"{name} must be a whole number from {whole.text()}, got {short_repr(value)}")
-    checks.check_number(value, name, low, high, integer=True)
+#: The Playground's own ranges (the rest are core's, :data:`core.checks.SETTINGS`).
+PLAYGROUND_RANGES = {
+    "steps": checks.Range(1, MAX_PLAYGROUND_STEPS, integer=True),
+    "points": checks.Range(20, MAX_POINTS_PER_SPLIT, integer=True),
+    "depth": checks.Range(1, 4, integer=True),
+    "noise": checks.Range(0, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,16 @@ class PlaygroundSettings:
         if bad or len(set(models)) != len(models):
             raise ValueError(f"models must be distinct names from {', '.join(FAMILY_NAMES)}, got {', '.join(models)}")
         checks.check_choice(self.ode_method, "ODE method", core.ODE_METHODS)
-        _int_in(self.n_steps, "ODE steps", int(checks.ODE_STEPS.low), int(checks.ODE_STEPS.high))
-        checks.TOL.check(self.tol, "tolerance")
+        for name in ("n_steps", "tol", "lr", "seed", "batch_size"):
+            checks.check_setting(name, getattr(self, name))
         checks.check_choice(self.deq_solver, "DEQ solver", core.METHODS)
-        checks.LR.check(self.lr, "learning rate")
-        _int_in(self.seed, "seed", int(checks.SEED.low), int(checks.SEED.high))
-        _int_in(self.steps, "steps", 1, MAX_PLAYGROUND_STEPS)
+        PLAYGROUND_RANGES["steps"].check(self.steps, "steps")
         if self.noise is not None:  # None: the dataset's own noise
-            checks.check_number(self.noise, "noise", 0, 1)
-        _int_in(self.points, "training points", 20, MAX_POINTS_PER_SPLIT)
-        _int_in(self.batch_size, "batch size", int(checks.BATCH_SIZE.low), int(checks.BATCH_SIZE.high))
+            PLAYGROUND_RANGES["noise"].check(self.noise, "noise")
+        PLAYGROUND_RANGES["points"].check(self.points, "training points")
         if self.hidden not in HIDDEN_CHOICES:
             raise ValueError(f"hidden units must be one of {', '.join(HIDDEN_CHOICES)}, got {short_repr(self.hidden)}")
-        _int_in(self.depth, "depth", 1, 4)
+        PLAYGROUND_RANGES["depth"].check(self.depth, "depth")
         if not isinstance(self.show_test, bool):
             raise ValueError(f"show test data must be true or false, got {short_repr(self.show_test)}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.bench import measure_browser, measure_ready  # noqa: E402
+from explorer.bench import measure_browser, measure_ready
 
 FIGURES = (
     "ready_s", "first_animation_s", "redraws_per_s", "bytes_per_redraw", "page_cpu_s_per_min",

@@ -145,9 +145,7 @@ def test_playground_plays_pauses_and_stays_local(server, page):
         f" return m && +m[1] > {paused_at + 3}; }}",
         timeout=15_000,
     )
-    pg.wait_for_function(
-        NEW_PICTURE, arg=picture
-    )
+    pg.wait_for_function(NEW_PICTURE, arg=picture)
     pg.click("#pg-pause")
 
     assert log.errors == [], log.errors
@@ -377,7 +375,8 @@ def test_playground_data_and_model_controls(server, page):
     except playwright_api.TimeoutError:
         pytest.fail(
             f"'show test data' is ticked ({pg.locator('#pg-show-test input').is_checked()}) but the picture "
-            f"never showed test data: title {flow_picture(pg)!r}, link {pg.locator('#pg-link textarea').input_value()!r}"
+            f"never showed test data: picture {flow_picture(pg)!r}, "
+            f"link {pg.locator('#pg-link textarea').input_value()!r}"
         )
     assert "test=1" in pg.locator("#pg-link textarea").input_value()
     pg.click("#pg-pause")

@@ -195,8 +195,8 @@ class PlaygroundTab(Tab):
             show_test = bool(session.playground_settings and session.playground_settings.show_test)
             views = flow_views(snap, show_test)
             if views:
-                whole = self.ctx.frames.whole(key, snap.serial, snap.version, playground_figure_dict(views, narrow=narrow))
-                flow = go.Figure(whole)
+                whole = playground_figure_dict(views, narrow=narrow)
+                flow = go.Figure(self.ctx.frames.whole(key, snap.serial, snap.version, whole))
             else:
                 flow = playground_figure(views)  # nothing to draw yet, nothing to animate
             out = dataclasses.replace(out, flow=flow)
