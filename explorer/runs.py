@@ -237,11 +237,37 @@ def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{k} {show(v.get('old'))} → {show(v.get('new'))}" for k, v in changes.items())
 
 
+#: The page's curves of a training step: series name -> (the step event's field, scale). One table for the
+#: live curves (``sessions``, from core's ``StepEvent``) and a saved run's (``read_metrics``, from its
+#: ``metrics.jsonl``, where each event is written with its fields' names).
+STEP_CURVES: dict[str, tuple[str, float]] = {
+    "step": ("step", 1.0),
+    "loss": ("loss", 1.0),
+    "train_acc": ("train_acc", 1.0),
+    "nfe_forward": ("nfe_forward", 1.0),
+    "nfe_backward": ("nfe_backward", 1.0),
+    "memory_mb": ("graph_bytes", 1 / 2**20),  # the run's own graph, not the process's peak
+    "step_ms": ("step_seconds", 1000.0),
+    "lr": ("lr", 1.0),
+    "wall_s": ("wall_seconds", 1.0),
+}
+
+
+def step_curves(event: Any) -> dict[str, float]:
+    """One step event (core's ``StepEvent`` or its recorded dict) as the curves' values (``STEP_CURVES``);
+    a missing or non-finite value is NaN."""
+    get = event.get if isinstance(event, dict) else lambda name: getattr(event, name, None)
+    out = {}
+    for name, (field, scale) in STEP_CURVES.items():
+        value = _finite(get(field))
+        out[name] = np.nan if value is None else value * scale
+    return out
+
+
 def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
     """A run's curves from ``metrics.jsonl``, in the arrays ``plots.curves_figure`` draws.
 
-    Returns ``step``, ``loss``, ``train_acc``, ``nfe_forward``, ``nfe_backward``, ``memory_mb``,
-    ``step_ms``, ``wall_s`` (one entry per step event, shape (S,); ``memory_mb`` is the run's own
+    Returns the ``STEP_CURVES`` (one entry per step event, shape (S,); ``memory_mb`` is the run's own
     ``graph_bytes``, NaN in runs recorded before it existed), ``change_step`` (C,) and ``change_text``
     (live setting changes) and ``val_step``, ``val_acc`` (validation events,
     (E,)). A resumed run appends to the same file, so a step seen twice keeps its last record. A run trained
@@ -263,23 +289,17 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
             except (AttributeError, TypeError):  # a hand-edited line: skip it, keep the rest
                 continue
 
-    def column(key: str, scale: float = 1.0) -> np.ndarray:
-        values = [_finite(steps[k].get(key)) for k in sorted(steps)]
-        return np.asarray([np.nan if v is None else v * scale for v in values], dtype=np.float64)
-
     val_acc = [_finite(evals[k]) for k in sorted(evals)]
     model = RunDir(folder).read_config().get("model")
     ode = model.get("ode") if isinstance(model, dict) else None
     direct = isinstance(ode, dict) and model.get("family") != "deq" and ode.get("adjoint") is False
+    rows = [step_curves(steps[k]) for k in sorted(steps)]
+    curves = {name: np.asarray([r[name] for r in rows], dtype=np.float64) for name in STEP_CURVES}
+    curves["step"] = np.asarray(sorted(steps), dtype=np.float64)
+    if direct:
+        del curves["nfe_backward"]
     return {
-        "step": np.asarray(sorted(steps), dtype=np.float64),
-        "loss": column("loss"),
-        "train_acc": column("train_acc"),
-        "nfe_forward": column("nfe_forward"),
-        **({} if direct else {"nfe_backward": column("nfe_backward")}),
-        "memory_mb": column("graph_bytes", 1 / 2**20),
-        "step_ms": column("step_seconds", 1000.0),
-        "wall_s": column("wall_seconds"),
+        **curves,
         "val_step": np.asarray(sorted(evals), dtype=np.float64),
         "val_acc": np.asarray([np.nan if v is None else v for v in val_acc], dtype=np.float64),
         "change_step": np.asarray([s for s, _ in changes], dtype=np.float64),

@@ -33,7 +33,7 @@ from core.checks import short_repr
 from core.models import ModelConfig
 from core.training import ChangeEvent, ErrorEvent, EvalEvent, Event, StepEvent, TrainConfig, Trainer
 
-from .runs import describe_changes
+from .runs import STEP_CURVES, describe_changes, step_curves
 
 #: Worker states, as shown on the page.
 READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
@@ -135,7 +135,7 @@ class Lane:
 
 
 #: The per-step series a lane keeps (one value per step row).
-STEP_SERIES = ("step", "loss", "train_acc", "nfe_forward", "nfe_backward", "memory_mb", "step_ms", "lr", "wall_s")
+STEP_SERIES = tuple(STEP_CURVES)
 
 
 @dataclass
@@ -210,7 +210,7 @@ class PageBuffer:
         m = self.lanes[lane]
         with self._lock:
             if isinstance(event, StepEvent):
-                for key, value in _step_values(event).items():
+                for key, value in step_curves(event).items():
                     getattr(m, key).append(value)
                 m.unconverged += event.solves_converged is False
                 if len(m.step) > self.max_points:
@@ -294,21 +294,6 @@ class PageBuffer:
                 if len(m["val_acc"]):
                     last[name]["val_acc"] = float(m["val_acc"][-1])
         return {**out, "last": last}
-
-
-def _step_values(e: StepEvent) -> dict[str, float]:
-    """A step event as the page's series (``STEP_SERIES``): memory is the run's own graph, in MB."""
-    return {
-        "step": e.step,
-        "loss": e.loss,
-        "train_acc": e.train_acc,
-        "nfe_forward": e.nfe_forward,
-        "nfe_backward": e.nfe_backward,
-        "memory_mb": e.graph_bytes / 2**20,
-        "step_ms": 1000 * e.step_seconds,
-        "lr": e.lr,
-        "wall_s": e.wall_seconds,
-    }
 
 
 class SessionTrainer:

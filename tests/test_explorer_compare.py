@@ -156,6 +156,21 @@ def test_read_metrics_keeps_the_last_record_of_a_step_and_skips_a_torn_line(runs
     assert read_metrics(runs / "not-a-run")["step"].shape == (0,)
 
 
+def test_a_step_reads_the_same_live_and_from_its_run_folder():
+    """One table turns a step into curves, for the live page (core's event) and a saved run (its JSON)."""
+    from core.training import StepEvent
+    from explorer.runs import STEP_CURVES, step_curves
+
+    event = StepEvent(
+        step=7, epoch=0, loss=0.25, train_acc=0.5, nfe_forward=12, nfe_backward=9, residual=None, start_loss=None,
+        lr=1e-3, peak_memory_bytes=1, graph_bytes=3 * 2**20, step_seconds=0.02, wall_seconds=float("inf"),
+    )  # fmt: skip
+    live, saved = step_curves(event), step_curves(json.loads(json.dumps(event.to_dict())))
+    assert set(live) == set(STEP_CURVES) and live.keys() == saved.keys()
+    np.testing.assert_allclose([live[k] for k in live], [saved[k] for k in live])  # NaN where NaN
+    assert live["memory_mb"] == 3.0 and live["step_ms"] == 20.0 and live["lr"] == 1e-3 and np.isnan(live["wall_s"])
+
+
 def test_bad_values_in_run_files_become_blank_cells(tmp_path, tmp_path_factory):
     bad_summary = {**SUMMARY, "test_accuracy": float("nan"), "seconds": float("inf"), "steps": "three"}
     write_run(

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 import weakref
 
 import pytest
@@ -364,6 +365,23 @@ def test_a_resumed_time_budget_goes_on_with_its_clock_and_its_schedule(tmp_path)
     # Resuming the ended run trains no further step: its budget is spent.
     again = list(load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path).events())
     assert not [e for e in again if isinstance(e, StepEvent)] and not again[-1].stopped
+
+
+def test_a_budget_that_runs_out_right_after_a_checkpoint_leaves_an_ended_run(tmp_path):
+    """The budget runs out after a step that was validated and checkpointed: the end saves again, so the
+    checkpoint's clock says the budget is spent and resuming the ended run trains nothing (CI once saw one
+    more step: the last save had come a few ms before the budget ran out)."""
+    cfg = points_config(steps=None, epochs=100_000, time_budget=3600.0, eval_every=2)
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    trainer.started = time.perf_counter()
+    trainer.tick(), trainer.tick()  # step 2: validated and checkpointed, long before the budget
+    assert trainer.validated_at == 2 and load_checkpoint(tmp_path / "checkpoint.pt")["wall_seconds"] < 60
+    trainer.wall_offset += 3600.0  # ... and now the budget is spent
+    assert trainer.out_of_time
+    trainer.end()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["wall_seconds"] >= 3600.0
+    again = list(load_trainer(tmp_path / "checkpoint.pt", out_dir=tmp_path).events())
+    assert not [e for e in again if isinstance(e, StepEvent)]
 
 
 def test_json_safe_turns_every_non_finite_float_into_null():

@@ -726,7 +726,9 @@ class Trainer:
         events: list[Event] = []
         if self.step_count and self.validated_at != self.step_count:
             events += self._validate_and_save()
-        elif self.unsaved and self.step_count and self.save() is not None:
+        # Saved again when the budget ran out right after a checkpoint: the checkpoint's clock must say the
+        # budget is spent, or resuming this ended run would train on (from the earlier save's time).
+        elif (self.unsaved or self.out_of_time) and self.step_count and self.save() is not None:
             events.append(
                 self._record(CheckpointEvent(step=self.step_count, epoch=self.epoch, path=self.last_checkpoint))
             )
