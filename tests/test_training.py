@@ -384,6 +384,28 @@ def test_a_budget_that_runs_out_right_after_a_checkpoint_leaves_an_ended_run(tmp
     assert not [e for e in again if isinstance(e, StepEvent)]
 
 
+def test_a_paused_run_waits_between_steps_with_its_clock_stopped(tmp_path, monkeypatch):
+    """should_pause holds the run between steps; the wait counts in no step's time and not on the run's clock
+    (a study paused for a benchmark once recorded a 15-minute step)."""
+    import core.training.loop as loop
+
+    monkeypatch.setattr(loop, "PAUSE_POLL_SECONDS", 0.05)
+    trainer = Trainer(points_config(steps=4, eval_every=100), out_dir=tmp_path)
+    pause_from = {}
+
+    def paused() -> bool:  # a pause of 1 s once step 2 is done
+        if trainer.step_count == 2:
+            pause_from.setdefault("t", time.perf_counter())
+            return time.perf_counter() - pause_from["t"] < 1.0
+        return False
+
+    started = time.perf_counter()
+    steps = [e for e in trainer.events(should_pause=paused) if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3, 4] and time.perf_counter() - started >= 1.0
+    assert max(e.step_seconds for e in steps) < 0.9
+    assert steps[-1].wall_seconds < time.perf_counter() - started - 0.9  # the run's clock skipped the wait
+
+
 def test_json_safe_turns_every_non_finite_float_into_null():
     from core.training import StepEvent, json_safe
 

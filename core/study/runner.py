@@ -252,6 +252,12 @@ def run_recorded(
     return run_one(study, specs[0], out, log, head, own_process=True)
 
 
+#: A file of this name in a study's folder pauses its runs' training between steps, their clocks stopped, until
+#: it is removed (``touch OUT/PAUSE``, ``rm OUT/PAUSE``): the machine is quiet for a benchmark, and no step's
+#: time counts the wait (a process stopped by a signal counts it: one step of 15 minutes).
+PAUSE_FILE = "PAUSE"
+
+
 def run_one(
     study: StudyPreset, spec: RunSpec, out: Path, log: Callable[[str], None], head: str, own_process: bool = False
 ) -> RunOutcome:
@@ -282,7 +288,7 @@ def run_one(
             log(f"{head}: training")
             trainer = Trainer(spec.config, out_dir=run.path)
             action = "trained"
-        diverged = _train(trainer, log, head)
+        diverged = _train(trainer, log, head, paused=lambda: (out / PAUSE_FILE).exists())
     measurements = measure_trainer(trainer, settings, spec.seed)
     if diverged:
         measurements["diverged"] = diverged
@@ -369,11 +375,14 @@ def _reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats(dev)
 
 
-def _train(trainer: Trainer, log: Callable[[str], None], head: str) -> dict[str, Any] | None:
-    """Train to the end; a diverged run is ended where it stopped (its model selected on validation so far
-    is tested and measured) and reported: returns {step, message} then, else None."""
+def _train(
+    trainer: Trainer, log: Callable[[str], None], head: str, paused: Callable[[], bool] | None = None
+) -> dict[str, Any] | None:
+    """Train to the end, waiting between steps while ``paused()`` (the run's clock stopped); a diverged run
+    is ended where it stopped (its model selected on validation so far is tested and measured) and
+    reported: returns {step, message} then, else None."""
     last = None
-    for event in trainer.events():
+    for event in trainer.events(should_pause=paused):
         last = event
     if isinstance(last, ErrorEvent):
         log(f"{head}: diverged at step {last.step}: {last.message}")

@@ -51,6 +51,10 @@ class Divergence(RuntimeError):
         self.advice = advice
 
 
+#: How often a paused run (``Trainer.events(should_pause=...)``) looks whether it may go on.
+PAUSE_POLL_SECONDS = 1.0
+
+
 class Trainer:
     """Holds a model, its optimizers and data; ``step()`` advances exactly one optimisation step.
 
@@ -740,17 +744,29 @@ class Trainer:
             self.tensorboard.close()  # a later row (a change after the end) opens a new file of the same run
         return events
 
-    def events(self, should_stop: Callable[[], bool] | threading.Event | None = None) -> Iterator[Event]:
+    def events(
+        self,
+        should_stop: Callable[[], bool] | threading.Event | None = None,
+        should_pause: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
         """Train to the planned number of steps (or ``time_budget``), yielding every event as it happens.
 
         ``should_stop`` is checked between steps; when it says stop, the run ends as a stopped one (last
         step validated and checkpointed, test accuracy, summary). A divergence ends the stream with its
-        :class:`ErrorEvent` (the last good checkpoint is kept; no summary is written).
+        :class:`ErrorEvent` (the last good checkpoint is kept; no summary is written). ``should_pause`` is
+        checked between steps too: while it says pause the run waits, and its clock stops (no step's time,
+        ``wall_seconds`` or time budget counts the wait). One process only: under torchrun every rank would
+        have to see the same answer.
         """
         stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
         self.started = time.perf_counter()
         stopped = False
         while not self.done:
+            if should_pause is not None and should_pause():
+                waited = time.perf_counter()
+                while should_pause() and not (stop is not None and stop()):
+                    time.sleep(PAUSE_POLL_SECONDS)
+                self.started += time.perf_counter() - waited  # the run's clock stood still
             # Under torchrun the ranks decide together (a clock or a signal seen by one rank stops all).
             out_of_time, stopped = distributed.any_rank(
                 self.world, self.device, self.out_of_time, stop is not None and stop()
