@@ -55,8 +55,7 @@ class FrameChannel:
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}  # token -> session key
         self._tokens: dict[str, str] = {}  # session key -> token
-        self._sent: dict[str, tuple[str, list[str]]] = {}  # session key -> (picture, its traces' JSON)
-        self.frames = self.bytes = 0  # frames answered and their bytes, since the server started
+        self._sent: dict[str, tuple[str, list[dict[str, bytes]]]] = {}  # session key -> (picture, traces' JSON)
 
     def token(self, key: str) -> str:
         """The session's frame key (made on first use): its figures carry it for the page's script."""
@@ -85,7 +84,8 @@ class FrameChannel:
             return None
         trainer.seen()  # the page is looking: keep playing (as the timer's tick does)
         deadline = time.monotonic() + self.wait
-        layout = "narrow" if self.ctx.narrow(key) else "wide"
+        narrow = self.ctx.narrow(key)
+        layout = "narrow" if narrow else "wide"
         while True:
             trainer.want_visual()
             buffer = trainer.buffer
@@ -96,17 +96,12 @@ class FrameChannel:
                 return None
             time.sleep(FRAME_POLL)
         snap = trainer.read_pictures()
-        show_test = bool(session.playground_settings and session.playground_settings.show_test)
-        views = flow_views(snap, show_test)
-        if not views:
+        figure = picture(session, snap, narrow)
+        if figure is None:
             return None
-        figure = playground_figure_dict(views, narrow=self.ctx.narrow(key))
         name = picture_name(snap.serial, snap.version)
         meta = {"frames": token, "version": name, "base": have}  # base: the picture it draws over
-        traces = [{k: _json(k, v) for k, v in trace.items()} for trace in figure["data"]]
-        with self._lock:
-            sent_name, sent = self._sent.get(key, ("", []))
-            self._sent[key] = (name, traces)
+        traces, (sent_name, sent) = self._note_sent(key, name, figure)
         if figure["layout"]["meta"]["shape"] != shape:
             figure["layout"]["meta"].update(meta)
             data = b"[" + b",".join(_object(t.items()) for t in traces) + b"]"
@@ -123,20 +118,34 @@ class FrameChannel:
             titles = [a["text"] for a in figure["layout"]["annotations"]]
             parts = (_json("", meta), _json("", titles), _object(changed.items()))
             body = b'{"meta":%s,"titles":%s,"traces":%s}' % parts
-        with self._lock:
-            self.frames += 1
-            self.bytes += len(body)
         return body
 
-    def whole(self, key: str, serial: int, version: int, figure: dict) -> dict:
-        """``figure`` (of picture ``version`` of buffer ``serial``), which gradio sends whole, with what the
-        page's script needs in ``layout.meta``; noted as sent, so that the next frame carries what moved."""
-        name = picture_name(serial, version)
-        figure["layout"]["meta"].update(frames=self.token(key), version=name)
+    def whole(self, key: str, session: Any, snap: Any, narrow: bool) -> dict | None:
+        """The picture of ``snap`` that gradio sends whole (:func:`picture`), with what the page's script needs
+        in ``layout.meta``; noted as sent, so that the next frame carries what moved. None: nothing to draw."""
+        figure = picture(session, snap, narrow)
+        if figure is not None:
+            name = picture_name(snap.serial, snap.version)
+            figure["layout"]["meta"].update(frames=self.token(key), version=name)
+            self._note_sent(key, name, figure)
+        return figure
+
+    def _note_sent(self, key: str, name: str, figure: dict) -> tuple[list[dict[str, bytes]], tuple[str, list]]:
+        """Note picture ``name`` (``figure``) as the one the session's page gets next; returns its traces'
+        values as JSON and what was noted before (picture, traces)."""
         traces = [{k: _json(k, v) for k, v in trace.items()} for trace in figure["data"]]
         with self._lock:
+            before = self._sent.get(key, ("", []))
             self._sent[key] = (name, traces)
-        return figure
+        return traces, before
+
+
+def picture(session: Any, snap: Any, narrow: bool) -> dict | None:
+    """The Playground's figure of ``snap`` as ``session`` shows it (its training or its test points), a plain
+    dict (:func:`~explorer.plots.playground_figure_dict`); None when no model has a picture yet."""
+    show_test = bool(session.playground_settings and session.playground_settings.show_test)
+    views = flow_views(snap, show_test)
+    return playground_figure_dict(views, narrow=narrow) if views else None
 
 
 #: A frame's float arrays travel packed (``pack``), not as decimal text: a probability in 8 bits (1/254: finer

@@ -20,10 +20,9 @@ from ..playground import (
     PICTURE_MARGIN,
     PlaygroundSettings,
     PlaygroundVisual,
-    flow_views,
     status_markdown,
 )
-from ..plots import curves_figure, playground_figure, playground_figure_dict
+from ..plots import curves_figure, playground_figure
 from ..sessions import CapacityError, Session, SessionTrainer
 from .common import KEEP, USER_ERRORS, Context, Page, Result, Tab, as_int, lane_colors, plot, result
 
@@ -192,13 +191,9 @@ class PlaygroundTab(Tab):
         # run, a placed point, other models or a turned phone too (a frame of another shape is a whole
         # figure). A button's answer then carries no figure, and the page shows it without redrawing one.
         if not trainer.pulled:
-            show_test = bool(session.playground_settings and session.playground_settings.show_test)
-            views = flow_views(snap, show_test)
-            if views:
-                whole = playground_figure_dict(views, narrow=narrow)
-                flow = go.Figure(self.ctx.frames.whole(key, snap.serial, snap.version, whole))
-            else:
-                flow = playground_figure(views)  # nothing to draw yet, nothing to animate
+            whole = self.ctx.frames.whole(key, session, snap, narrow)
+            # Nothing to draw yet (nothing to animate either): the empty figure that says so.
+            flow = go.Figure(whole) if whole is not None else playground_figure([])
             out = dataclasses.replace(out, flow=flow)
         if self.ctx.changed(key, "buttons", snap.state, force):
             # Play and Pause show the state: the highlighted one is what a click does next.
