@@ -306,7 +306,7 @@ FRAME_JS = r"""() => {
       next = get(meta, f.meta.version);  // at most one frame asked for ahead: a slow page never piles up
       const t0 = performance.now();
       try { await apply(gd, f); } catch (e) { next = null; await wait(1000); continue; }
-      stats.drawn += 1;  // for tests and explorer.bench: frames drawn, and the milliseconds drawing them
+      stats.drawn += 1;  // for tests and benchmarks.explorer: frames drawn, and the milliseconds drawing them
       stats.ms += performance.now() - t0;
       await painted();
     }

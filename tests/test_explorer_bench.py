@@ -1,8 +1,8 @@
-"""explorer.bench's parsing and table (no browser, no server)."""
+"""benchmarks.explorer: its parsing and table (no browser, no server)."""
 
 import pytest
 
-from explorer import bench
+from benchmarks import explorer as bench
 
 
 def test_step_and_state_of_a_status():

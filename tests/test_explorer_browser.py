@@ -23,7 +23,7 @@ if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 
 from explorer.app import build_app  # noqa: E402
-from explorer.bench import CHROMIUM_ARGS as ARGS  # noqa: E402  (one list of offline-safe flags)
+from explorer.server import CHROMIUM_ARGS as ARGS  # noqa: E402  (one list of offline-safe flags)
 from explorer.server import serve  # noqa: E402
 from explorer.tabs.playground import PLAYGROUND_IDLE_PAUSE  # noqa: E402
 
@@ -110,7 +110,7 @@ def test_playground_plays_pauses_and_stays_local(server, page):
     animated_after = time.perf_counter() - started
     assert trace_count(pg, "pg-flow") >= 10 and trace_count(pg, "pg-curves") >= 4
     # The picture moves in place: frames redraw the same plot element, a few times a second (loosely: this
-    # machine is shared; explorer.bench measures the rate).
+    # machine is shared; benchmarks.explorer measures the rate).
     pg.evaluate("() => { window.__plot = document.querySelector('#pg-flow .js-plotly-plot'); }")
     drawn, seen, since = pg.evaluate("() => window.__pgFrames.drawn"), {flow_picture(pg)}, time.perf_counter()
     while time.perf_counter() - since < 3:

@@ -543,7 +543,7 @@ def test_drawing_runs_every_solver_and_refuses_non_digit_models(tmp_path):
 @pytest.mark.parametrize("dataset, steps", [("circles", 200), ("moons", 200), ("crossing", 200), ("spirals", 600)])
 def test_playground_defaults_reach_a_good_boundary_in_about_a_minute(dataset, steps):
     """The page trains the default pair (NODE, HomoODE) at about 10 steps/s on this 2-core machine
-    (``python -m explorer.bench``): 600 steps is about a minute. Deterministic: seeded, one thread."""
+    (``python -m benchmarks.explorer``): 600 steps is about a minute. Deterministic: seeded, one thread."""
     settings = PlaygroundSettings(dataset=dataset)
     for family in settings.models:
         trainer = Trainer(settings.train_config(family))

@@ -1,9 +1,9 @@
 """The Playground's start-up and animation, two explorer trees side by side: A B A B on one quiet machine.
 
-    python scripts/explorer_ab.py BEFORE_TREE AFTER_TREE [--pairs 3] [--json out.json]
+    python -m benchmarks.explorer_ab BEFORE_TREE AFTER_TREE [--pairs 3] [--json out.json]
 
 Each run starts that tree's ``launch.py`` (a fresh process) and measures it with *this* tree's
-``explorer.bench`` (``measure_ready`` with one start, then ``measure_browser``), so both trees are measured
+``benchmarks.explorer`` (``measure_ready`` with one start, then ``measure_browser``), so both trees are measured
 by the same code: ready seconds, first animation, redraws a second, bytes per redraw, page and server CPU
 a minute, steps a second. Prints one JSON line per run, then the medians and the after/before ratio of each
 figure pair by pair (the figures of this 2-core machine move by 2x from day to day: only runs made side by
@@ -21,9 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.bench import measure_browser, measure_ready
+from benchmarks.explorer import measure_browser, measure_ready
 
 FIGURES = (
     "ready_s", "first_animation_s", "redraws_per_s", "bytes_per_redraw", "page_cpu_s_per_min",

@@ -1,10 +1,10 @@
-"""Measure the explorer on this machine: ``python -m explorer.bench [--json out.json]``.
+"""Measure the explorer on this machine: ``python -m benchmarks.explorer [--json out.json]``.
 
 - ready: seconds from starting ``python launch.py`` to ``/gradio_api/info`` answering (fresh process).
 - the animation (:func:`measure_browser`): Debian's Chromium (headless, via playwright) on the Playground while
   it trains: page load to the first new picture, then distinct pictures drawn a second, the bytes the page
   receives per picture, the page's and the server's CPU seconds a minute, training steps a second; skipped
-  when Chromium or playwright is missing. ``scripts/explorer_ab.py`` measures two trees with it, A B A B.
+  when Chromium or playwright is missing. ``benchmarks.explorer_ab`` measures two trees with it, A B A B.
 - page CPU: the page's main-thread busy time (CDP ``Performance.getMetrics`` ``TaskDuration``) in seconds per
   minute, over a window after a settle, in three states: the Playground visible and training; another gradio
   tab (About) selected; the browser tab hidden (a second page brought to front). Headless Chromium may keep
@@ -17,7 +17,11 @@
   "▶ Start new run" (default form, once) to its status saying running.
 - solver comparison: seconds to solve one bundled digit with every solver (untrained image28-deq, warm).
 
-Load mode, ``python -m explorer.bench --load N [--seconds 60] [--json out.json]`` (N <= 32, <= 600 s): the app
+Floor mode, ``python -m benchmarks.explorer --floor [--rounds 3]``: launch-to-answering and page load to first
+animation of ``benchmarks/floor_app.py`` (the least gradio app that animates a plotly figure; alone and with
+torch imported first) and of the explorer, in turn, by the same code (:func:`measure_floor`).
+
+Load mode, ``python -m benchmarks.explorer --load N [--seconds 60] [--json out.json]`` (N <= 32, <= 600 s): the app
 served in this process on 127.0.0.1 only, N gradio_client sessions at once, each opening the app, playing its
 Playground and polling its tick every 0.5 s; then every session closed as at server shutdown. Reports the
 requests answered, errors, p50 / p95 / max latency, this process's RSS and its threads before vs after
@@ -49,12 +53,15 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from .server import CHROMIUM_ARGS, free_port, wait_until_ready
+from explorer.server import CHROMIUM_ARGS, free_port, wait_until_ready
 
 
-def measure_ready(repeats: int = 2, root: Path | None = None) -> tuple[float, subprocess.Popen, str, str]:
-    """Start ``root``'s launch.py (default: this tree's) ``repeats`` times; returns the median ready time and
-    the last server (left running), its URL and its runs folder."""
+def measure_ready(
+    repeats: int = 2, root: Path | None = None, app: list[str] | None = None
+) -> tuple[float, subprocess.Popen, str, str]:
+    """Start ``root``'s launch.py (default: this tree's), or the script and arguments ``app``, ``repeats`` times
+    (each gets ``--port`` and ``--runs-dir``); returns the median ready time and the last server (left
+    running), its URL and its runs folder."""
     root = Path(root or Path(__file__).resolve().parents[1])
     times, proc, url = [], None, ""
     runs = tempfile.mkdtemp(prefix="explorer-bench-")
@@ -66,7 +73,7 @@ def measure_ready(repeats: int = 2, root: Path | None = None) -> tuple[float, su
         url = f"http://127.0.0.1:{port}/"
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, str(root / "launch.py"), "--port", str(port), "--runs-dir", runs],
+            [sys.executable, *(app or [str(root / "launch.py")]), "--port", str(port), "--runs-dir", runs],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=root,
@@ -74,6 +81,48 @@ def measure_ready(repeats: int = 2, root: Path | None = None) -> tuple[float, su
         wait_until_ready(url, timeout=120)
         times.append(time.perf_counter() - started)
     return statistics.median(times), proc, url, runs
+
+
+#: The apps :func:`measure_floor` compares: gradio's floor, the floor with torch imported first, the explorer.
+FLOOR_APPS = {
+    "gradio + plotly only": [str(Path(__file__).with_name("floor_app.py"))],
+    "the same + import torch": [str(Path(__file__).with_name("floor_app.py")), "--torch"],
+    "the explorer": None,
+}
+
+
+def measure_floor(rounds: int = 3, seconds: float = 5.0) -> dict[str, dict[str, float | None]]:
+    """Launch-to-answering and page-load-to-first-animation of each of :data:`FLOOR_APPS`, measured in turn
+    (A B C A B C ...) by the same code, ``rounds`` times; returns each app's medians (and its redraws a second
+    over ``seconds``). What the explorer adds to its start-up is its row minus the floor's."""
+    measured: dict[str, list[dict[str, float | None]]] = {name: [] for name in FLOOR_APPS}
+    for _ in range(rounds):
+        for name, app in FLOOR_APPS.items():
+            ready, proc, url, runs = measure_ready(repeats=1, app=app)
+            try:
+                browser = measure_browser(url, seconds=seconds, server_pid=proc.pid) or {}
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                shutil.rmtree(runs, ignore_errors=True)
+            measured[name].append({"ready_s": ready, **browser})
+    keys = ("ready_s", "first_animation_s", "redraws_per_s")
+    return {
+        name: {k: statistics.median(v) if (v := [r[k] for r in rows if r.get(k) is not None]) else None for k in keys}
+        for name, rows in measured.items()
+    }
+
+
+def floor_table(floor: dict[str, dict[str, float | None]]) -> str:
+    """:func:`measure_floor`'s medians as a markdown table."""
+    cell = lambda v, fmt: "–" if v is None else fmt.format(v)  # noqa: E731
+    lines = ["| app | launch to answering | page load to first animation | redraws/s |", "|---|---:|---:|---:|"]
+    for name, r in floor.items():
+        lines.append(
+            f"| {name} | {cell(r['ready_s'], '{:.2f} s')} | {cell(r['first_animation_s'], '{:.2f} s')} "
+            f"| {cell(r['redraws_per_s'], '{:.1f}')} |"
+        )
+    return "\n".join(lines)
 
 
 #: The picture the Playground's plot shows: its name (``layout.meta.version``), or, on a tree from before
@@ -501,7 +550,7 @@ def measure_solvers(repeats: int = 3) -> float:
     """Median seconds of one Solver-lab comparison (4 solvers) on a bundled digit, after a warm-up run."""
     import torch
 
-    from . import lab
+    from explorer import lab
 
     torch.set_num_threads(1)
     model, data = lab.fresh_model("image28-deq")
@@ -684,8 +733,8 @@ def measure_load(sessions: int = 8, seconds: float = 60.0, period: float = 0.5, 
         raise ValueError(f"--seconds must be in (0, {MAX_LOAD_SECONDS}], got {seconds:g}")
     import torch
 
-    from .app import build_app
-    from .server import serve
+    from explorer.app import build_app
+    from explorer.server import serve
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -831,7 +880,21 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help=f"duration of the load test (default 60, at most {MAX_LOAD_SECONDS})",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="instead: start-up of gradio's least animating app, of it with torch, and of the explorer, in turn",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --floor (default 3)")
     args = parser.parse_args(argv)
+    if args.floor:
+        load = os.getloadavg()
+        floor = measure_floor(args.rounds)
+        print(floor_table(floor))
+        print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({"load": load, "floor": floor}, indent=2) + "\n")
+        return 0
     if args.load is not None:
         try:
             load = measure_load(args.load, args.seconds)
