@@ -7,7 +7,6 @@ Every function works on a private copy of a model, so a run that is still traini
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import core
 from core import checks
 from core.checks import short_repr
 from core.data import DataBundle, DatasetUnavailable, load_dataset
+from core.models.budget import SWEEPS, Budget, accuracy_and_nfe, budget_curve, budgets
 from core.training import CheckpointError, RunDir, TrainConfig, load_trainer
 
 from .plots import PCABasis, ResidualTrace, fit_pca
@@ -349,27 +349,19 @@ ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4)
 ODE_STEPS = (1, 2, 4, 8)
 
 
-def sweep_plan(family: str, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(curve, point label, setting) triples: DEQ solvers over tolerances (or iteration caps); ODE models
-    over fixed-step counts (rk4, euler) or dopri5 tolerances."""
-    if kind not in ("tol", "steps"):
+def sweep_plan(family: str, kind: str) -> list[Budget]:
+    """The budgets of a sweep: DEQ solvers over tolerances (or iteration caps); ODE models over fixed-step counts
+    (rk4, euler) or dopri5 tolerances."""
+    if kind not in SWEEPS:
         raise ValueError(f"sweep kind must be 'tol' or 'steps', got {short_repr(kind)}")
-    plan: list[tuple[str, str, dict[str, Any]]] = []
     if family == "deq":
-        for solver in ("fixed_point", "anderson", "broyden"):
-            if kind == "tol":
-                plan += [(solver, f"{t:g}", {"solver": solver, "tol": t, "max_iter": 50}) for t in DEQ_TOLS]
-            else:
-                plan += [(solver, f"{k} it", {"solver": solver, "tol": 1e-8, "max_iter": k}) for k in DEQ_ITERS]
-    elif kind == "steps":
-        for method in ("euler", "rk4"):
-            plan += [(method, f"{n}", {"method": method, "n_steps": n}) for n in ODE_STEPS]
-    else:
-        plan += [("dopri5", f"{t:g}", {"method": "dopri5", "rtol": t, "atol": t}) for t in ODE_TOLS]
-    return plan
+        values = DEQ_TOLS if kind == "tol" else DEQ_ITERS
+        return budgets(family, kind, values, ("fixed_point", "anderson", "broyden"), max_iter=50)
+    if kind == "steps":
+        return budgets(family, kind, ODE_STEPS, ("euler", "rk4"))
+    return budgets(family, kind, ODE_TOLS, ("dopri5",))
 
 
-@torch.no_grad()
 def sweep(
     lab: LabModel,
     kind: str = "tol",
@@ -377,50 +369,26 @@ def sweep(
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
-    """Accuracy and mean forward NFE on the first ``n_samples`` validation inputs for each setting of
-    ``sweep_plan``; the model's own settings are untouched (a copy is changed). ``progress(done, total)`` is
-    called before the first setting and after each one (a setting that cannot integrate counts as done)."""
+    """Accuracy and mean forward NFE on the first ``n_samples`` validation inputs at each budget of
+    ``sweep_plan``, as curves: {solver: (nfe, accuracy, labels)}; the model's own settings are untouched (a copy
+    is changed). A budget that cannot integrate the model is left out. ``progress(done, total)`` is called
+    before the first budget and after each."""
     n_val = len(lab.data.val.targets)
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or not 1 <= n_samples <= n_val:
         raise ValueError(f"sweep samples must be a whole number from 1 to {n_val}, got {short_repr(n_samples)}")
     model = copy.deepcopy(lab.model).eval()
     device = next(model.parameters()).device
-    x_all = lab.data.val.inputs[:n_samples]
-    y_all = lab.data.val.targets[:n_samples]
-    curves: dict[str, tuple[list[float], list[float], list[str]]] = {}
+    x = lab.data.val.inputs[:n_samples].to(device)
+    y = lab.data.val.targets[:n_samples].to(device)
     plan = sweep_plan(lab.family, kind)
-    report = progress or (lambda done, total: None)
-    report(0, len(plan))
-    for done, (curve, label, setting) in enumerate(plan, 1):
-        if lab.family == "deq":
-            base = model.config.deq
-            solver = setting["solver"]
-            model.set_solver(
-                dataclasses.replace(
-                    base, solver=solver, solver_options={"tol": setting["tol"], "max_iter": setting["max_iter"]}
-                )
-            )
-        else:
-            ode = model.config.ode
-            model.set_ode(dataclasses.replace(ode, **setting, max_steps=max(ode.max_steps, 1000)))
-        correct = 0
-        nfe: list[int] = []
-        try:
-            for start in range(0, len(y_all), batch_size):
-                x = x_all[start : start + batch_size].to(device)
-                y = y_all[start : start + batch_size].to(device)
-                out = model(x)
-                correct += int((out.logits.argmax(1) == y).sum())
-                nfe.append(out.stats.nfe)
-        except core.models.ODEStepLimitError:
-            report(done, len(plan))
-            continue  # this setting cannot integrate the trained field: leave the point out
-        acc, mean_nfe = correct / len(y_all), float(np.mean(nfe))
-        xs, ys, labels = curves.setdefault(curve, ([], [], []))
-        xs.append(mean_nfe)
-        ys.append(acc)
-        labels.append(label)
-        report(done, len(plan))
+    points = budget_curve(model, plan, lambda: accuracy_and_nfe(model, x, y, batch_size), progress)
+    curves: dict[str, tuple[list[float], list[float], list[str]]] = {}
+    for point, got in points:
+        if "error" not in got:
+            xs, ys, labels = curves.setdefault(point.curve, ([], [], []))
+            xs.append(got["nfe"])
+            ys.append(got["accuracy"])
+            labels.append(point.label(lab.family))
     return {k: (np.asarray(a), np.asarray(b), c) for k, (a, b, c) in curves.items()}
 
 

@@ -633,3 +633,45 @@ def test_configs_saved_before_the_contractive_cell_load_the_groupnorm_cell():
         preset("image28-deq").replace(contraction=1.0)
     with pytest.raises(ValueError, match="cell"):
         preset("image28-deq").replace(cell="mdeq")
+
+
+# ----------------------------------------------------------------------------------------------- solver budgets
+
+
+def test_a_budget_sets_the_nfe_it_names_and_the_model_gets_its_settings_back():
+    """Fixed steps cost exactly what they say (rk4: 4 per step, euler: 1, a DEQ's fixed-point cap: one per
+    iteration), each budget starts from the model's own settings, and the model has them again afterwards."""
+    from core.models.budget import accuracy_and_nfe, budget_curve, budgets, solver_settings
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 2)
+    y = (x[:, 0] > 0).long()
+    for family, curves, per_step in (
+        ("node", ("rk4", "euler"), {"rk4": 4, "euler": 1}),
+        ("deq", ("fixed_point",), {"fixed_point": 1}),
+    ):
+        model = build_model(preset(f"points-{family}")).eval()
+        before = solver_settings(model)
+        points = budget_curve(
+            model, budgets(family, "steps", (1, 2, 3), curves), lambda: accuracy_and_nfe(model, x, y, 16)
+        )
+        assert [(p.curve, p.value, got["nfe"]) for p, got in points] == [
+            (c, n, float(per_step[c] * n)) for c in curves for n in (1, 2, 3)
+        ]
+        assert all(0.0 <= got["accuracy"] <= 1.0 for _, got in points)
+        assert solver_settings(model) == before
+
+
+def test_a_budget_that_cannot_integrate_the_model_is_an_error_record_not_an_exception():
+    from core.models.budget import Budget, accuracy_and_nfe, budget_curve, solver_settings
+
+    model = build_model(preset("points-node")).eval()
+    before = solver_settings(model)
+    x = torch.randn(8, 2)
+    [(point, got)] = budget_curve(
+        model, [Budget("dopri5", "tol", 1e-12)], lambda: accuracy_and_nfe(model, x, x[:, 0] > 0, 8)
+    )
+    assert point.label("node") == "1e-12" and "max_num_steps" in got["error"]
+    assert solver_settings(model) == before
+    with pytest.raises(ValueError, match="sweep must be one of tol, steps"):
+        Budget("rk4", "iterations", 2)

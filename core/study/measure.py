@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import ODEConfig, ODEStepLimitError
-from ..solvers import SolverError
+from ..models import ODEConfig
+from ..models.budget import Budget, accuracy_and_nfe, budget_curve
 from ..training import RunDir, Trainer, load_trainer
 from .plan import MeasureSettings
 
@@ -43,11 +43,6 @@ class _Images:
         return (p.clamp(0, 1) - self.mean) / self.std
 
 
-def _batches(x: torch.Tensor, y: torch.Tensor, size: int):
-    for start in range(0, len(y), size):
-        yield x[start : start + size], y[start : start + size]
-
-
 class _Evaluator:
     """Accuracy and mean forward NFE of a model on (possibly perturbed) inputs, batch by batch."""
 
@@ -60,22 +55,9 @@ class _Evaluator:
             return self.model(x)
 
     def accuracy(self, perturb: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None) -> dict:
-        """{"accuracy", "nfe"} on the measured examples, each batch perturbed by ``perturb(x, y, k)`` first
-        (k: the batch's index, for seeding); {"error": ...} when a solver failed."""
-        correct, nfe, batches = 0, 0.0, 0
-        t0 = time.perf_counter()
-        try:
-            for k, (x, y) in enumerate(_batches(self.x, self.y, self.batch_size)):
-                if perturb is not None:
-                    x = perturb(x, y, k)
-                with torch.no_grad():
-                    out = self.forward(x)
-                correct += int((out.logits.argmax(1) == y).sum())
-                nfe += float(out.stats.nfe)
-                batches += 1
-        except (ODEStepLimitError, SolverError) as err:
-            return {"error": str(err).splitlines()[0][:300]}
-        return {"accuracy": correct / len(self.y), "nfe": nfe / max(batches, 1), "seconds": time.perf_counter() - t0}
+        """{"accuracy", "nfe", "seconds"} on the measured examples, each batch perturbed by ``perturb(x, y, k)``
+        first (k: the batch's index, for seeding); {"error": ...} when a solver failed."""
+        return accuracy_and_nfe(self.forward, self.x, self.y, self.batch_size, perturb)
 
     def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """d(cross-entropy summed over the batch)/dx, through the model's own backward (DEQ: implicit)."""
@@ -125,33 +107,21 @@ def _noise(img: _Images, sigma: float, seed: int):
     return perturb
 
 
-def budget_settings(family: str, settings: MeasureSettings) -> list[tuple[str, float, Callable[[Any], None]]]:
-    """(sweep, value, apply(model)) of every solver budget tried after training: ``tol`` (dopri5 rtol = atol,
-    or the DEQ's Anderson tolerance) and ``steps`` (rk4 steps, or the DEQ's iteration cap)."""
-    out: list[tuple[str, float, Callable[[Any], None]]] = []
+def budget_settings(family: str, settings: MeasureSettings) -> list[Budget]:
+    """Every solver budget tried after training: ``tol`` (dopri5 rtol = atol, or the DEQ's Anderson tolerance
+    with its cap raised to ``tol_max_iter``) and ``steps`` (rk4 steps, or the DEQ's Anderson iteration cap)."""
     if family == "deq":
-
-        def deq(**options: Any) -> Callable[[Any], None]:
-            return lambda model: model.set_solver(model.config.deq.with_forward("anderson", **options))
-
-        for tol in settings.tolerances:
-            out.append(("tol", tol, deq(tol=tol, max_iter=settings.tol_max_iter)))
-        for n in settings.deq_iters:
-            out.append(("steps", n, deq(tol=1e-8, max_iter=n)))
-        return out
-
-    def ode(**changes: Any) -> Callable[[Any], None]:
-        return lambda model: model.set_ode(model.config.with_solver_settings(**changes).ode)
-
-    for tol in settings.tolerances:
-        out.append(("tol", tol, ode(tol=tol, ode_method="dopri5")))
-    for n in settings.rk4_steps:
-        out.append(("steps", n, ode(ode_method="rk4", n_steps=n)))
-    return out
+        tol = [Budget("anderson", "tol", t, settings.tol_max_iter) for t in settings.tolerances]
+        return tol + [Budget("anderson", "steps", n) for n in settings.deq_iters]
+    return [Budget("dopri5", "tol", t) for t in settings.tolerances] + [
+        Budget("rk4", "steps", n) for n in settings.rk4_steps
+    ]
 
 
-def _is_trained_setting(ode: ODEConfig, tol: float) -> bool:
-    return ode.method == "dopri5" and ode.rtol == tol and ode.atol == tol
+def _is_trained(family: str, ode: ODEConfig, point: Budget) -> bool:
+    """True for the ODE setting the model was trained with (measured already, as the clean accuracy)."""
+    same = ode.method == point.curve and ode.rtol == ode.atol == point.value
+    return family != "deq" and point.sweep == "tol" and same
 
 
 def measure_trainer(trainer: Trainer, settings: MeasureSettings, seed: int) -> dict[str, Any]:
@@ -183,21 +153,11 @@ def measure_trainer(trainer: Trainer, settings: MeasureSettings, seed: int) -> d
             for e in settings.pgd
         ],
     }
+    # The trained setting itself (dopri5 at the tolerance it was trained with) was measured above, as "clean".
     trained_ode: ODEConfig = model.config.ode
-    trained_deq = model.config.deq
-    budget = []
-    for sweep, value, apply in budget_settings(family, settings):
-        if family != "deq" and sweep == "tol" and _is_trained_setting(trained_ode, value):
-            budget.append({"sweep": sweep, "value": value, **record["clean"]})  # measured above, as trained
-            continue
-        apply(model)
-        budget.append({"sweep": sweep, "value": value, **ev.accuracy()})
-    # Back to the settings it was trained with (the model object may be used again by the caller).
-    if family == "deq":
-        model.set_solver(trained_deq)
-    else:
-        model.set_ode(trained_ode)
-    record["budget"] = budget
+    points = budget_settings(family, settings)
+    measured = dict(budget_curve(model, [p for p in points if not _is_trained(family, trained_ode, p)], ev.accuracy))
+    record["budget"] = [{"sweep": p.sweep, "value": p.value, **measured.get(p, record["clean"])} for p in points]
     record["seconds"] = time.perf_counter() - t0
     return record
 
