@@ -21,10 +21,11 @@ import core
 from core import checks
 from core.checks import short_repr
 from core.data import DataBundle, DatasetUnavailable, load_dataset
-from core.models.budget import SWEEPS, Budget, accuracy_and_nfe, budget_curve, budgets
+from core.models import BUDGET_SWEEPS, Budget, accuracy_and_nfe, budget_curve, budgets
+from core.solvers import PCABasis, fit_pca
 from core.training import CheckpointError, RunDir, TrainConfig, load_trainer
 
-from .plots import PCABasis, ResidualTrace, fit_pca
+from .plots import ResidualTrace
 
 #: Untrained presets offered when no run exists yet (labelled as such on the page).
 FRESH_PRESETS = ("image28-deq", "image28-deq-groupnorm", "image28-homoode", "image28-node")
@@ -352,7 +353,7 @@ ODE_STEPS = (1, 2, 4, 8)
 def sweep_plan(family: str, kind: str) -> list[Budget]:
     """The budgets of a sweep: DEQ solvers over tolerances (or iteration caps); ODE models over fixed-step counts
     (rk4, euler) or dopri5 tolerances."""
-    if kind not in SWEEPS:
+    if kind not in BUDGET_SWEEPS:
         raise ValueError(f"sweep kind must be 'tol' or 'steps', got {short_repr(kind)}")
     if family == "deq":
         values = DEQ_TOLS if kind == "tol" else DEQ_ITERS

@@ -17,9 +17,10 @@ import core
 from core import FAMILY_NAMES, checks
 from core.checks import short_repr
 from core.data import TOY_SETS
+from core.solvers import fit_pca
 from core.training import TrainConfig, Trainer
 
-from .plots import FlowView, fit_pca
+from .plots import FlowView
 from .sessions import Lane, Snapshot, backward_cell
 
 MAX_MODELS = 3  # side by side; more would not fit the page nor 2 CPU cores

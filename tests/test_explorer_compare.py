@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import core
+from core.solvers import fit_pca
 from explorer import plots
 from explorer.app import Explorer
 from explorer.runs import RUN_COLUMNS, export_runs, read_metrics, read_runs, run_rows
@@ -316,7 +317,7 @@ def test_memory_measure_rejects_bad_input(tmp_path, args, message):
 def test_path_figure_3d_uses_the_third_principal_axis():
     rng = np.random.default_rng(0)
     states = rng.normal(size=(40, 6)) * np.array([5.0, 3.0, 2.0, 0.1, 0.1, 0.1])
-    basis = plots.fit_pca(states, dims=3)
+    basis = fit_pca(states, dims=3)
     paths = {"a": basis.project(states[:20]), "b": basis.project(states[20:])}
     assert paths["a"].shape == (20, 3)
     fig3 = plots.path_figure(paths, 0.5, explained=basis.explained, dims=3)

@@ -17,6 +17,7 @@ import torch
 
 import core
 from core import checks
+from core.solvers import fit_pca
 from core.training import Divergence, TrainConfig
 from explorer import lab as lab_lib
 from explorer import plots
@@ -139,7 +140,7 @@ def test_pca_is_frozen_and_paths_share_it():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(30, 50))
     b = a[:10] * 2
-    basis = plots.fit_pca(np.concatenate([a, b]))
+    basis = fit_pca(np.concatenate([a, b]))
     assert basis.components.shape == (2, 50) and 0 < basis.explained.sum() <= 1 + 1e-9
     pa, pb = basis.project(a), basis.project(b)
     assert pa.shape == (30, 2) and pa.dtype == np.float32
@@ -149,7 +150,7 @@ def test_pca_is_frozen_and_paths_share_it():
     assert len(fig.data) == 3
     cursor = fig.data[-1]
     assert cursor.x[0] == pytest.approx(pa[round(0.5 * 29), 0])
-    assert plots.fit_pca(np.ones((4, 3))).explained.tolist() == [0.0, 0.0]  # no variance: no crash
+    assert fit_pca(np.ones((4, 3))).explained.tolist() == [0.0, 0.0]  # no variance: no crash
 
 
 def test_sweep_figure():
@@ -556,7 +557,7 @@ def test_updates_map_fields_to_their_components_and_keep_the_rest():
 def test_pca_gram_path_matches_svd():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20, 300)) @ np.diag(np.linspace(3, 0.1, 300))  # N < D: the Gram route
-    basis = plots.fit_pca(x)
+    basis = fit_pca(x)
     _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
     for i in range(2):
         assert abs(abs(basis.components[i] @ vt[i]) - 1) < 1e-8  # same axes (up to sign)

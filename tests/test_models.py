@@ -641,7 +641,7 @@ def test_configs_saved_before_the_contractive_cell_load_the_groupnorm_cell():
 def test_a_budget_sets_the_nfe_it_names_and_the_model_gets_its_settings_back():
     """Fixed steps cost exactly what they say (rk4: 4 per step, euler: 1, a DEQ's fixed-point cap: one per
     iteration), each budget starts from the model's own settings, and the model has them again afterwards."""
-    from core.models.budget import accuracy_and_nfe, budget_curve, budgets, solver_settings
+    from core.models import accuracy_and_nfe, budget_curve, budgets, solver_settings
 
     torch.manual_seed(0)
     x = torch.randn(32, 2)
@@ -663,7 +663,7 @@ def test_a_budget_sets_the_nfe_it_names_and_the_model_gets_its_settings_back():
 
 
 def test_a_budget_that_cannot_integrate_the_model_is_an_error_record_not_an_exception():
-    from core.models.budget import Budget, accuracy_and_nfe, budget_curve, solver_settings
+    from core.models import Budget, accuracy_and_nfe, budget_curve, solver_settings
 
     model = build_model(preset("points-node")).eval()
     before = solver_settings(model)

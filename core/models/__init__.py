@@ -10,11 +10,13 @@ Example:
 """
 
 from .blocks import BlockStats, DEQBlock, HomoODEBlock, NODEBlock, ODEStepLimitError
+from .budget import BUDGET_SWEEPS, Budget, accuracy_and_nfe, budget_curve, budgets, solver_settings
 from .classifier import ImplicitClassifier, ModelOutput, build_model
 from .config import DEQ_CELLS, DEQ_MAX_ITER, FAMILIES, FAMILY_NAMES, INPUT_KINDS, DEQConfig, ModelConfig, ODEConfig
 from .presets import FAST_ODE_RECIPE, ODE_RECIPES, PAPER_ODE_RECIPE, PRESETS, preset, preset_name
 
 __all__ = [
+    "BUDGET_SWEEPS",
     "DEQ_CELLS",
     "DEQ_MAX_ITER",
     "FAMILIES",
@@ -25,6 +27,7 @@ __all__ = [
     "PAPER_ODE_RECIPE",
     "PRESETS",
     "BlockStats",
+    "Budget",
     "DEQBlock",
     "DEQConfig",
     "HomoODEBlock",
@@ -34,7 +37,11 @@ __all__ = [
     "NODEBlock",
     "ODEConfig",
     "ODEStepLimitError",
+    "accuracy_and_nfe",
+    "budget_curve",
+    "budgets",
     "build_model",
     "preset",
     "preset_name",
+    "solver_settings",
 ]

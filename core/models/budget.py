@@ -22,7 +22,7 @@ from .blocks import ODEStepLimitError
 from .config import DEQ_MAX_ITER, ModelConfig
 
 #: The sweeps: a tolerance, or a count (the DEQ's iteration cap, an ODE method's fixed steps).
-SWEEPS = ("tol", "steps")
+BUDGET_SWEEPS = ("tol", "steps")
 #: The DEQ's tolerance when its iteration cap is the budget: small enough never to stop it first.
 CAP_ONLY_TOL = 1e-8
 
@@ -39,8 +39,8 @@ class Budget:
     max_iter: int = DEQ_MAX_ITER
 
     def __post_init__(self) -> None:
-        if self.sweep not in SWEEPS:
-            raise ValueError(f"a budget's sweep must be one of {', '.join(SWEEPS)}, got {self.sweep!r}")
+        if self.sweep not in BUDGET_SWEEPS:
+            raise ValueError(f"a budget's sweep must be one of {', '.join(BUDGET_SWEEPS)}, got {self.sweep!r}")
 
     def label(self, family: str) -> str:
         """How a chart names the point: the tolerance, "N it" (DEQ) or the number of steps."""

@@ -29,6 +29,7 @@ from .broyden import BroydenOptions, broyden
 from .fixed_point import FixedPointOptions, fixed_point
 from .homotopy import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODE_METHODS, HomotopyOptions, homotopy
 from .linear import JacobianAt
+from .paths import PCABasis, fit_pca
 
 #: method name -> (options class, solver function)
 SOLVERS: dict[str, tuple[type[SolverOptions], Any]] = {
@@ -99,6 +100,7 @@ __all__ = [
     "HomotopyOptions",
     "JacobianAt",
     "Map",
+    "PCABasis",
     "SolverError",
     "SolverOptions",
     "SolverPath",
@@ -106,6 +108,7 @@ __all__ = [
     "Status",
     "batch_norm",
     "evenly_spaced",
+    "fit_pca",
     "make_options",
     "solve",
 ]

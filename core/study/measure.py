@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import ODEConfig
-from ..models.budget import Budget, accuracy_and_nfe, budget_curve
+from ..models import Budget, ODEConfig, accuracy_and_nfe, budget_curve
 from ..training import RunDir, Trainer, load_trainer
 from .plan import MeasureSettings
 
