@@ -27,7 +27,6 @@ from core.data import (
     is_available,
     load_dataset,
     load_digits,
-    make_loader,
     make_toy,
     random_crop_flip,
     sources,
@@ -261,14 +260,20 @@ def test_split_orders_are_seeded_and_test_order_is_fixed():
     assert torch.equal(b0.test.inputs, b1.test.inputs) and not torch.equal(b0.val.targets, b1.val.targets)
 
 
-def test_make_loader_is_seeded():
+def test_a_torch_dataloader_batches_a_split_and_its_workers_crop_differently():
+    """A split is a torch Dataset; with augmentation, each DataLoader worker reseeds from its own seed (the
+    dataset copied into two workers would otherwise replay the same crops)."""
+    from torch.utils.data import DataLoader
+
+    from core.data import Augmentation, InMemoryDataset
+
     b = load_dataset("moons", toy_size=100)
-    first = [y for _, y in make_loader(b.train, batch_size=32, shuffle=True, seed=7)]
-    again = [y for _, y in make_loader(b.train, batch_size=32, shuffle=True, seed=7)]
-    other = [y for _, y in make_loader(b.train, batch_size=32, shuffle=True, seed=8)]
-    assert [len(t) for t in first] == [32, 32, 32, 4]
-    assert all(torch.equal(a, c) for a, c in zip(first, again))
-    assert not all(torch.equal(a, c) for a, c in zip(first, other))
+    assert [len(y) for _, y in DataLoader(b.train, batch_size=32)] == [32, 32, 32, len(b.train) - 96]
+    same = torch.zeros(8, 3, 32, 32) + torch.arange(32.0)  # every item alike: only the crop tells them apart
+    data = InMemoryDataset(same, torch.zeros(8, dtype=torch.long), Augmentation(pad=4, flip=True))
+    loader = DataLoader(data, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(0))
+    first, second = (x for x, _ in loader)  # one batch from each worker
+    assert not torch.equal(first, second)
 
 
 # -------------------------------------------------------------------- standard formats on written fixtures
@@ -543,7 +548,7 @@ def test_augmentation_changes_train_only(tmp_path):
     # Seeded: a fresh bundle replays the same crops.
     again = load_dataset("cifar10", tmp_path, val_fraction=0.2, augment=True)
     assert all(torch.equal(again.train[i][0], items[i]) for i in range(len(items)))
-    batch = next(iter(make_loader(b.train, batch_size=8)))
+    batch = next(iter(torch.utils.data.DataLoader(b.train, batch_size=8)))
     assert batch[0].shape == (8, 3, 32, 32)
 
 

@@ -13,10 +13,10 @@ cifar10 cifar100 svhn   image32     pickles / .mat files in a data folder, or to
 
 Example::
 
-    from core.data import load_dataset, make_loader
+    from torch.utils.data import DataLoader
+    from core.data import load_dataset
     bundle = load_dataset("digits", split_seed=0)          # 7,000 / 1,000 / 2,000, offline
-    loader = make_loader(bundle.train, batch_size=128, shuffle=True, seed=0)
-    x, y = next(iter(loader))                              # (128, 1, 28, 28) float32, (128,) int64
+    x, y = next(iter(DataLoader(bundle.train, batch_size=128, shuffle=True)))  # (128, 1, 28, 28), (128,)
 
 Command line: ``python -m core.data NAME [--data-dir DIR] [--download]`` loads NAME (fetching it when
 asked) and prints its summary; ``python -m core.data --list`` shows which sets are available here.
@@ -30,7 +30,6 @@ from .bundle import (
     balanced_order,
     load_dataset,
     load_digits,
-    make_loader,
     random_crop_flip,
     stratified_split,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "is_available",
     "load_dataset",
     "load_digits",
-    "make_loader",
     "make_toy",
     "random_crop_flip",
     "stratified_split",

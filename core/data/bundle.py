@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
 from ..checks import check_positive_int
 from .formats import Split
@@ -169,9 +169,11 @@ class Augmentation:
 class InMemoryDataset(Dataset):
     """Inputs (N, *input_shape) float32 and targets (N,) int64 held as tensors.
 
-    With an ``augmentation`` each item is randomly cropped / flipped on access, from the dataset's own
-    seeded generator (``make_loader`` reseeds it per DataLoader worker, so workers do not repeat each other).
-    The tensors ``inputs`` and ``targets`` stay unaugmented and may be read directly for fast evaluation.
+    A torch ``Dataset``: ``DataLoader(bundle.train, batch_size=128, shuffle=True)`` batches it for a loop of
+    one's own (core's ``Trainer`` indexes the tensors directly, faster). With an ``augmentation`` each item is
+    randomly cropped / flipped on access, from the dataset's own seeded generator; in a DataLoader worker it
+    is reseeded from the worker's seed, so workers do not replay each other's crops. The tensors ``inputs``
+    and ``targets`` stay unaugmented and may be read directly for fast evaluation.
     """
 
     def __init__(
@@ -184,9 +186,7 @@ class InMemoryDataset(Dataset):
         self.augmentation = augmentation
         self._fill = torch.tensor(augmentation.fill if augmentation else (), dtype=inputs.dtype)
         self.generator = torch.Generator().manual_seed(seed)
-
-    def reseed(self, seed: int) -> None:
-        self.generator.manual_seed(seed)
+        self._worker_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -194,6 +194,10 @@ class InMemoryDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.inputs[index]
         if self.augmentation is not None:
+            worker = get_worker_info()
+            if worker is not None and worker.seed != self._worker_seed:  # this copy lives in a new worker
+                self._worker_seed = worker.seed
+                self.generator.manual_seed(worker.seed % 2**63)
             aug = self.augmentation
             x = random_crop_flip(x[None], aug.pad, aug.flip, self._fill, self.generator)[0]
         return x, self.targets[index]
@@ -415,40 +419,6 @@ def _with_class_names(info: DatasetInfo, class_names: list[str]) -> DatasetInfo:
     return replace(info, class_names=tuple(class_names)) if len(class_names) == info.num_classes else info
 
 
-def _seed_worker(worker_id: int) -> None:
-    # DataLoader gives each worker a distinct seed drawn from the loader's generator every epoch; use it
-    # for the augmentation too, or every worker would replay the same crops.
-    info = get_worker_info()
-    if info is not None and isinstance(info.dataset, InMemoryDataset):
-        info.dataset.reseed(info.seed % 2**63)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int = 128,
-    shuffle: bool = False,
-    seed: int = 0,
-    num_workers: int = 0,
-    drop_last: bool = False,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """A DataLoader whose shuffling (and augmentation in workers) is fixed by ``seed``.
-
-    In-memory tensors need no worker processes, hence ``num_workers=0`` by default.
-    """
-    check_positive_int(batch_size, "batch_size", 1)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=num_workers,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
-        drop_last=drop_last,
-        pin_memory=pin_memory,
-    )
-
-
 __all__ = [
     "BALANCE_TOLERANCE",
     "DIGITS_ASSET",
@@ -458,7 +428,6 @@ __all__ = [
     "balanced_order",
     "load_dataset",
     "load_digits",
-    "make_loader",
     "random_crop_flip",
     "stratified_split",
 ]
