@@ -23,7 +23,7 @@ if [ "$GPUS" -lt 1 ]; then
 fi
 
 log "1/4 CUDA tests"
-"$PY" -m pytest -q tests/test_solvers.py -k cuda 2>&1 | tee "$OUT/cuda_tests.txt" | tail -3
+"$PY" -m pytest -q tests/core/test_solvers.py -k cuda 2>&1 | tee "$OUT/cuda_tests.txt" | tail -3
 
 log "2/4 paper-cifar10, 50 bf16 steps on random CIFAR-shaped data"
 rm -rf "$OUT/bf16-run"

@@ -10,10 +10,10 @@ from core.data import sources
 
 @pytest.fixture(autouse=True, scope="session")
 def no_installed_datasets(tmp_path_factory):
-    """The suite never depends on what happens to be installed (issue 22): the user's data folder and the
+    """The suite never depends on what happens to be installed: the user's data folder and the
     system data folders (/usr/share/datasets, where Debian's ``dataset-fashion-mnist`` goes) are replaced by
     empty ones for this process and every subprocess it starts. A test that needs a file-backed set writes
-    its own small files (tests/test_data.py) and passes their folder."""
+    its own small files (tests/core/test_data.py) and passes their folder."""
     empty = tmp_path_factory.mktemp("no-datasets")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(sources.DATA_ENV, str(empty))
@@ -29,3 +29,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every browser test is slow (a Chromium and a served app each): ``-m "not slow"`` leaves them out."""
+    browser = config.rootpath / "tests" / "browser"
+    for item in items:
+        if browser in item.path.parents:
+            item.add_marker(pytest.mark.slow)

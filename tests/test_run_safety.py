@@ -1,7 +1,6 @@
 """Run folders and the files people hand the tools: what a run measured is said, a finished run is never
 overwritten or mixed with another, a torn line loses no event, a checkpoint never says where data comes
-from, links never lead out of the runs folder, and a hostile file or path is a clear message (issue 13,
-items 7-12)."""
+from, links never lead out of the runs folder, and a hostile file or path is a clear message."""
 
 from __future__ import annotations
 
@@ -76,7 +75,7 @@ def test_out_refuses_a_folder_that_is_not_empty_unless_told(tmp_path, capsys):
     assert train(out) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     run_files = {"config.json", "metrics.jsonl", "summary.json", "checkpoint.pt"}
-    # ... and TensorBoard's event file, where the optional package is installed (issue 18, item 10).
+    # ... and TensorBoard's event file, where the optional package is installed.
     assert set(before) - {p.name for p in RunDir(out).event_files()} == run_files
     with pytest.raises(SystemExit) as exit_info:
         train(out, "--lr", "0.002")

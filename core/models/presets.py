@@ -26,7 +26,7 @@ _POINTS_ODE = ODE_RECIPES[PAPER_ODE_RECIPE]
 # keep dopri5: the Playground shows how a NODE's adaptive NFE grows where its trajectories must squeeze.
 _IMAGE_ODE = ODE_RECIPES[FAST_ODE_RECIPE]
 
-# Hidden widths on points, matched to the NODE's 328 parameters (see tests/test_models.py).
+# Hidden widths on points, matched to the NODE's 328 parameters (see tests/core/test_models.py).
 _POINTS = {
     "node": dict(hidden=64),
     "anode": dict(hidden=45, augment_dim=1),

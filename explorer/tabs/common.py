@@ -273,7 +273,7 @@ class Tab:
 
 # ----------------------------------------------------------------------------------------------- the page
 
-# How events share the server (issue 11: one tab's slow work must never hold up another tab's clicks). Gradio
+# How events share the server (one tab's slow work must never hold up another tab's clicks). Gradio
 # runs each handler in a worker thread, in a queue per concurrency group: events with the same
 # ``concurrency_id`` share that group's slots, server-wide, and wait in line for them; an event without one is
 # a group of its own. So the work is sorted by how long it can take, and each kind gets its own slots:

@@ -46,7 +46,7 @@ def test_load_mode_is_bounded(capsys):
 
 @pytest.mark.slow
 def test_load_two_sessions_answer_and_leave_nothing_behind(monkeypatch):
-    """Issue 11: two gradio_client sessions for 4 s on a loopback server; every request answered, and the
+    """Two gradio_client sessions for 4 s on a loopback server; every request answered, and the
     process's Python threads back to the baseline once every session and client is closed."""
     # The clients' heartbeat threads end at the server's next heartbeat line (15 s by default): 1 s here.
     monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "1")

@@ -1,4 +1,4 @@
-"""TensorBoard (issue 18, item 10): every run the trainer records (CLI, app, study) is also an event file in
+"""TensorBoard: every run the trainer records (CLI, app, study) is also an event file in
 its run folder, holding the numbers of its ``metrics.jsonl``; without the optional package nothing changes."""
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ def start(*args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_twenty_kills_resume_to_the_uninterrupted_run(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert subprocess.run([sys.executable, "-m", "core.train", *ARGS, "--out", str(ref)]).returncode == 0

@@ -116,6 +116,7 @@ def test_bad_values_leave_the_session_usable(app):
     assert "batch size must be" in out[2]
 
 
+@pytest.mark.slow
 def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     demo, url = app
     c = client(url)
@@ -142,7 +143,7 @@ def test_train_run_is_saved_listed_and_opens_in_the_lab(app):
     # Compare: the run is in the table (this tab started it), its curves are drawn, the table exports.
     table, picked, curves, _, message = c.predict("this tab's runs", [], api_name="/compare_refresh")
     assert [r[0] for r in table["data"]] == [rows[0][0]] and "1 run" in message
-    assert "value" not in picked  # a refresh lists the runs; the ticks stay the user's (issue 18)
+    assert "value" not in picked  # a refresh lists the runs; the ticks stay the user's
     assert rows[0][0] in curves["plot"]  # nothing ticked: the newest run's curves
     # Ticking runs in the picker redraws the overlay (it failed on an input it did not take: the filter).
     curves, _ = c.predict("this tab's runs", [rows[0][0]], "", api_name="/compare_select")
@@ -162,8 +163,9 @@ def _wait_until_processing(job, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_slow_work_in_one_session_never_delays_another_sessions_clicks(app):
-    """Issue 11: a long sweep in one tab and a memory measurement in another (beside it, or queued behind it
+    """A long sweep in one tab and a memory measurement in another (beside it, or queued behind it
     on a small CPU); a third tab's clicks, ticks and menus are answered within about a second meanwhile."""
     _, url = app
     a, b, c = client(url), client(url), client(url)

@@ -490,7 +490,7 @@ def test_the_homoode_field_follows_the_official_order():
     assert field.drop.mask is not None and bool((field.drop.mask == 0).any())
     expected = field.norm2(field.conv2(torch.relu(field.norm1(field.conv1(z))) + x) * field.drop.mask)
     torch.testing.assert_close(field(z, x), expected, rtol=0, atol=0)
-    # The other order (ours until issue 13) differs: the test can tell them apart.
+    # The other order (ours once) differs: the test can tell them apart.
     other = field.norm2(field.conv2(torch.relu(field.norm1(field.conv1(z)))) * field.drop.mask + x)
     assert float((field(z, x) - other).detach().abs().max()) > 1e-2
     # Unconditioned (NODE / ANODE): no condition, no dropout.
@@ -498,7 +498,7 @@ def test_the_homoode_field_follows_the_official_order():
     torch.testing.assert_close(plain(z), plain.norm2(plain.conv2(torch.relu(plain.norm1(plain.conv1(z))))))
 
 
-# ---------------------------------------------------------------- the contractive DEQ cell (issue 20)
+# ---------------------------------------------------------------- the contractive DEQ cell
 
 
 def _conv_norm_by_power_iteration(weight: torch.Tensor, size: int, iters: int = 300) -> float:
@@ -606,6 +606,7 @@ def test_contractive_deq_implicit_gradient_matches_unrolled_backprop():
     assert implicit["block.cell.conv1.weight"].norm() > 0  # the normalisation's own gradient is in there
 
 
+@pytest.mark.slow
 def test_the_default_deq_converges_on_every_training_step_of_a_short_run():
     """The image DEQ's default (contractive cell, Anderson, tol 1e-4, cap 30) meets both tolerances on every
     step of 25 steps of batch 64 on digits; the GroupNorm cell misses them within the same run length

@@ -7,66 +7,25 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
-from pathlib import Path
-from urllib.parse import urlparse
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
-import torch
+from browser_support import ARGS, ARTIFACTS, CHROMIUM, LOOPBACK, PageLog, built_app, playwright_api, write_fake_run
 
-CHROMIUM = os.environ.get("EXPLORER_CHROMIUM", "/usr/bin/chromium")
-playwright_api = pytest.importorskip("playwright.sync_api", reason="PyPI package 'playwright' is not installed")
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
-
-from explorer.app import build_app  # noqa: E402
-from explorer.server import CHROMIUM_ARGS as ARGS  # noqa: E402  (one list of offline-safe flags)
-from explorer.server import serve  # noqa: E402
-from explorer.tabs.playground import PLAYGROUND_IDLE_PAUSE  # noqa: E402
-
-ARTIFACTS = Path(os.environ.get("EXPLORER_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts/explorer"))
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+from explorer.server import serve
+from explorer.tabs.playground import PLAYGROUND_IDLE_PAUSE
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    app = build_app(tmp_path_factory.mktemp("runs"), device="cpu")
-    yield app
-    app.explorer.registry.close_all()
-    app.close()
-    torch.set_num_threads(old)
+    yield from built_app(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
 def server(demo):
     return serve(demo)
-
-
-class PageLog:
-    """Console errors, failed requests and every host the page talked to."""
-
-    def __init__(self, page):
-        self.errors: list[str] = []
-        self.failed: list[tuple[str, str]] = []
-        self.hosts: set[str] = set()
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: self.failed.append((r.url, r.failure or "")))
-        page.on("request", self._request)
-
-    def _request(self, request) -> None:
-        url = urlparse(request.url)
-        if url.scheme in ("http", "https", "ws", "wss"):
-            self.hosts.add(url.hostname or "")
-
-    def real_failures(self) -> list[tuple[str, str]]:
-        # Gradio's client aborts its own server-sent-event stream when no event is pending: not a failure.
-        return [(u, f) for u, f in self.failed if not ("/gradio_api/queue/data" in u and "ERR_ABORTED" in f)]
 
 
 @pytest.fixture
@@ -480,73 +439,14 @@ X_TITLES = (
 )
 
 
-def write_fake_run(folder: Path) -> None:
-    """A finished run folder as core.train writes it (config, metrics, summary), without training."""
-    import json
-
-    import core
-
-    folder.mkdir(parents=True)
-    model = core.preset("image28-homoode").to_dict()
-    (folder / "config.json").write_text(json.dumps({"model": model, "dataset": "digits", "device": "cpu"}))
-    lines = []
-    for k in range(1, 21):
-        lines.append(
-            {
-                "kind": "step",
-                "step": k,
-                "epoch": 0,
-                "loss": 2.3 / k**0.5,
-                "train_acc": min(0.95, 0.1 * k),
-                "nfe_forward": 8,
-                "nfe_backward": 0,
-                "residual": None,
-                "start_loss": None,
-                "lr": 2e-3,
-                "peak_memory_bytes": 300 * 2**20,
-                "graph_bytes": 12 * 2**20,
-                "step_seconds": 0.2,
-                "wall_seconds": 0.2 * k,
-            }
-        )
-        if k % 10 == 0:
-            lines.append(
-                {
-                    "kind": "eval",
-                    "step": k,
-                    "epoch": 0,
-                    "split": "val",
-                    "loss": 1.0,
-                    "accuracy": 0.04 * k,
-                    "nfe_forward": 8.0,
-                    "is_best": True,
-                    "seconds": 0.5,
-                }
-            )
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
-    summary = {
-        "params": 40874,
-        "steps": 20,
-        "test_accuracy": 0.79,
-        "best_val_accuracy": 0.8,
-        "mean_nfe_forward": 8.0,
-        "mean_nfe_backward": 0.0,
-        "peak_memory_bytes": 300 * 2**20,
-        "peak_graph_bytes": 12 * 2**20,
-        "seconds": 4.0,
-        "stopped": False,
-    }
-    (folder / "summary.json").write_text(json.dumps(summary))
-
-
-# ------------------------------------------------------------------ issue 18: data safety and correctness
+# ------------------------------------------------------------------ data safety and correctness
 
 TICKED = "() => Array.from(document.querySelectorAll('#compare-runs input')).filter(i => i.checked).map(i => i.name)"
 LISTED = "() => Array.from(document.querySelectorAll('#compare-runs input')).map(i => i.name)"
 
 
 def test_compare_ticks_survive_refreshes_and_delete_takes_exactly_them(server, demo, page, monkeypatch):
-    """Item 1: a tick made while a refresh is on its way survives it, nothing is ticked for the user, and
+    """A tick made while a refresh is on its way survives it, nothing is ticked for the user, and
     "Delete picked runs" lists and deletes exactly the runs ticked (it deleted the tab's own runs, pre-ticked
     by a refresh that had also unticked the user's pick)."""
     import threading
@@ -638,7 +538,7 @@ def inked_columns(pg) -> int:
 
 
 def test_solver_lab_shows_and_solves_the_drawing_on_the_canvas(server, page):
-    """Item 2: while the canvas holds a drawing, the input picture is the drawing as the model sees it (no
+    """While the canvas holds a drawing, the input picture is the drawing as the model sees it (no
     true class) and "Solve with every solver" solves it; clearing the canvas goes back to the dataset input."""
     from core.data import load_dataset
 
@@ -699,7 +599,7 @@ MODELS_TICKED = "() => Array.from(document.querySelectorAll('#pg-models input'))
 
 
 def test_playground_puts_a_refused_change_back_and_takes_the_next(server, page):
-    """Item 4: a 4th model ticked is refused, named and unticked; a later change to another field is made."""
+    """A 4th model ticked is refused, named and unticked; a later change to another field is made."""
     pg, log = page
     pg.goto(server + "?models=node,anode,homoode")
     pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)

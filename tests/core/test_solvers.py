@@ -734,7 +734,7 @@ def test_half_precision_residuals_do_not_underflow_to_zero(dtype):
 
 
 # ----------------------------------------------------------------------------------------------
-# Honesty: a failure is never reported as a success (issue 13, items 1-3)
+# Honesty: a failure is never reported as a success
 
 NO_FIXED_POINT = {"2z+1 (root -1, path singular at λ=1/2)": lambda z: 2 * z + 1, "z+1 (no root)": lambda z: z + 1}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = ("problem", "family", "method", "converged", "status", "nfe", "seconds", "abs_residual", "rel_residual")
 
 
@@ -33,6 +33,7 @@ def quick_run(tmp_path_factory):
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.slow
 def test_quick_records_have_required_fields(quick_run):
     payload, stdout = quick_run
     import core
@@ -83,6 +84,7 @@ def test_problem_filter_without_match_fails(capsys):
     assert "cos" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_throughput_records_images_per_second_on_the_cpu(tmp_path):
     out = tmp_path / "tp.json"
     proc = subprocess.run(
@@ -105,7 +107,7 @@ def test_throughput_records_images_per_second_on_the_cpu(tmp_path):
     assert bad.returncode == 2 and "--batches takes whole numbers" in bad.stderr
 
 
-# ------------------------------------------------------------------------------- ODE recipes (issue 20)
+# ------------------------------------------------------------------------------- ODE recipes
 
 
 def test_image_models_train_with_the_fast_recipe_and_the_paper_solver_is_one_flag_away():
@@ -160,6 +162,7 @@ def test_recipes_table_compares_each_recipe_with_the_papers_on_the_same_model():
     assert "| homoode-fixed | rk4x2 | 2 | 90.10 ± 0.14 | 8.0 | 36 | 0.24× | -6.40 (beyond noise) |" in table
 
 
+@pytest.mark.slow
 def test_recipes_grid_trains_a_cell_once_and_skips_it_when_run_again(tmp_path):
     argv = [sys.executable, "-m", "core.bench", "recipes", "--datasets", "digits", "--models", "homoode-fixed",
             "--recipes", "rk4x1", "--seeds", "0", "--steps", "2", "--test-limit", "20", "--eval-batches", "1",

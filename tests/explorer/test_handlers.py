@@ -448,7 +448,7 @@ def test_handlers_lab_compares_every_solver(explorer):
 
 
 def test_a_sweep_counts_its_settings_and_the_page_shows_the_count(explorer, tmp_path):
-    """Issue 18, item 6: the progress overlay said "0.2 s" for a 9 s sweep (gradio's guess from earlier calls).
+    """The progress overlay once said "0.2 s" for a 9 s sweep (gradio's guess from earlier calls).
     The sweep and the memory measurement count their work, and the page shows "done/total" from that count."""
     calls = []
     out = explorer.lab.sweep("s1", "fresh:image28-deq", "", "steps", 4, progress=lambda d, t: calls.append((d, t)))
@@ -568,7 +568,7 @@ def test_launch_flags_and_loopback_warning():
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("launch", Path(__file__).resolve().parents[1] / "launch.py")
+    spec = importlib.util.spec_from_file_location("launch", Path(__file__).resolve().parents[2] / "launch.py")
     launch = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch)
     args = launch.build_parser().parse_args([])
@@ -612,7 +612,7 @@ def test_the_train_tab_says_when_deq_steps_missed_their_tolerance():
         st.join()
 
 
-# ------------------------------------------------------------------ issue 18, item 3: one setting, one rule
+# ------------------------------------------------------------------ one setting, one rule
 
 TRAIN_FORM = dict(dataset="digits", family="deq", preset="auto", steps=50, batch_size=8, lr=2e-3, ode_method="rk4",
                   n_steps=2, tol=1e-3, deq_solver="anderson", device="cpu", train_limit=32, epochs=None)  # fmt: skip
@@ -686,7 +686,7 @@ def test_core_checks_say_empty_for_a_blank_and_read_typed_numbers():
             checks.STEPS.check(blank, "steps")
 
 
-# ------------------------------------------------------------------ issue 18, item 4: the form says what is in force
+# ------------------------------------------------------------------ the form says what is in force
 
 
 def test_a_refused_playground_change_is_put_back_and_named(explorer):

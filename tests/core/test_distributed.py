@@ -39,6 +39,7 @@ def step_rows(run: Path) -> list[int]:
     return [row["step"] for row in RunDir(run).events() if row["kind"] == "step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
 def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path, method):
     """HomoODE on the bundled digits with batch norm in its features and head (global-batch statistics on
@@ -118,6 +119,7 @@ def kill_after_first_checkpoint(out: Path, ranks: int, *args: str) -> None:
     assert (out / "checkpoint.pt").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks_after", [1, 2])
 def test_a_killed_two_rank_run_resumes_with_any_number_of_ranks(tmp_path, ranks_after):
     args = ("--model", "homoode", "--dataset", "circles", "--steps", "300", "--batch-size", "32", "--eval-every", "4",

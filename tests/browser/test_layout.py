@@ -1,5 +1,5 @@
-"""The page's layout on a phone (390 x 844) and on a wide screen (1440 x 900), measured in Chromium: issue 18,
-items 7 and 8 ("what a new user meets"). Each test failed before its fix.
+"""The page's layout on a phone (390 x 844) and on a wide screen (1440 x 900), measured in Chromium: what a new
+user meets first. Each test failed before its fix.
 
 Screenshots go to ``test-artifacts/explorer/layout-*.png`` for a person to look at.
 """
@@ -14,10 +14,8 @@ import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
-import torch
-from test_explorer_browser import ARGS, ARTIFACTS, CHROMIUM, PageLog, playwright_api, write_fake_run
+from browser_support import ARGS, ARTIFACTS, CHROMIUM, PageLog, built_app, playwright_api, write_fake_run
 
-from explorer.app import build_app  # noqa: E402
 from explorer.server import serve  # noqa: E402
 
 PHONE = (390, 844)
@@ -46,16 +44,10 @@ def write_layout_run(folder) -> None:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
     runs = tmp_path_factory.mktemp("runs")
     for name in RUNS:
         write_layout_run(runs / name)
-    app = build_app(runs, device="cpu")
-    yield app
-    app.explorer.registry.close_all()
-    app.close()
-    torch.set_num_threads(old)
+    yield from built_app(runs)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +135,7 @@ def wait_for_plot(page, elem: str, predicate: str = "d.data && d.data.length > 0
     )
 
 
-# ------------------------------------------------------------------ item 7: a phone
+# ------------------------------------------------------------------ a phone
 
 
 def test_every_tab_is_one_tap_away_on_a_phone(browser, server):
@@ -275,7 +267,7 @@ def test_the_solver_labs_placeholders_are_whole_on_a_phone(browser, server):
         page.locator("#lab-sweep-plot").screenshot(path=ARTIFACTS / "layout-phone-sweep-placeholder.png")
 
 
-# ------------------------------------------------------------------ item 8: a wide screen
+# ------------------------------------------------------------------ a wide screen
 
 
 def test_the_runs_table_shows_every_column_on_a_wide_page(browser, server):

@@ -57,6 +57,7 @@ def tiny_study(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_run_folders_and_a_report(tiny_study):
     record = json.loads((tiny_study / "study.json").read_text())
     assert record["runs"] == NAMES and record["seeds"] == [0, 1] and record["commands"] == ["pytest tiny"]
@@ -198,7 +199,7 @@ def test_selection_on_validation_is_the_first_best_validation_row():
 
 
 def test_the_report_says_what_the_study_planned_and_lists_its_commands(tmp_path):
-    """Issue 18, item 9: "2 planned (1 dataset(s) × seeds 0 × variants)" named no variant count, and the
+    """Once, "2 planned (1 dataset(s) × seeds 0 × variants)" named no variant count, and the
     commands ended on a lone "."."""
     run = (0.9, 10.0, 0.9, (0.8, 0.7), 5, _vals(0.9))
     _write_study(tmp_path / "s", {"digits-node-s0": run, "digits-homoode-learned-s0": run})
@@ -344,7 +345,7 @@ def test_the_standard_preset_plans_42_runs_of_1000_steps():
         "node", "anode", "deq", "homoode-learned", "homoode-fixed", "homoode-adjoint", "homoode-fast",
     ]  # fmt: skip
     deq = next(s for s in specs if s.variant == "deq").config.model
-    assert deq.cell == "contractive"  # the DEQ whose solves converge (issue 20)
+    assert deq.cell == "contractive"  # the DEQ whose solves converge
 
 
 def test_log_axes_tick_at_1_2_5_times_powers_of_ten():
@@ -384,6 +385,7 @@ def test_a_study_reads_the_same_from_its_committed_files_alone(tiny_study, tmp_p
     assert tables(S.render_markdown(small)) == tables(S.render_markdown(full))
 
 
+@pytest.mark.slow
 def test_jobs_run_each_run_in_its_own_process_with_the_same_results(tiny_study, tmp_path):
     out = tmp_path / "jobs"
     outcomes = S.run_study(TINY, out, device="cpu", threads=1, log=lambda m: None, jobs=2)
@@ -415,7 +417,7 @@ def test_a_terminated_study_stops_the_runs_it_started(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "core.study", "--preset", "quick", "--datasets", "digits", "--seeds", "0",
            "--variants", "node", "deq", "--steps", "5000", "--out", str(out), "--jobs", "2"]  # fmt: skip
-    parent = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(_processes_mentioning(f"{out}\x00--run-one")) < 2:
@@ -455,7 +457,7 @@ def test_the_published_reports_match_their_committed_runs():
     tables must be what those files give today (so the published numbers cannot drift from the data)."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for folder, doc in (("studies/standard", "docs/study.md"), ("studies/quick", "docs/study-quick.md")):
         assert (root / folder / "study.json").is_file(), f"{folder} is not committed"
         tables = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
@@ -499,6 +501,7 @@ def test_report_only_needs_a_study(tmp_path, capsys):
     assert exit_info.value.code == 2 and "holds no study" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_report_only_rewrites_the_report_from_the_folders(tiny_study, tmp_path, capsys):
     report = tmp_path / "docs" / "study.md"
     assert main(["--report-only", "--out", str(tiny_study), "--report", str(report)]) == 0

@@ -105,6 +105,7 @@ def test_a_deq_run_never_trains_a_homoode_preset(tmp_path):
 # ------------------------------------------------------------------ 3. Playgrounds and the training cap
 
 
+@pytest.mark.slow
 def test_open_playgrounds_do_not_block_image_runs(tmp_path):
     ex = Explorer(tmp_path, autoplay=True, max_trainings=1)
     try:
@@ -159,6 +160,7 @@ def test_a_hidden_page_tick_neither_redraws_nor_keeps_playing(tmp_path):
 # ------------------------------------------------------------------ 10. only the visible tab polls
 
 
+@pytest.mark.slow
 def test_only_the_selected_tab_polls(tmp_path):
     ex = Explorer(tmp_path, autoplay=False)
     try:
@@ -253,6 +255,7 @@ def test_blank_train_fields_are_empty_not_defaults(tmp_path, field, label):
     assert TrainSettings.from_form(**{**TRAIN_FORM, "train_limit": None, "epochs": None}).train_limit is None
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_validation_does_not_say_step_none(tmp_path):
     # Stopping validates the last step first (core's Trainer.end, as the CLI does), so the model it reports
     # is a validated one; before, the page said "model of step None".
@@ -315,7 +318,7 @@ def test_direct_backprop_reads_as_backprop_not_zero():
 
 
 def test_direct_backprop_draws_no_backward_line(tmp_path):
-    """Issue 18, item 9: the table said "backprop (no solve)" while the chart drew a dotted backward line at
+    """The table once said "backprop (no solve)" while the chart drew a dotted backward line at
     0. A model without a backward solve has no backward curve, live (Playground, Train) or saved (Compare)."""
     from explorer.tabs.playground import PG_PANELS
 
@@ -345,6 +348,7 @@ def test_direct_backprop_draws_no_backward_line(tmp_path):
 # ------------------------------------------------------------------ 5. live changes are recorded
 
 
+@pytest.mark.slow
 def test_a_live_lr_change_is_an_event_in_the_run_folder_and_a_mark_on_the_curve(tmp_path):
     settings = TrainSettings(steps=50, batch_size=8, train_limit=32, eval_every=40, device="cpu", family="deq")
     st = SessionTrainer([Lane(settings.display_name, settings.train_config(), tmp_path)])
@@ -371,6 +375,7 @@ def test_a_live_lr_change_is_an_event_in_the_run_folder_and_a_mark_on_the_curve(
 # ------------------------------------------------------------------ 4. per-run memory
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_process_report_their_own_memory(tmp_path):
     small = TrainSettings(steps=5, batch_size=4, train_limit=32, device="cpu", family="homoode")
     large = TrainSettings(steps=5, batch_size=32, train_limit=64, device="cpu", family="homoode")
@@ -540,6 +545,7 @@ def test_drawing_runs_every_solver_and_refuses_non_digit_models(tmp_path):
 # ------------------------------------------------------------------ 13. defaults learn in about a minute
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, steps", [("circles", 200), ("moons", 200), ("crossing", 200), ("spirals", 600)])
 def test_playground_defaults_reach_a_good_boundary_in_about_a_minute(dataset, steps):
     """The page trains the default pair (NODE, HomoODE) at about 10 steps/s on this 2-core machine
@@ -623,6 +629,7 @@ def test_on_a_shared_server_a_tab_manages_only_its_own_runs(tmp_path):
     assert "Press **Delete picked runs** again" in ex.compare.delete("m", "all saved runs", ["someone-elses"]).message
 
 
+@pytest.mark.slow
 def test_a_run_is_live_from_its_start_until_its_summary_even_after_its_tab_closed(tmp_path):
     settings = TrainSettings(steps=3, batch_size=8, train_limit=32, eval_every=40, device="cpu", family="deq")
     st = SessionTrainer([Lane(settings.display_name, settings.train_config(), tmp_path / "r")])
@@ -660,7 +667,7 @@ def test_a_failed_run_leaves_the_live_set_once(tmp_path):
     assert folder.resolve() not in live_run_dirs()
 
 
-# ------------------------------------------------------------------ issue 18, item 2: what is solved is what is shown
+# ------------------------------------------------------------------ what is solved is what is shown
 
 
 def test_while_the_canvas_holds_a_drawing_the_lab_shows_and_solves_the_drawing(tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ def points_config(family: str = "homoode", **changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+@pytest.mark.slow
 def test_real_digits_training_lowers_loss_and_beats_chance():
     model = preset("image28-homoode").replace(ode=FAST_ODE, width=16, head_dim=32)
     cfg = TrainConfig(
@@ -86,6 +87,7 @@ def test_deq_steps_report_residual_and_backward_nfe():
     assert step.nfe_backward > 0 and step.graph_bytes > 0
 
 
+@pytest.mark.slow
 def test_every_step_says_whether_its_deq_solves_converged(tmp_path):
     # Converged: the residuals are under tol and the flag says so; the ODE families have no flag.
     events = list(train(points_config("deq", steps=2, eval_every=2)))
@@ -248,6 +250,7 @@ def test_cli_help_documents_every_option():
         assert flag in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_tiny_run_writes_its_files_and_resumes(tmp_path):
     out = tmp_path / "run"
     args = ["--model", "anode", "--dataset", "circles", "--steps", "4", "--eval-every", "2", "--out", str(out)]
@@ -327,8 +330,9 @@ def test_time_budget_ends_the_run_and_decays_the_rate():
     assert events[-2].kind == "eval" and events[-2].step == final.step  # the last step was validated
 
 
+@pytest.mark.slow
 def test_a_resumed_time_budget_goes_on_with_its_clock_and_its_schedule(tmp_path):
-    """Issue 19: a time-budgeted run interrupted after a checkpoint and resumed continues its cosine from the
+    """A time-budgeted run interrupted after a checkpoint and resumed continues its cosine from the
     time saved in the checkpoint and stops at its budget, not at the budget plus the time before the crash.
     The bounds hold on a busy machine: they compare clocks, never a step's speed."""
     budget = 4.0
@@ -584,6 +588,7 @@ def test_channels_last_trains_the_same_model_and_compile_falls_back_with_a_warni
     assert fallback.step().loss == pytest.approx(plain[0], rel=1e-5)  # trained eagerly
 
 
+@pytest.mark.slow
 def test_cli_guards_the_run_folder(tmp_path):
     run = tmp_path / "run"
     args = ["--model", "deq", "--dataset", "circles", "--steps", "2", "--device", "cpu", "--quiet", "--out", str(run)]

@@ -235,11 +235,11 @@ def test_compare_refresh_select_and_accuracy_points(runs):
     assert acc["node"].y[0] == pytest.approx(60.0) and acc["node"].x[0] == pytest.approx(30.0)
     assert acc["node"].marker.symbol == ("circle-open",)
     out = ex.compare.refresh("s1", "all saved runs", None)
-    assert out.runs == (names, KEEP)  # nothing ticked: the picks stay the user's (issue 18)
+    assert out.runs == (names, KEEP)  # nothing ticked: the picks stay the user's
     assert {t.legendgroup for t in out.curves.data} == set(names)  # the curves of the newest (up to 3)
     both = ex.compare.select("s1", "all saved runs", names).curves
     assert {t.legendgroup for t in both.data} == set(names)
-    # This tab started neither run: it says so, and how many there are in all (issue 18: it said "No saved
+    # This tab started neither run: it says so, and how many there are in all (it once said "No saved
     # runs yet" while two were listed under "all saved runs").
     mine = ex.compare.refresh("s1", "this tab's runs", None)
     assert mine.table == [] and mine.message.startswith("This tab has no saved runs yet (2 saved runs in ")
@@ -395,6 +395,7 @@ def test_rename_stays_inside_the_runs_directory(runs, tmp_path_factory):
     assert (outside / "victim" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_delete_asks_twice_and_never_a_run_still_training(runs):
     ex = Explorer(runs, autoplay=False)
     first = ex.compare.delete("d", "all saved runs", ["20260101-000000-a"])
@@ -425,7 +426,7 @@ def test_accuracy_points_carry_their_run_names():
     assert list(fig.data[0].texttemplate) == ["homoode-digits-ab…"] and "text" in fig.data[0].mode
 
 
-# ------------------------------------------------------------------ issue 18, item 1: the ticks are the user's
+# ------------------------------------------------------------------ the ticks are the user's
 
 
 def test_a_refresh_lists_the_runs_but_never_ticks_or_unticks_one(runs):
