@@ -20,8 +20,9 @@ from core.data import TOY_SETS
 from core.solvers import fit_pca
 from core.training import TrainConfig, Trainer
 
+from .pagebuffer import Snapshot
 from .plots import FlowView
-from .sessions import Lane, Snapshot, backward_cell
+from .sessions import Lane, backward_cell
 
 MAX_MODELS = 3  # side by side; more would not fit the page nor 2 CPU cores
 MAX_PLAYGROUND_STEPS = 100_000  # a toy run: at the animation's 30 steps a second, about an hour

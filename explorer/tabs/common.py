@@ -30,8 +30,9 @@ from core.data import DatasetUnavailable
 from core.training import CheckpointError
 
 from ..frames import FrameChannel
+from ..pagebuffer import Snapshot
 from ..plots import CURVE_X, NARROW_WIDTH, empty_figure, family_colors
-from ..sessions import CapacityError, Session, SessionRegistry, SessionTrainer, Snapshot
+from ..sessions import CapacityError, Session, SessionRegistry, SessionTrainer
 
 #: Exceptions that mean "the user asked for something that cannot be done", shown as a message.
 USER_ERRORS = (ValueError, DatasetUnavailable, CheckpointError, CapacityError)

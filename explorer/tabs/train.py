@@ -19,9 +19,10 @@ from core.data import dataset_info
 
 from .. import lab as lab_lib
 from ..imagetrain import DEVICES, TrainSettings, dataset_choices, live_changes, new_run_dir, presets_for
+from ..pagebuffer import Snapshot
 from ..plots import curves_figure, empty_figure
 from ..runs import RUN_COLUMNS, read_runs, run_rows
-from ..sessions import CapacityError, Lane, SessionTrainer, Snapshot, backward_cell
+from ..sessions import CapacityError, Lane, SessionTrainer, backward_cell
 from .common import (
     KEEP,
     RUN_COLUMN_WIDTHS,
