@@ -6,12 +6,12 @@ import doctest
 import json
 import math
 
-import problems as P
 import pytest
 import torch
 
 import core
 import core.solvers
+from core.bench import problems as P
 from core.solvers.base import REL_EPS
 from core.solvers.linear import JacobianAt, gmres, solve_shifted
 
