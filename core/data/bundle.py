@@ -326,48 +326,9 @@ def load_dataset(
         raise ValueError(f"augment=True is for the 32x32 colour sets ({colour}), not {name!r}")
 
     if info.kind == "toy":
-        check_positive_int(toy_size, "toy_size", 1)
-        n_val = round(toy_size * frac)
-        noise = TOY_SETS[name][0] if toy_noise is None else toy_noise
-        parts = [
-            make_toy(name, n, noise, seed=[split_seed, stream]) if n > 0 else _empty_points()
-            for stream, n in enumerate((toy_size, n_val, toy_size))
-        ]
-        tensors = [(torch.from_numpy(X), torch.from_numpy(y)) for X, y in parts]
-        if train_limit is not None:
-            tensors[0] = _subset(*tensors[0], train_limit, split_seed)
-        source = f"generated {name} ({TOY_SETS[name][2]}; noise {noise}, seed {split_seed})"
-        splits = {}
-        for key, (x, y) in zip(("train", "val", "test"), tensors):
-            order = torch.from_numpy(balanced_order(y.numpy(), _order_seed(key, split_seed)))
-            splits[key] = (x[order], y[order])
+        splits, source = _toy_splits(name, frac, split_seed, train_limit, toy_size, toy_noise)
     else:
-        if info.kind == "bundled":
-            train, test, note = load_digits()
-            source = f"bundled core/{DIGITS_ASSET} ({note})"
-        elif info.kind == "synthetic":
-            check_positive_int(toy_size, "toy_size", 1)
-            train, test = (_random_images(toy_size, info, [split_seed, 4 + k]) for k in range(2))
-            source = f"generated {name}: uniform noise, random labels ({toy_size} train, {toy_size} test)"
-        else:
-            train, test, class_names, source = load_files(name, data_dir, download)
-            info = _with_class_names(info, class_names)
-        (images, labels), (test_images, test_labels) = train, test
-        val_idx, train_idx = stratified_split(labels, round(len(labels) * frac), [split_seed, 0])
-        picks = {
-            "train": (images, labels, train_idx),
-            "val": (images, labels, val_idx),
-            "test": (test_images, test_labels, np.arange(len(test_labels))),
-        }
-        splits = {}
-        for key, (pool, pool_labels, idx) in picks.items():
-            y = pool_labels[idx]
-            if key == "train" and train_limit is not None and train_limit < len(y):
-                keep = stratified_split(y, train_limit, [split_seed, 1])[0]
-                idx, y = idx[keep], y[keep]
-            order = balanced_order(y, _order_seed(key, split_seed))
-            idx, y = idx[order], y[order]  # index once: the 32x32 sets are big
-            splits[key] = (_normalise(pool[idx], info.mean, info.std), torch.from_numpy(np.ascontiguousarray(y)))
+        splits, source, info = _image_splits(info, data_dir, frac, split_seed, train_limit, download, toy_size)
 
     augmentation = None
     if augment:
@@ -389,6 +350,71 @@ def load_dataset(
         split_seed=split_seed,
         **datasets,
     )
+
+
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _toy_splits(
+    name: str, frac: float, split_seed: int, train_limit: int | None, toy_size: int, toy_noise: float | None
+) -> tuple[Splits, str]:
+    """Generated train / val / test points (each from its own seed stream), each in balanced order."""
+    check_positive_int(toy_size, "toy_size", 1)
+    n_val = round(toy_size * frac)
+    noise = TOY_SETS[name][0] if toy_noise is None else toy_noise
+    parts = [
+        make_toy(name, n, noise, seed=[split_seed, stream]) if n > 0 else _empty_points()
+        for stream, n in enumerate((toy_size, n_val, toy_size))
+    ]
+    tensors = [(torch.from_numpy(X), torch.from_numpy(y)) for X, y in parts]
+    if train_limit is not None:
+        tensors[0] = _subset(*tensors[0], train_limit, split_seed)
+    source = f"generated {name} ({TOY_SETS[name][2]}; noise {noise}, seed {split_seed})"
+    splits = {}
+    for key, (x, y) in zip(("train", "val", "test"), tensors):
+        order = torch.from_numpy(balanced_order(y.numpy(), _order_seed(key, split_seed)))
+        splits[key] = (x[order], y[order])
+    return splits, source
+
+
+def _image_splits(
+    info: DatasetInfo,
+    data_dir: str | Path | None,
+    frac: float,
+    split_seed: int,
+    train_limit: int | None,
+    download: bool,
+    toy_size: int,
+) -> tuple[Splits, str, DatasetInfo]:
+    """An image set's train / val (stratified from the training files) / test splits, normalised, each in
+    balanced order; with the source and the info (class names from the files' own metadata)."""
+    if info.kind == "bundled":
+        train, test, note = load_digits()
+        source = f"bundled core/{DIGITS_ASSET} ({note})"
+    elif info.kind == "synthetic":
+        check_positive_int(toy_size, "toy_size", 1)
+        train, test = (_random_images(toy_size, info, [split_seed, 4 + k]) for k in range(2))
+        source = f"generated {info.name}: uniform noise, random labels ({toy_size} train, {toy_size} test)"
+    else:
+        train, test, class_names, source = load_files(info.name, data_dir, download)
+        info = _with_class_names(info, class_names)
+    (images, labels), (test_images, test_labels) = train, test
+    val_idx, train_idx = stratified_split(labels, round(len(labels) * frac), [split_seed, 0])
+    picks = {
+        "train": (images, labels, train_idx),
+        "val": (images, labels, val_idx),
+        "test": (test_images, test_labels, np.arange(len(test_labels))),
+    }
+    splits = {}
+    for key, (pool, pool_labels, idx) in picks.items():
+        y = pool_labels[idx]
+        if key == "train" and train_limit is not None and train_limit < len(y):
+            keep = stratified_split(y, train_limit, [split_seed, 1])[0]
+            idx, y = idx[keep], y[keep]
+        order = balanced_order(y, _order_seed(key, split_seed))
+        idx, y = idx[order], y[order]  # index once: the 32x32 sets are big
+        splits[key] = (_normalise(pool[idx], info.mean, info.std), torch.from_numpy(np.ascontiguousarray(y)))
+    return splits, source, info
 
 
 def _random_images(n: int, info: DatasetInfo, seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
