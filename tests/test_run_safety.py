@@ -38,7 +38,7 @@ def kinds(run: RunDir) -> list[tuple[str, int]]:
     return [(row["kind"], row["step"]) for row in run.events()]
 
 
-# ------------------------------------------------------------------ 7. --train-limit limits training only
+# ------------------------------------------------------------------ --train-limit limits training only
 
 
 def test_train_limit_shrinks_only_the_training_split():
@@ -67,7 +67,7 @@ def test_the_summary_records_every_limit_on_what_was_measured(tmp_path):
     assert full["val_examples_measured"] == full["val_examples"] == 200
 
 
-# ------------------------------------------------------------------ 8. --out never overwrites a run
+# ------------------------------------------------------------------ --out never overwrites a run
 
 
 def test_out_refuses_a_folder_that_is_not_empty_unless_told(tmp_path, capsys):
@@ -118,7 +118,7 @@ def test_the_app_always_trains_into_a_new_folder(tmp_path, monkeypatch):
     assert len(made) == 8 and len(set(made)) == 8 and all(p.is_dir() for p in made)
 
 
-# ------------------------------------------------------------------ 9. a torn last line loses no event
+# ------------------------------------------------------------------ a torn last line loses no event
 
 
 def test_an_append_after_a_torn_line_starts_on_a_new_line(tmp_path):
@@ -158,7 +158,7 @@ def _config(**changes) -> TrainConfig:
     return TrainConfig(model=model, dataset="circles", batch_size=32, steps=4, eval_every=2, device="cpu", **changes)
 
 
-# ------------------------------------------------------------------ 10. a checkpoint never says where data comes from
+# ------------------------------------------------------------------ a checkpoint never says where data comes from
 
 
 def test_resume_never_takes_download_or_data_dir_from_the_run(tmp_path, monkeypatch):
@@ -201,7 +201,7 @@ def test_resume_by_the_library_uses_the_defaults_too(tmp_path, monkeypatch):
     assert events[-1].kind == "finished" and seen == [(False, None)]
 
 
-# ------------------------------------------------------------------ 11. links never lead out of the runs folder
+# ------------------------------------------------------------------ links never lead out of the runs folder
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_the_runs_table_export_and_lab_stay_inside_the_runs_folder(planted, tmp_
     assert lab_lib.resolve_checkpoint("good", root) == (root / "good" / "checkpoint.pt").resolve()
 
 
-# ------------------------------------------------------------------ 12. hostile cells, paths and files
+# ------------------------------------------------------------------ hostile cells, paths and files
 
 
 def test_the_csv_export_quotes_every_formula_start(tmp_path):

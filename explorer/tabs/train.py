@@ -71,6 +71,8 @@ class TrainTab(CurvesTab):
             return TrainOut.failed(err)
         with session.lock:
             previous = session.train
+            # A run still in progress is stopped (and saved) by a new one: the message says so, with its step.
+            replaced = previous is not None and previous.state in ("running", "paused")
             if previous is not None and previous.running:
                 previous.pause()  # frees its slot under the cap; stopped (and saved) below
             out_dir = new_run_dir(self.ctx.runs_dir, settings, key)
@@ -89,6 +91,11 @@ class TrainTab(CurvesTab):
             session.add_run(trainer)
             session.run_dirs.append(out_dir)
         message = f"Started **{settings.display_name}**; saving to `{out_dir}`."
+        if replaced:
+            message += (
+                f" The run before it, **{previous.lanes[0].name}**, was stopped at step {previous.step_count:,} "
+                "and saved (open it in Compare)."
+            )
         return dataclasses.replace(self._view(key, force=True), message=message, timer=True)
 
     @staticmethod

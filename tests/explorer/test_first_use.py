@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -82,7 +83,7 @@ def wait_for(predicate, seconds: float = 10.0) -> bool:
     return False
 
 
-# ------------------------------------------------------------------ 2. the preset and the model agree
+# ------------------------------------------------------------------ the preset and the model agree
 
 
 def test_preset_menu_offers_only_presets_of_the_model_and_the_inputs():
@@ -102,7 +103,7 @@ def test_a_deq_run_never_trains_a_homoode_preset(tmp_path):
     assert settings.train_config().model.family == "deq" and "image28-deq" in settings.display_name
 
 
-# ------------------------------------------------------------------ 3. Playgrounds and the training cap
+# ------------------------------------------------------------------ Playgrounds and the training cap
 
 
 @pytest.mark.slow
@@ -119,6 +120,25 @@ def test_open_playgrounds_do_not_block_image_runs(tmp_path):
         assert "Playground previews do not count" in out.warning and "Train tab" in out.warning
     finally:
         close(ex, *"abcde")
+
+
+@pytest.mark.slow
+def test_a_new_run_says_that_it_stopped_and_saved_the_run_in_progress(tmp_path):
+    """Start new run while a run trains: the old run is stopped and saved, and the message says so (it said
+    only "Started ...", so a run seemed to vanish)."""
+    ex = Explorer(tmp_path, autoplay=False)
+    try:
+        first = ex.train.start("s", **{**TRAIN_FORM, "steps": 1000})
+        assert not first.warning and "The run before it" not in first.message
+        old_dir = ex.session("s").run_dirs[0]
+        second = ex.train.start("s", **TRAIN_FORM)
+        assert re.search(r"The run before it, \*\*.+\*\*, was stopped at step [\d,]+ and saved", second.message)
+        deadline = time.monotonic() + 120
+        while RunDir(old_dir).state() != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert RunDir(old_dir).state() == "stopped"  # saved with its summary, not lost
+    finally:
+        close(ex, "s")
 
 
 def test_a_playground_nobody_looks_at_pauses_itself_and_frees_its_slot():
@@ -157,7 +177,7 @@ def test_a_hidden_page_tick_neither_redraws_nor_keeps_playing(tmp_path):
         close(ex, "h")
 
 
-# ------------------------------------------------------------------ 10. only the visible tab polls
+# ------------------------------------------------------------------ only the visible tab polls
 
 
 @pytest.mark.slow
@@ -175,7 +195,7 @@ def test_only_the_selected_tab_polls(tmp_path):
         close(ex, "s")
 
 
-# ------------------------------------------------------------------ 6. errors from files and paths
+# ------------------------------------------------------------------ errors from files and paths
 
 
 def test_a_very_long_checkpoint_name_is_a_message_not_a_crash(tmp_path):
@@ -200,7 +220,7 @@ def test_a_file_that_is_not_a_checkpoint_never_shows_torch_advice(tmp_path):
     assert "weights_only" not in out.warning and "not a readable checkpoint" in out.warning
 
 
-# ------------------------------------------------------------------ 7. echoed input is cut
+# ------------------------------------------------------------------ echoed input is cut
 
 
 def test_short_repr_cuts_long_values_and_keeps_short_ones():
@@ -219,7 +239,7 @@ def test_long_values_are_not_echoed_in_full():
     assert len(common.alert("m" * 5000)) <= common.MAX_MESSAGE_CHARS + 3
 
 
-# ------------------------------------------------------------------ 8. one rule for numbers and blanks
+# ------------------------------------------------------------------ one rule for numbers and blanks
 
 
 def test_fractions_in_whole_number_fields_are_errors_not_rounded(tmp_path):
@@ -284,7 +304,7 @@ def test_a_fixed_input_clears_the_old_error_and_a_new_model_clears_the_old_sweep
         close(ex, "l")
 
 
-# ------------------------------------------------------------------ 9. the lab's model box
+# ------------------------------------------------------------------ the lab's model box
 
 
 def test_the_model_box_never_keeps_a_dropped_internal_key(tmp_path):
@@ -295,7 +315,7 @@ def test_the_model_box_never_keeps_a_dropped_internal_key(tmp_path):
     assert ex.lab.models("m", "fresh:image28-homoode").model[1] == "fresh:image28-homoode"
 
 
-# ------------------------------------------------------------------ 12. options that cannot work
+# ------------------------------------------------------------------ options that cannot work
 
 
 def test_cuda_is_offered_only_with_a_gpu():
@@ -345,7 +365,7 @@ def test_direct_backprop_draws_no_backward_line(tmp_path):
     assert {"node fwd", "deq fwd", "deq bwd"} <= names and "node bwd" not in names
 
 
-# ------------------------------------------------------------------ 5. live changes are recorded
+# ------------------------------------------------------------------ live changes are recorded
 
 
 @pytest.mark.slow
@@ -372,7 +392,7 @@ def test_a_live_lr_change_is_an_event_in_the_run_folder_and_a_mark_on_the_curve(
     assert list(read_metrics(tmp_path)["change_step"]) == [1, 2]  # the Compare tab reads them back
 
 
-# ------------------------------------------------------------------ 4. per-run memory
+# ------------------------------------------------------------------ per-run memory
 
 
 @pytest.mark.slow
@@ -392,7 +412,7 @@ def test_two_runs_in_one_process_report_their_own_memory(tmp_path):
     assert 4 < mb[1] / mb[0] < 12, mb
 
 
-# ------------------------------------------------------------------ 14. curves: smoothing, wall time, log
+# ------------------------------------------------------------------ curves: smoothing, wall time, log
 
 
 def test_smoothing_is_tensorboards_debiased_ema():
@@ -437,7 +457,7 @@ def test_curve_controls_redraw_the_tab_and_reject_bad_values(tmp_path):
     )
 
 
-# ------------------------------------------------------------------ 11. one colour per family
+# ------------------------------------------------------------------ one colour per family
 
 
 def test_one_colour_per_model_family_and_none_is_a_class_colour():
@@ -447,7 +467,7 @@ def test_one_colour_per_model_family_and_none_is_a_class_colour():
     assert not set(plots.FAMILY_COLORS.values()) & set(plots.CLASS_COLORS)
 
 
-# ------------------------------------------------------------------ 13. Playground: data and model controls
+# ------------------------------------------------------------------ Playground: data and model controls
 
 
 def test_playground_data_and_model_controls_reach_the_models():
@@ -494,7 +514,7 @@ def test_show_test_data_draws_the_test_points(tmp_path):
         close(ex, "t")
 
 
-# ------------------------------------------------------------------ 15. draw your own input
+# ------------------------------------------------------------------ draw your own input
 
 
 def canvas_from_digit(pixels: np.ndarray, size: int = 280) -> np.ndarray:
@@ -542,7 +562,7 @@ def test_drawing_runs_every_solver_and_refuses_non_digit_models(tmp_path):
         close(ex, "d")
 
 
-# ------------------------------------------------------------------ 13. defaults learn in about a minute
+# ------------------------------------------------------------------ defaults learn in about a minute
 
 
 @pytest.mark.slow
