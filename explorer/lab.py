@@ -29,10 +29,10 @@ from .plots import ResidualTrace
 
 #: Untrained presets offered when no run exists yet (labelled as such on the page).
 FRESH_PRESETS = ("image28-deq", "image28-deq-groupnorm", "image28-homoode", "image28-node")
-#: What the menu says beside a preset whose name does not tell the story.
+#: What the menu says beside a preset whose name does not tell the story (short: a menu cuts long labels).
 FRESH_NOTES = {
-    "image28-deq": "a contraction: every solver converges",
-    "image28-deq-groupnorm": "not a contraction: plain iteration struggles, homotopy does not",
+    "image28-deq": "contractive: all converge",
+    "image28-deq-groupnorm": "not contractive: homotopy helps",
 }
 #: Solvers compared on a DEQ, in display order.
 LAB_SOLVERS = ("fixed_point", "anderson", "broyden", "homotopy")
