@@ -35,6 +35,7 @@ prints "skipped (why)" and is null in the JSON, with its reason under "skipped".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -148,6 +149,28 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def missing_browser(chromium: str) -> str | None:
+    """Why no page can be opened here (no playwright, no Chromium), or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "no playwright"
+    return None if Path(chromium).is_file() or shutil.which(chromium) else f"no Chromium at {chromium}"
+
+
+@contextlib.contextmanager
+def fresh_page(chromium: str):
+    """A page (1400 x 1000) of a fresh headless Chromium with the offline-safe flags; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        finally:
+            browser.close()
+
+
 def measure_browser(
     url: str, seconds: float = 10.0, chromium: str = "/usr/bin/chromium", server_pid: int | None = None
 ) -> dict[str, float | None] | None:
@@ -156,35 +179,26 @@ def measure_browser(
     (everything: frames, gradio's events), the page's main-thread CPU and the server's CPU (``server_pid``,
     every thread: training included) in seconds a minute, and training steps a second. None without
     Chromium or playwright."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
+    if missing_browser(chromium):
         return None
-    if not (Path(chromium).is_file() or shutil.which(chromium)):
-        return None
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            started = time.perf_counter()
-            page.goto(url)
-            page.wait_for_selector("#pg-flow .js-plotly-plot", timeout=60_000)
-            first = page.evaluate(_PICTURE)
-            page.wait_for_function(f"(t) => ({_PICTURE})() !== t", arg=first, timeout=60_000)
-            animated = time.perf_counter() - started
-            time.sleep(2.0)
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Performance.enable")
-            cdp.send("Network.enable")
-            received = [0]
-            cdp.on("Network.dataReceived", lambda e: received.__setitem__(0, received[0] + e.get("dataLength", 0)))
-            busy, cpu, step = busy_seconds(cdp), _cpu(server_pid), _step(_text(page))
-            t0 = time.perf_counter()
-            pictures = page.evaluate(_COUNT_PICTURES, seconds * 1000)
-            elapsed = time.perf_counter() - t0
-            busy, cpu2, step2 = busy_seconds(cdp) - busy, _cpu(server_pid), _step(_text(page))
-        finally:
-            browser.close()
+    with fresh_page(chromium) as page:
+        started = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector("#pg-flow .js-plotly-plot", timeout=60_000)
+        first = page.evaluate(_PICTURE)
+        page.wait_for_function(f"(t) => ({_PICTURE})() !== t", arg=first, timeout=60_000)
+        animated = time.perf_counter() - started
+        time.sleep(2.0)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+        cdp.send("Network.enable")
+        received = [0]
+        cdp.on("Network.dataReceived", lambda e: received.__setitem__(0, received[0] + e.get("dataLength", 0)))
+        busy, cpu, step = busy_seconds(cdp), _cpu(server_pid), _step(_text(page))
+        t0 = time.perf_counter()
+        pictures = page.evaluate(_COUNT_PICTURES, seconds * 1000)
+        elapsed = time.perf_counter() - t0
+        busy, cpu2, step2 = busy_seconds(cdp) - busy, _cpu(server_pid), _step(_text(page))
     per_minute = 60.0 / elapsed
     return {
         "first_animation_s": animated,
@@ -485,12 +499,9 @@ def measure_page(
     ]
     figures: dict[str, Any] = dict.fromkeys(keys)
     skipped: dict[str, str] = {}
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return figures, dict.fromkeys(keys, "no playwright")
-    if not (Path(chromium).is_file() or shutil.which(chromium)):
-        return figures, dict.fromkeys(keys, f"no Chromium at {chromium}")
+    missing = missing_browser(chromium)
+    if missing:
+        return figures, dict.fromkeys(keys, missing)
 
     def attempt(names: list[str], fn):
         try:
@@ -508,14 +519,11 @@ def measure_page(
         figures[f"steps_{prefix}_at_visible_rate"] = rate * result["away_s"] if rate else None
         figures[f"state_on_return_{prefix}"] = result["state_on_return"]
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+    with fresh_page(chromium) as page:
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
             page.goto(url)
             page.wait_for_selector("#pg-flow .js-plotly-plot", timeout=60_000)
-            cdp = context.new_cdp_session(page)
+            cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
             visible = attempt(keys[:2], lambda: measure_cpu_visible(page, cdp, settle, window))
             rate = None
@@ -541,8 +549,6 @@ def measure_page(
             for key in keys:
                 if figures[key] is None:
                     skipped.setdefault(key, _why(err))
-        finally:
-            browser.close()
     return figures, skipped
 
 
