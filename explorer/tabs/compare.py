@@ -21,7 +21,8 @@ from core.models import INPUT_KINDS
 from core.training import RunDir
 
 from .. import plots, runs
-from ..sessions import CapacityError, live_run_dirs
+from ..sessions import CapacityError
+from ..worker import live_run_dirs
 from .common import (
     KEEP,
     RUN_COLUMN_WIDTHS,

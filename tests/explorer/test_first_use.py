@@ -32,13 +32,13 @@ from explorer.sessions import (
     TrainingGate,
     backward_cell,
     gradient_method,
-    live_run_dirs,
 )
 from explorer.tabs import common
 from explorer.tabs import train as train_tab
 from explorer.tabs.common import KEEP, Nav
 from explorer.tabs.playground import PlaygroundOut
 from explorer.tabs.train import TrainOut, TrainTab
+from explorer.worker import live_run_dirs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
