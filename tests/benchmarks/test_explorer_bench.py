@@ -3,6 +3,7 @@
 import pytest
 
 from benchmarks import explorer as bench
+from benchmarks import load
 
 
 def test_step_and_state_of_a_status():
@@ -29,11 +30,11 @@ def test_table_says_why_a_figure_was_skipped():
 
 
 def test_percentile_and_thread_multisets():
-    assert bench._percentile([], 50) is None
-    assert bench._percentile([0.3, 0.1, 0.2], 50) == 0.2
-    assert bench._percentile([float(i) for i in range(1, 101)], 95) == 95.0
-    assert bench._left_over(["A", "B", "B"], ["A", "B", "B", "B", "C"]) == ["B", "C"]
-    assert bench._left_over(["A", "B"], ["A"]) == []
+    assert load._percentile([], 50) is None
+    assert load._percentile([0.3, 0.1, 0.2], 50) == 0.2
+    assert load._percentile([float(i) for i in range(1, 101)], 95) == 95.0
+    assert load._left_over(["A", "B", "B"], ["A", "B", "B", "B", "C"]) == ["B", "C"]
+    assert load._left_over(["A", "B"], ["A"]) == []
 
 
 def test_load_mode_is_bounded(capsys):
@@ -50,7 +51,7 @@ def test_load_two_sessions_answer_and_leave_nothing_behind(monkeypatch):
     process's Python threads back to the baseline once every session and client is closed."""
     # The clients' heartbeat threads end at the server's next heartbeat line (15 s by default): 1 s here.
     monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "1")
-    r = bench.measure_load(sessions=2, seconds=4.0)
+    r = load.measure_load(sessions=2, seconds=4.0)
     assert r["errors"] == 0, r["error_samples"]
     assert r["answered"] >= 2 * 3  # load, play and at least one tick each
     assert 0 < r["latency_p50_s"] <= r["latency_p95_s"] <= r["latency_max_s"] < 10.0
@@ -60,5 +61,5 @@ def test_load_two_sessions_answer_and_leave_nothing_behind(monkeypatch):
     for key in ("rss_before_mb", "rss_loaded_mb", "rss_after_mb", "rss_peak_mb", "rss_growth_mb"):
         assert isinstance(r[key], float), key
     assert r["rss_before_mb"] > 0 and r["rss_peak_mb"] >= r["rss_after_mb"]
-    text = bench.load_table(r)
+    text = load.load_table(r)
     assert "| errors | 0 |" in text and "| answered requests |" in text
