@@ -6,6 +6,7 @@ import doctest
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -800,3 +801,18 @@ def test_stall_patience_is_an_option_with_a_checked_range():
     assert stats.status is core.Status.STALLED and stats.nfe == 6
     with pytest.raises(ValueError, match="patience must be an integer >= 1"):
         core.solve(lambda z: z, torch.zeros(1, 2), patience=0)
+
+
+# ----------------------------------------------------------------------------------------------- paths in a PCA basis
+
+
+def test_pca_gram_path_matches_svd():
+    from core.solvers import fit_pca
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 300)) @ np.diag(np.linspace(3, 0.1, 300))  # N < D: the Gram route
+    basis = fit_pca(x)
+    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    for i in range(2):
+        assert abs(abs(basis.components[i] @ vt[i]) - 1) < 1e-8  # same axes (up to sign)
+    np.testing.assert_allclose(basis.explained, (s[:2] ** 2) / (s**2).sum(), rtol=1e-8)

@@ -554,16 +554,6 @@ def test_updates_map_fields_to_their_components_and_keep_the_rest():
     assert page.updates(PlaygroundOut(flow="not wired here"), [status]) == [gr.skip()]
 
 
-def test_pca_gram_path_matches_svd():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(20, 300)) @ np.diag(np.linspace(3, 0.1, 300))  # N < D: the Gram route
-    basis = fit_pca(x)
-    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
-    for i in range(2):
-        assert abs(abs(basis.components[i] @ vt[i]) - 1) < 1e-8  # same axes (up to sign)
-    np.testing.assert_allclose(basis.explained, (s[:2] ** 2) / (s**2).sum(), rtol=1e-8)
-
-
 def test_launch_flags_and_loopback_warning():
     import importlib.util
     from pathlib import Path
