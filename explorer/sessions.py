@@ -173,7 +173,7 @@ class SessionTrainer(WorkerLoop):
             self.trainers = trainers
         self.buffer = PageBuffer(len(self.lanes), self.buffer.max_points)
         if not self._live:
-            _add_live_dirs(self.lanes)
+            _add_live_dirs(lane.out_dir for lane in self.lanes)
             self._live = True
         self.refresh_visual()
 

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only named in annotations: sessions imports this module
-    from .sessions import Lane
 
 #: Worker states, as shown on the page.
 READY, RUNNING, PAUSED, FINISHED, DIVERGED, STOPPED, FAILED = (
@@ -35,19 +32,19 @@ def live_run_dirs() -> set[Path]:
         return set(_LIVE_DIRS)
 
 
-def _add_live_dirs(lanes: list[Lane]) -> None:
+def _add_live_dirs(out_dirs: Iterable[Path | None]) -> None:
     with _LIVE_LOCK:
-        for lane in lanes:
-            if lane.out_dir is not None:
-                key = lane.out_dir.resolve()
+        for out_dir in out_dirs:
+            if out_dir is not None:
+                key = out_dir.resolve()
                 _LIVE_DIRS[key] = _LIVE_DIRS.get(key, 0) + 1
 
 
-def _forget_live_dirs(lanes: list[Lane]) -> None:
+def _forget_live_dirs(out_dirs: Iterable[Path | None]) -> None:
     with _LIVE_LOCK:
-        for lane in lanes:
-            if lane.out_dir is not None:
-                key = lane.out_dir.resolve()
+        for out_dir in out_dirs:
+            if out_dir is not None:
+                key = out_dir.resolve()
                 if _LIVE_DIRS.get(key, 0) <= 1:
                     _LIVE_DIRS.pop(key, None)
                 else:
@@ -211,5 +208,5 @@ class WorkerLoop:
         """Take this trainer's folders out of the live set, once (a failed worker and a later stop both
         end here; counting out twice would free a folder another trainer still writes to)."""
         if self._live:
-            _forget_live_dirs(self.lanes)
+            _forget_live_dirs(lane.out_dir for lane in self.lanes)
             self._live = False
