@@ -118,6 +118,9 @@ def test_link_sets_the_configuration_and_a_bad_value_shows_a_message(server, pag
     pg.goto(server + "?dataset=moons&models=deq,homoode&lr=0.02&seed=3")
     pg.wait_for_selector("#pg-flow .js-plotly-plot", timeout=30_000)
     pg.click("#pg-pause")
+    # Its answer first: quick events run side by side, and a late ❚❚ answer (message cleared) would otherwise
+    # wipe the refusal below off the page (seen once in a full run on a loaded machine).
+    pg.wait_for_function("() => document.querySelector('#pg-status').innerText.includes('paused')")
     status = pg.locator("#pg-status").inner_text()
     assert "DEQ" in status and "HomoODE" in status and "NODE\t" not in status
     link = pg.locator("#pg-link textarea").input_value()
