@@ -4,9 +4,10 @@ from .checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, 
 from .config import DEVICES, PRECISIONS, TrainConfig
 from .distributed import World, resolve_device
 from .events import ChangeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, json_safe
-from .loop import LIVE_SETTINGS, Divergence, Trainer, load_trainer, resume, train
+from .loop import LIVE_SETTINGS, Trainer, load_trainer, resume, train
 from .memory import SavedTensorMeter, peak_memory
 from .rundir import RUN_NAME, RunDir
+from .stepping import Divergence
 
 __all__ = [
     "DEVICES",
