@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import sys
 from pathlib import Path
@@ -290,10 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a run folder that cannot be made or written
         where = err.filename or args.out or args.resume
         parser.exit(2, f"{parser.prog}: error: cannot write the run folder {where}: {err.strerror or err}\n")
+    parallel = trainer.world.parallel and torch.distributed.is_initialized()
     try:
-        return _train(trainer, quiet=args.quiet)
+        code = _train(trainer, quiet=args.quiet)
+        if parallel:
+            # Every rank leaves together: rank 0 writes the summary last, and a rank that tore its process
+            # group down while the other still used it aborted at exit now and then (SIGABRT in gloo's threads).
+            torch.distributed.barrier()
+        return code
     finally:
-        if trainer.world.parallel and torch.distributed.is_initialized():
+        if parallel:
+            del trainer  # the DDP model and its reducer go before the process group they talk through
+            gc.collect()
             torch.distributed.destroy_process_group()
 
 
