@@ -357,10 +357,10 @@ def sweep_plan(family: str, kind: str) -> list[Budget]:
         raise ValueError(f"sweep kind must be 'tol' or 'steps', got {short_repr(kind)}")
     if family == "deq":
         values = DEQ_TOLS if kind == "tol" else DEQ_ITERS
-        return budgets(family, kind, values, ("fixed_point", "anderson", "broyden"), max_iter=50)
+        return budgets(kind, values, ("fixed_point", "anderson", "broyden"), max_iter=50)
     if kind == "steps":
-        return budgets(family, kind, ODE_STEPS, ("euler", "rk4"))
-    return budgets(family, kind, ODE_TOLS, ("dopri5",))
+        return budgets(kind, ODE_STEPS, ("euler", "rk4"))
+    return budgets(kind, ODE_TOLS, ("dopri5",))
 
 
 def sweep(

@@ -61,11 +61,9 @@ class Budget:
         return trained.with_solver_settings(ode_method=self.curve, n_steps=int(self.value))
 
 
-def budgets(
-    family: str, sweep: str, values: Sequence[float], curves: Sequence[str], max_iter: int = DEQ_MAX_ITER
-) -> list[Budget]:
-    """Every ``curve`` at every value of ``sweep``, curve by curve (``family`` only checks the curves' kind:
-    DEQ solvers for a DEQ, ODE methods otherwise)."""
+def budgets(sweep: str, values: Sequence[float], curves: Sequence[str], max_iter: int = DEQ_MAX_ITER) -> list[Budget]:
+    """Every ``curve`` (DEQ solvers for a DEQ, ODE methods otherwise) at every value of ``sweep``, curve by
+    curve."""
     return [Budget(curve, sweep, value, max_iter) for curve in curves for value in values]
 
 

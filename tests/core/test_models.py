@@ -653,9 +653,7 @@ def test_a_budget_sets_the_nfe_it_names_and_the_model_gets_its_settings_back():
     ):
         model = build_model(preset(f"points-{family}")).eval()
         before = solver_settings(model)
-        points = budget_curve(
-            model, budgets(family, "steps", (1, 2, 3), curves), lambda: accuracy_and_nfe(model, x, y, 16)
-        )
+        points = budget_curve(model, budgets("steps", (1, 2, 3), curves), lambda: accuracy_and_nfe(model, x, y, 16))
         assert [(p.curve, p.value, got["nfe"]) for p, got in points] == [
             (c, n, float(per_step[c] * n)) for c in curves for n in (1, 2, 3)
         ]
