@@ -34,6 +34,7 @@ def cli_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("--seed 2**70", [*BASE, "--seed", str(2**70)]),
         ("--grad-clip nan", [*BASE, "--grad-clip", "nan"]),
         ("--batch-size 1000000000", [*BASE, "--batch-size", "1000000000"]),
+        ("--batch-size 2000 (the split has 1,000)", [*BASE, "--batch-size", "2000"]),
         ("--lr -1", [*BASE, "--lr", "-1"]),
         ("--tol 0", [*BASE, "--tol", "0"]),
         ("--solver andersen", [*BASE, "--solver", "andersen"]),

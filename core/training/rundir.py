@@ -226,6 +226,10 @@ class RunDir:
                     f"the run in {self.path} stopped before its first checkpoint: there is nothing to resume; "
                     f"start it again with --out {self.path} --overwrite"
                 )
+            if not self.path.is_dir():
+                raise CheckpointError(
+                    f"there is no run folder at {self.path}: check the path (a run folder is the --out of a run)"
+                )
             raise CheckpointError(f"no checkpoint in {self.path} (the run has not saved one yet)")
         return path
 

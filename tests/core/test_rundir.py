@@ -129,6 +129,8 @@ def test_find_and_list_stay_inside_the_runs_folder(tmp_path):
 
 
 def test_a_checkpoint_is_opened_only_where_the_run_wrote_it(tmp_path):
+    with pytest.raises(CheckpointError, match="there is no run folder at .*check the path"):
+        RunDir(tmp_path / "typo").checkpoint_file()
     run = RunDir(tmp_path / "r").create()
     with pytest.raises(CheckpointError, match="has not saved one"):
         run.checkpoint_file()
