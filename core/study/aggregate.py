@@ -408,7 +408,9 @@ def claims(table: dict[str, dict[str, VariantSummary]]) -> list[Claim]:
             "bytes one training step keeps for backward (the run's largest): "
             + (
                 "HomoODE by the exact adjoint (the O(1)-memory mode the claim is about) against NODE and ANODE "
-                "backpropagating through dopri5 and the DEQ differentiating implicitly"
+                "backpropagating through dopri5 and the DEQ differentiating implicitly. The saving is the "
+                "adjoint's, not HomoODE's: a NODE or ANODE by the same adjoint keeps as little (`python -m "
+                "core.bench memory`, docs/benchmarks.md)"
                 if m == MEMORY_HOMOODE
                 else "every ODE family backpropagates through the solver, as the official CIFAR-10 code; the "
                 "DEQ differentiates implicitly"
