@@ -282,8 +282,10 @@ def summarize_variant(study: Study, dataset: str, variant: str) -> VariantSummar
     for key in keys:
         rows = [b for r in runs for b in r.measurements.get("budget", []) if (b["sweep"], b["value"]) == key]
         budget[key] = (mean_std([b.get("accuracy") for b in rows]), mean_std([b.get("nfe") for b in rows]))
-    width = min((len(r.nfe_bins) for r in runs), default=0)
-    bins = [mean_std([r.nfe_bins[i] for r in runs]) for i in range(width)]
+    # Bins of the planned steps: a run that stopped early (diverged) has fewer, and its seeds' mean goes on
+    # without it.
+    width = max((len(r.nfe_bins) for r in runs), default=0)
+    bins = [mean_std([r.nfe_bins[i] for r in runs if i < len(r.nfe_bins)]) for i in range(width)]
     return VariantSummary(
         dataset=dataset,
         variant=variant,

@@ -75,16 +75,21 @@ def digest_events(events: Iterable[dict[str, Any]], steps: int | None) -> dict[s
     }
 
 
+def planned_steps(run: RunDir) -> int | None:
+    """The steps the run was set to train (its config), else those it trained (an epoch-long run): bins of
+    the plan, so that a run stopped early (diverged) lines up with the others bin by bin."""
+    return run.read_config().get("steps") or run.read_summary().get("steps")
+
+
 def write_digest(run: RunDir) -> None:
     """Write ``digest.json`` from the run's ``metrics.jsonl`` (atomically)."""
-    steps = run.read_summary().get("steps") or run.read_config().get("steps")
-    atomic_write_json(run.path / DIGEST, digest_events(run.events(), steps))
+    atomic_write_json(run.path / DIGEST, digest_events(run.events(), planned_steps(run)))
 
 
 def read_digest(run: RunDir) -> dict[str, Any]:
     """The run's digest: from ``metrics.jsonl`` when it is there (the whole record), else ``digest.json``
     (a committed study keeps only that), else an empty one."""
-    steps = run.read_summary().get("steps")
+    steps = planned_steps(run)
     if (run.path / METRICS).is_file():
         return digest_events(run.events(), steps)
     stored = read_json(run.path / DIGEST)

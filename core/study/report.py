@@ -224,8 +224,10 @@ def write_figures(specs: list[FigureSpec], folder: Path) -> tuple[dict[str, Path
 # ----------------------------------------------------------------------------------------------- markdown
 
 
-def _cell(ms: MeanStd, scale: float = 1.0, digits: int = 2) -> str:
-    return ms.text(scale, digits)
+def _cell(ms: MeanStd, scale: float = 1.0, digits: int = 2, of: int | None = None) -> str:
+    """``ms`` as text; "(k/n)" after it when only k of the variant's n measured runs gave a value."""
+    short = of is not None and 0 < ms.n < of
+    return ms.text(scale, digits) + (f" ({ms.n}/{of})" if short else "")
 
 
 def _table(header: list[str], rows: list[list[str]], align_first: int = 1) -> list[str]:
@@ -423,7 +425,7 @@ def _dataset_section(
     for v, s in variants.items():
         runs = f"{s.runs}/{s.planned}" + (f" ({s.diverged} diverged)" if s.diverged else "")
         params = "–" if s.params is None else f"{s.params:,}"
-        rows.append([v, params, runs, *(_cell(s.metrics[k], *MAIN_METRICS[k][1:]) for k in keys)])
+        rows.append([v, params, runs, *(_cell(s.metrics[k], *MAIN_METRICS[k][1:], of=s.runs) for k in keys)])
     out += ["### Accuracy, cost and memory", ""]
     out += _table(header, rows)
     if not all(s.selection_agrees for s in variants.values()):
@@ -438,7 +440,8 @@ def _dataset_section(
             "",
         ]
         rows = [
-            [v, *(_cell(s.perturbed.get(k, MeanStd(None, None, 0)), 100) for k in labels)] for v, s in variants.items()
+            [v, *(_cell(s.perturbed.get(k, MeanStd(None, None, 0)), 100, of=s.runs) for k in labels)]
+            for v, s in variants.items()
         ]
         out += _table(["variant", *labels], rows)
     ms = study.preset.for_dataset(dataset).measure
@@ -456,7 +459,7 @@ def _dataset_section(
                     cells.append("–")
                     continue
                 acc, nfe = s.budget[key]
-                cells.append(f"{_cell(acc, 100, 1)} @ {_cell(MeanStd(nfe.mean, None, nfe.n), 1, 1)}")
+                cells.append(f"{_cell(acc, 100, 1)} @ {_cell(MeanStd(nfe.mean, None, nfe.n), 1, 1, of=s.runs)}")
             rows.append([v, *cells])
         out += _table(["variant", *(name for name, _ in columns)], rows)
         out += ["", *_graceful(variants)]
@@ -469,7 +472,8 @@ def _dataset_section(
         width = max(len(s.nfe_bins) for s in curves.values())
         out += ["", f"### HomoODE forward NFE along training, fixed vs learned start (per {unit}; mean ± std)", ""]
         rows = [
-            [v, *(_cell(b, 1, 1) for b in s.nfe_bins)] + ["–"] * (width - len(s.nfe_bins)) for v, s in curves.items()
+            [v, *(_cell(b, 1, 1, of=s.runs) for b in s.nfe_bins)] + ["–"] * (width - len(s.nfe_bins))
+            for v, s in curves.items()
         ]
         out += _table(["start", *(str(i + 1) for i in range(width))], rows)
     if figures:

@@ -340,6 +340,33 @@ def test_a_claim_is_not_settled_while_a_dataset_or_a_pair_lacks_its_seeds(tmp_pa
     assert "digits: attack drop homoode-learned" in deq.evidence and "(lower)" in deq.evidence
 
 
+def test_a_run_that_stopped_early_is_binned_by_its_plan_and_the_curve_goes_on_without_it(tmp_path):
+    run = (0.9, 10.0, 0.9, (0.8, 0.7), 5, _vals(0.9))
+    _write_study(tmp_path / "s", {"digits-node-s0": run, "digits-node-s1": run})
+    early = tmp_path / "s" / "digits-node-s1"  # planned 40 steps, stopped after 20 (as a diverged run does)
+    (early / "config.json").write_text(json.dumps({"steps": 40}))
+    summary = json.loads((early / "summary.json").read_text())
+    (early / "summary.json").write_text(json.dumps({**summary, "steps": 20, "epochs": 1.0}))
+    rows = [json.loads(line) for line in (early / "metrics.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if r.get("kind") != "step" or r["step"] <= 20]
+    (early / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in kept) + "\n")
+    node = S.summarize(S.load_study(tmp_path / "s"))["digits"]["node"]
+    # 4 steps a bin for both (a tenth of the 40 planned), not 2 for the early one: the same steps line up.
+    assert [b.n for b in node.nfe_bins] == [2] * 5 + [1] * 5
+    assert [b.mean for b in node.nfe_bins] == pytest.approx([10.0] * 5 + [11.0] * 5)
+
+
+def test_a_cell_says_when_fewer_seeds_gave_it_than_the_variant_has(tmp_path):
+    run = (0.9, 10.0, 0.9, (0.8, 0.7), 5, _vals(0.9))
+    _write_study(tmp_path / "s", {"digits-node-s0": run, "digits-node-s1": run})
+    path = tmp_path / "s" / "digits-node-s1" / "measurements.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "fgsm": [{"strength": 0.05, "error": "failed"}]}))
+    text = S.render_markdown(S.load_study(tmp_path / "s"))
+    row = next(line for line in text.splitlines() if line.startswith("| node | 90.00"))  # the perturbation table
+    # FGSM and the attack drop from seed 0 only; (0.9 - 0.7) / 0.9 = 22.22 %; the noise drop from both.
+    assert row.endswith("| 70.00 (1/2) | 11.11 ± 0.00 | 22.22 (1/2) |")
+
+
 def test_a_study_still_running_counts_only_measured_runs(tmp_path):
     runs = {"digits-node-s0": (0.9, 10.0, 0.9, (0.8, 0.7), 5, _vals(0.9))}
     _write_study(tmp_path / "s", runs)
