@@ -125,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         parser.exit(2, f"{parser.prog}: error: cannot write {err.filename or out}: {err.strerror or err}\n")
     print(f"report: {path}")
-    for claim in claims(summarize(load_study(out))):
-        print(f"  {claim.verdict:>17}  {claim.claim}")
+    judged = claims(summarize(load_study(out)))
+    width = max(len(c.verdict) for c in judged)
+    for claim in judged:
+        print(f"  {claim.verdict:>{width}}  {claim.claim}")
     return 0
 
 

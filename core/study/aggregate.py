@@ -240,7 +240,7 @@ def relative_drop(measurements: dict[str, Any], kinds: tuple[str, ...]) -> float
     """Mean over the perturbations of ``kinds`` (``noise``, ``fgsm``, ``pgd``) of the share of the clean
     accuracy lost on the same examples, (clean - perturbed) / clean: 0 = unaffected, 1 = nothing left. A
     share, not points, so that a less accurate model does not look stabler for having less to lose. None
-    when the clean accuracy or any perturbation of those kinds is missing (or there is none)."""
+    when the clean accuracy is missing or 0, or any perturbation of those kinds is missing (or there is none)."""
     clean = measurements.get("clean", {}).get("accuracy")
     accs = [row.get("accuracy") for kind in kinds for row in measurements.get(kind, [])]
     if not clean or not accs or any(a is None for a in accs):
@@ -319,9 +319,10 @@ RULE = (
     "A is higher than B when mean(A) - mean(B) > sqrt(std(A)² + std(B)²) (sample std over the seeds; at least "
     "two measured seeds each); lower when the difference is below minus that; otherwise the two are within "
     "noise. A claim is supported when its comparison (every measure it names) goes the claimed way on every "
-    "dataset of the study; supported where measured (incomplete) when it does so wherever the runs are in but a "
-    "dataset still lacks them; not supported when it fails on at least one (the evidence says where and how); "
-    "not measured here when no dataset has the runs it needs. This is a stated rule, not a significance test: "
+    "dataset of the study; supported where measured (incomplete) when it does so wherever it could be judged "
+    "but a dataset still lacks the runs (or its runs a value) it needs; not supported when it fails on at "
+    "least one (the evidence says where and how); not measured here when no dataset has the runs it needs. "
+    "This is a stated rule, not a significance test: "
     "with three seeds each it asks for a Welch t above √3 (one-sided p ≈ 0.08 at 4 degrees of freedom; with two "
     "seeds, √2 and p ≈ 0.15); every run is tested on the same examples, so the std is the spread of the seeds "
     "only, and a verdict speaks for these test examples."
@@ -366,7 +367,7 @@ def _judge(
 ) -> tuple[str, str]:
     """Verdict and evidence of comparisons ``a vs b`` of each of ``measures`` ((name, getter); a lone measure
     may go unnamed) that must come out in ``wanted`` on every dataset, by :data:`RULE`."""
-    parts, verdicts, missing = [], [], []
+    parts, verdicts, missing, no_value = [], [], [], []
     for dataset, variants in table.items():
         for a, b in pairs:
             if a not in variants or b not in variants:
@@ -374,7 +375,9 @@ def _judge(
             for name, get in measures:
                 c = compare(get(variants[a]), get(variants[b]))
                 if c is None:
-                    missing.append(f"{dataset} ({a} vs {b})")
+                    pair = f"{dataset} {name + ' ' if name else ''}({a} vs {b})"
+                    # Seeds still to come, or seeds in whose measurements hold no value for it.
+                    (missing if min(variants[a].runs, variants[b].runs) < 2 else no_value).append(pair)
                     continue
                 ok = c.outcome in wanted
                 verdicts.append(ok)
@@ -386,7 +389,9 @@ def _judge(
         return NOT_MEASURED, "the runs it needs (two or more seeds of each variant) are not in this study"
     if missing:
         parts.append("not yet two seeds each: " + ", ".join(dict.fromkeys(missing)))
-    verdict = NOT_SUPPORTED if not all(verdicts) else INCOMPLETE if missing else SUPPORTED
+    if no_value:
+        parts.append("no value in two seeds' measurements: " + ", ".join(no_value))
+    verdict = NOT_SUPPORTED if not all(verdicts) else INCOMPLETE if missing or no_value else SUPPORTED
     return verdict, "; ".join(parts)
 
 

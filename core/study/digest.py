@@ -76,9 +76,16 @@ def digest_events(events: Iterable[dict[str, Any]], steps: int | None) -> dict[s
 
 
 def planned_steps(run: RunDir) -> int | None:
-    """The steps the run was set to train (its config), else those it trained (an epoch-long run): bins of
-    the plan, so that a run stopped early (diverged) lines up with the others bin by bin."""
-    return run.read_config().get("steps") or run.read_summary().get("steps")
+    """The steps the run was set to train: its config's, or its epochs times the steps of one (from its
+    summary) for an epoch-long run; else the steps it trained. Bins of the plan, so that a run stopped early
+    (diverged) lines up with the others bin by bin."""
+    config, summary = run.read_config(), run.read_summary()
+    if config.get("steps"):
+        return int(config["steps"])
+    steps, epochs = summary.get("steps"), summary.get("epochs")
+    if config.get("epochs") and steps and epochs:
+        return round(config["epochs"] * steps / epochs)
+    return steps
 
 
 def write_digest(run: RunDir) -> None:

@@ -429,9 +429,13 @@ def _dataset_section(
     out += ["### Accuracy, cost and memory", ""]
     out += _table(header, rows)
     if not all(s.selection_agrees for s in variants.values()):
-        out += ["", "⚠️ a run's validation rows select another step than its summary names (see its folder)."]
+        out += [
+            "",
+            "⚠️ a run's validation rows select another step than its summary names, or its measurements used "
+            "another model than that (see its folder).",
+        ]
     labels = list(dict.fromkeys(k for s in variants.values() for k in s.perturbed))
-    if any(s.runs for s in variants.values()) and len(labels) > 2:
+    if any(s.runs for s in variants.values()) and any(k != "clean" and k not in DROP_KINDS for k in labels):
         n = next((r.measurements.get("examples") for r in study.runs if r.dataset == dataset and r.done), "?")
         out += [
             "",
@@ -459,7 +463,8 @@ def _dataset_section(
                     cells.append("–")
                     continue
                 acc, nfe = s.budget[key]
-                cells.append(f"{_cell(acc, 100, 1)} @ {_cell(MeanStd(nfe.mean, None, nfe.n), 1, 1, of=s.runs)}")
+                short = f" ({acc.n}/{s.runs})" if 0 < acc.n < s.runs else ""  # the whole cell's
+                cells.append(f"{_cell(acc, 100, 1)} @ {_cell(MeanStd(nfe.mean, None, nfe.n), 1, 1)}{short}")
             rows.append([v, *cells])
         out += _table(["variant", *(name for name, _ in columns)], rows)
         out += ["", *_graceful(variants)]

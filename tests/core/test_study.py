@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -332,6 +333,9 @@ def test_a_claim_is_not_settled_while_a_dataset_or_a_pair_lacks_its_seeds(tmp_pa
     more = verdicts["HomoODE is more accurate than Neural ODEs (NODE, ANODE)"]
     assert more.verdict == "supported where measured (incomplete)"
     assert "not yet two seeds each: fashion-mnist (homoode-learned vs node)" in more.evidence
+    # A variant a dataset does not plan (no DEQ on fashion-mnist here) is not part of the claim there.
+    par = verdicts["HomoODE inherits the high accuracy of DEQs (at least on par with a DEQ)"]
+    assert par.verdict == "supported" and "fashion-mnist" not in par.evidence
     # Noise: HomoODE loses less than the DEQ? No (10.6 vs 1.7 %); attacks: yes. Judged apart: not supported,
     # where a mean over both kinds would have called HomoODE the stabler.
     deq = verdicts["HomoODE is more stable than a DEQ under input perturbations"]
@@ -354,6 +358,19 @@ def test_a_run_that_stopped_early_is_binned_by_its_plan_and_the_curve_goes_on_wi
     # 4 steps a bin for both (a tenth of the 40 planned), not 2 for the early one: the same steps line up.
     assert [b.n for b in node.nfe_bins] == [2] * 5 + [1] * 5
     assert [b.mean for b in node.nfe_bins] == pytest.approx([10.0] * 5 + [11.0] * 5)
+
+
+def test_an_epoch_long_run_is_binned_by_its_planned_epochs():
+    from core.study.digest import planned_steps
+
+    run = RunDir(Path("unused"))
+    with (
+        mock.patch.object(RunDir, "read_config", return_value={"steps": None, "epochs": 4}),
+        mock.patch.object(RunDir, "read_summary", return_value={"steps": 30, "epochs": 1.5}),  # diverged at 1.5
+    ):
+        assert planned_steps(run) == 80  # 4 epochs of 20 steps, not the 30 it trained
+    with mock.patch.object(RunDir, "read_config", return_value={"steps": 40}):
+        assert planned_steps(run) == 40
 
 
 def test_a_cell_says_when_fewer_seeds_gave_it_than_the_variant_has(tmp_path):
