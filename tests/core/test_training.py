@@ -279,7 +279,7 @@ def test_cli_tiny_run_writes_its_files_and_resumes(tmp_path):
         (["--dataset", "mnits"], "unknown dataset 'mnits'"),
         (["--model", "resnet"], "invalid choice"),
         (["--steps", "x"], "argument --steps: steps must be a whole number from 1 to 1,000,000, got 'x'"),
-        (["--resume", "/nonexistent/run"], "no checkpoint"),
+        (["--resume", "/nonexistent/run"], "there is no run folder at /nonexistent/run"),
         (["--model", "deq", "--jac-reg", "-1"], "jac_reg must be a number from 0"),
     ],
 )
