@@ -238,12 +238,17 @@ class Context:
             return self._widths.get(key or "", NARROW_WIDTH) < NARROW_WIDTH
 
     def changed(self, key: str, view: str, value: Any, force: bool = False) -> bool:
-        """True (and ``value`` noted) when ``view`` of this session last drew something else, or ``force``. A
-        run's snapshot compares by what its picture shows (an idle run is not redrawn)."""
+        """True (and ``value`` noted) when ``view`` of this session last drew something else. A run's snapshot
+        compares by what its picture shows (an idle run is not redrawn). ``force`` (a button's answer) is True
+        and forgets what was drawn, so that the next tick draws again: a tick computed just before the click
+        can reach the page after the click's answer, and would otherwise leave its older state on the page."""
         if isinstance(value, Snapshot):
             value = _signature(value)
         with self._drawn_lock:
-            if not force and self._drawn.get((key, view)) == value:
+            if force:
+                self._drawn.pop((key, view), None)
+                return True
+            if self._drawn.get((key, view)) == value:
                 return False
             self._drawn[(key, view)] = value
         return True

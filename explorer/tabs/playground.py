@@ -183,7 +183,7 @@ class PlaygroundTab(Tab):
         snap, narrow = trainer.read(), self.ctx.narrow(key)
         # Drawn again when the models moved, or when the page became narrow or wide (a phone turned).
         moved = self.ctx.changed(key, "playground", snap, force)
-        turned = self.ctx.changed(key, "playground-narrow", narrow, force)
+        turned = self.ctx.changed(key, "playground-narrow", narrow)
         if not (moved or turned):
             return PlaygroundOut()
         out = PlaygroundOut(status=status_markdown(snap, narrow=narrow))

@@ -154,7 +154,7 @@ class TrainTab(CurvesTab):
         snap = trainer.read()
         # Drawn again when the run moved, or when the page became narrow or wide (a phone turned).
         moved = self.ctx.changed(key, "train", snap, force)
-        turned = self.ctx.changed(key, "train-narrow", self.ctx.narrow(key), force)
+        turned = self.ctx.changed(key, "train-narrow", self.ctx.narrow(key))
         if not (moved or turned):
             return TrainOut()
         curves = curves_figure(snap.metrics, TRAIN_PANELS, colors=lane_colors(trainer), **self.curve_options(key))

@@ -377,6 +377,7 @@ def test_handlers_playground_load_apply_and_bad_value(explorer):
     out = explorer.playground.load("s1", {"dataset": "moons", "seed": "3"})
     assert out.dataset == "moons" and out.seed == 3 and out.link.startswith("?dataset=moons")
     assert "ready" in out.status and len(out.flow.data) > 0
+    assert "ready" in explorer.playground.tick("s1").status  # the first tick after an answer draws again
     assert explorer.playground.tick("s1") == PlaygroundOut()  # nothing changed: no redraw
     form = dict(
         dataset="moons",
@@ -413,6 +414,26 @@ def test_handlers_redraws_curves_less_often_than_the_picture(explorer, monkeypat
     last = explorer.playground.tick("s1")
     assert last.curves is not KEEP  # stopped: the curves catch up with the last step
     assert explorer.playground.tick("s1") == PlaygroundOut()
+
+
+def test_a_tick_that_lands_after_a_click_cannot_leave_its_older_state_on_the_page(explorer):
+    """Ticks and clicks run side by side: a tick computed before ❚❚ can reach the page after ❚❚'s answer (seen
+    in a browser test on a loaded machine: the status said "running" for good). The next tick draws again."""
+    explorer.playground.load("s1", {"dataset": "moons", "models": "node"})
+    explorer.playground.control("s1", "play")
+    trainer = explorer.session("s1").playground
+    for _ in range(200):  # a tick that saw the run move
+        time.sleep(0.02)
+        stale = explorer.playground.tick("s1")
+        if stale != PlaygroundOut():
+            break
+    assert "running" in stale.status
+    assert "paused" in explorer.playground.control("s1", "pause").status
+    # The page now shows the stale tick's "running" (it landed last); the next tick puts it right.
+    after = explorer.playground.tick("s1")
+    assert "paused" in after.status and after.pause == {"value": "❚❚ Paused", "variant": "secondary"}
+    assert explorer.playground.tick("s1") == PlaygroundOut()
+    assert trainer.state == "paused"
 
 
 def test_handlers_gallery_pick_selects_the_run_in_the_lab(explorer):
