@@ -226,8 +226,12 @@ def write_figures(specs: list[FigureSpec], folder: Path) -> tuple[dict[str, Path
 
 def _cell(ms: MeanStd, scale: float = 1.0, digits: int = 2, of: int | None = None) -> str:
     """``ms`` as text; "(k/n)" after it when only k of the variant's n measured runs gave a value."""
-    short = of is not None and 0 < ms.n < of
-    return ms.text(scale, digits) + (f" ({ms.n}/{of})" if short else "")
+    return ms.text(scale, digits) + _share(ms.n, of)
+
+
+def _share(k: int, of: int | None) -> str:
+    """The marker " (k/n)" when a value came from only k of the variant's n runs, else "" (all, or none)."""
+    return f" ({k}/{of})" if of is not None and 0 < k < of else ""
 
 
 def _table(header: list[str], rows: list[list[str]], align_first: int = 1) -> list[str]:
@@ -463,8 +467,9 @@ def _dataset_section(
                     cells.append("–")
                     continue
                 acc, nfe = s.budget[key]
-                short = f" ({acc.n}/{s.runs})" if 0 < acc.n < s.runs else ""  # the whole cell's
-                cells.append(f"{_cell(acc, 100, 1)} @ {_cell(MeanStd(nfe.mean, None, nfe.n), 1, 1)}{short}")
+                # One marker for the whole cell: the accuracy and its NFE come from the same runs.
+                nfe_text = _cell(MeanStd(nfe.mean, None, nfe.n), 1, 1)
+                cells.append(f"{_cell(acc, 100, 1)} @ {nfe_text}{_share(acc.n, s.runs)}")
             rows.append([v, *cells])
         out += _table(["variant", *(name for name, _ in columns)], rows)
         out += ["", *_graceful(variants)]
