@@ -83,6 +83,7 @@ class RunResult:
     nfe_forward: float | None = None
     nfe_backward: float | None = None
     seconds_per_epoch: float | None = None
+    ms_per_step: float | None = None  # the same clock per step of the one batch size: comparable across datasets
     graph_mb: float | None = None
     cuda_peak_mb: float | None = None
     rss_peak_mb: float | None = None  # the CPU's peak RSS of a run that had a process of its own (--jobs)
@@ -135,6 +136,7 @@ def read_run(folder: Path, dataset: str, variant: str, seed: int) -> RunResult:
         nfe_forward=summary.get("mean_nfe_forward"),
         nfe_backward=summary.get("mean_nfe_backward"),
         seconds_per_epoch=summary.get("seconds_per_epoch"),  # training steps only, resumes included
+        ms_per_step=_per_step_ms(summary.get("seconds_per_epoch"), epochs, steps),
         graph_mb=None if graph is None else graph / MB,
         cuda_peak_mb=summary.get("peak_memory_bytes", 0) / MB if cuda else None,
         rss_peak_mb=(
@@ -153,6 +155,13 @@ def read_run(folder: Path, dataset: str, variant: str, seed: int) -> RunResult:
         measurements=measurements if measurements.get("format") else {},
         diverged=measurements.get("diverged"),
     )
+
+
+def _per_step_ms(seconds_per_epoch: float | None, epochs: float | None, steps: int | None) -> float | None:
+    """Training milliseconds per step: (s / epoch) × epochs / steps × 1000."""
+    if seconds_per_epoch is None or not epochs or not steps:
+        return None
+    return 1000.0 * seconds_per_epoch * epochs / steps
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,7 @@ MAIN_METRICS: dict[str, tuple[str, float, int]] = {
     "nfe_forward": ("NFE fwd", 1.0, 1),
     "nfe_backward": ("NFE bwd", 1.0, 1),
     "seconds_per_epoch": ("s / epoch", 1.0, 1),
+    "ms_per_step": ("ms / step", 1.0, 0),
     "graph_mb": ("graph MB", 1.0, 1),
     "unconverged_share": ("DEQ steps with unconverged solves (%)", 100.0, 1),
     "cuda_peak_mb": ("CUDA peak MB", 1.0, 0),

@@ -537,8 +537,9 @@ def _method_section(study: Study) -> list[str]:
         "- **NFE**: field (or DEQ cell) evaluations per training step, from the run's own step rows; NFE bwd counts "
         "the DEQ's implicit-backward vector-Jacobian products and the adjoint's field evaluations (0 for direct "
         "backprop through the ODE solver). Curves along training are means per tenth of the run.",
-        "- **Seconds per epoch**: training steps only (validation excluded; a resumed run counts every process); "
-        "they depend on the machine's load (two runs at once with `--jobs 2`, each on one thread).",
+        "- **Seconds per epoch, ms per step**: training steps only (validation excluded; a resumed run counts every "
+        "process); they depend on the machine's load (two runs at once with `--jobs 2`, each on one thread). An "
+        "epoch's length differs between datasets, a step's batch does not: ms / step compares them.",
         "- **Memory**: graph MB is the largest number of bytes a training step's forward pass kept for backward "
         "(the trainer's `SavedTensorMeter`, the run's own; the same run again gives it within 1 %: a tensor saved "
         "and freed again within the forward pass counts unless the allocator reuses its address). On a GPU, CUDA "

@@ -278,6 +278,7 @@ def test_aggregation_against_hand_computed_values(tmp_path):
     assert h.metrics["test_accuracy"].std == pytest.approx(math.sqrt(2 * 0.005**2))  # |0.95 - 0.96| / sqrt 2
     assert h.metrics["selected_val_accuracy"].mean == pytest.approx((0.9 + 0.91) / 2)  # step 20 and step 10
     assert h.metrics["seconds_per_epoch"].mean == pytest.approx(10.0)  # the summary's (resumes included)
+    assert h.metrics["ms_per_step"].mean == pytest.approx(500.0)  # 10 s / epoch × 2 epochs / 40 steps
     assert h.metrics["graph_mb"].mean == pytest.approx(100) and h.metrics["cuda_peak_mb"].n == 0  # CPU: no peak
     # Drops, shares of the clean accuracy: noise seed 0 (0.9 - 0.8) / 0.9 = 1/9, seed 1 (1 - 0.9) / 1 = 0.1;
     # attacks (FGSM) seed 0 (0.9 - 0.5) / 0.9 = 4/9, seed 1 0.3.
