@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import sys
 import time
 
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.host in ("0.0.0.0", "::"):
         url = f"http://127.0.0.1:{args.port}/ (and every address of this machine)"
     print(f"Explorer running on {url}  (ready in {time.perf_counter() - started:.1f} s)", flush=True)
-    print("Press Ctrl+C to stop.")
+    # `kill`, systemd and `docker stop` send SIGTERM: stop as Ctrl+C does, so every training ends its run
+    # (last checkpoint, summary) instead of losing the steps since its last save.
+    signal.signal(signal.SIGTERM, _interrupt)
+    print("Press Ctrl+C to stop.", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -104,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.explorer.registry.close_all()
         demo.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

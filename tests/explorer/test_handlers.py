@@ -589,6 +589,34 @@ def test_launch_flags_and_loopback_warning():
     assert launch.main(["--port", "0"]) == 2  # refused before anything starts
 
 
+def test_launch_stops_cleanly_on_sigterm(tmp_path):
+    """`kill` (SIGTERM) ends the server as Ctrl+C does: trainings closed, exit status 0 (not killed by -15)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "launch.py"), "--port", str(port), "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # until it says it is ready (or exits)
+            lines.append(line)
+            if line.startswith("Press Ctrl+C"):
+                break
+        assert any(line.startswith("Explorer running on http://127.0.0.1:") for line in lines), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "stopping" in rest, (proc.returncode, rest)
+
+
 def test_the_train_tab_says_when_deq_steps_missed_their_tolerance():
     from explorer.tabs import train as train_tab
 
