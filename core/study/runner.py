@@ -13,6 +13,8 @@ the study stops and says which settings differ.
 from __future__ import annotations
 
 import datetime as _dt
+import heapq
+import math
 import signal
 import subprocess
 import sys
@@ -174,58 +176,83 @@ REFERENCE_STEP_SECONDS = {
 REFERENCE_OVERHEAD = 0.25
 
 
-def estimate_seconds(specs: list[RunSpec], out: Path) -> tuple[float, int, int]:
-    """(seconds of compute the unfinished runs of ``specs`` still need, how many there are, how many of them
-    have no estimate). A run's cost per step comes from the finished runs of its variant in ``out`` (their
-    whole time per step, validation, test and measurements included), else :data:`REFERENCE_STEP_SECONDS`
-    scaled by batch size plus :data:`REFERENCE_OVERHEAD`; a partial run counts its remaining steps. Runs of
-    an epoch-long study have no estimate until one of their variant has finished (their steps are known
-    only once the data is loaded)."""
-    per_step: dict[str, list[float]] = {}
-    per_run: dict[str, list[float]] = {}
+def remaining_seconds(specs: list[RunSpec], out: Path) -> dict[str, float | None]:
+    """{name: seconds of compute it still needs} of every unfinished run of ``specs`` (None: no estimate yet).
+    A run's cost per step comes from the finished runs of its variant on its dataset in ``out`` (their whole
+    time per step, validation, test and measurements included: a larger test split costs more), else on any
+    dataset, else :data:`REFERENCE_STEP_SECONDS` scaled by batch size plus :data:`REFERENCE_OVERHEAD`; a partial
+    run counts its remaining steps. Runs of an epoch-long study have no estimate until one of their variant
+    has finished (their steps are known only once the data is loaded)."""
+    per_step: dict[tuple[str, ...], list[float]] = {}
+    per_run: dict[tuple[str, ...], list[float]] = {}
     for spec in specs:
         run = RunDir(out / spec.name)
         summary = run.read_summary()
         if run_status(run) == "measured" and summary.get("steps") and summary.get("seconds"):
             seconds = summary["seconds"] + float(read_json(run.path / MEASUREMENTS).get("seconds") or 0.0)
-            per_step.setdefault(spec.variant, []).append(seconds / summary["steps"])
-            per_run.setdefault(spec.variant, []).append(seconds)
-    total, left, unknown = 0.0, 0, 0
+            for key in ((spec.dataset, spec.variant), (spec.variant,)):
+                per_step.setdefault(key, []).append(seconds / summary["steps"])
+                per_run.setdefault(key, []).append(seconds)
+
+    def mean_of(table: dict[tuple[str, ...], list[float]], spec: RunSpec) -> float | None:
+        values = table.get((spec.dataset, spec.variant)) or table.get((spec.variant,))
+        return sum(values) / len(values) if values else None
+
+    left: dict[str, float | None] = {}
     for spec in specs:
         run = RunDir(out / spec.name)
         if run_status(run) == "measured":
             continue
-        left += 1
         steps = spec.config.steps
         if steps is None:
-            if spec.variant in per_run:
-                total += sum(per_run[spec.variant]) / len(per_run[spec.variant])
-            else:
-                unknown += 1
+            left[spec.name] = mean_of(per_run, spec)
             continue
         done = sum(1 for r in run.events() if r.get("kind") == "step") if run.checkpoint.is_file() else 0
-        if spec.variant in per_step:
-            cost = sum(per_step[spec.variant]) / len(per_step[spec.variant])
-        elif spec.variant in REFERENCE_STEP_SECONDS:
+        cost = mean_of(per_step, spec)
+        if cost is None and spec.variant in REFERENCE_STEP_SECONDS:
             cost = REFERENCE_STEP_SECONDS[spec.variant] * spec.config.batch_size / 64 * (1 + REFERENCE_OVERHEAD)
-        else:
-            unknown += 1
-            continue
-        total += cost * max(0, steps - done)
-    return total, left, unknown
+        left[spec.name] = None if cost is None else cost * max(0, steps - done)
+    return left
+
+
+def estimate_seconds(specs: list[RunSpec], out: Path) -> tuple[float, int, int]:
+    """(seconds of compute the unfinished runs of ``specs`` still need, how many there are, how many of them
+    have no estimate): :func:`remaining_seconds` summed."""
+    left = remaining_seconds(specs, out)
+    return sum(c for c in left.values() if c is not None), len(left), sum(c is None for c in left.values())
+
+
+def longest_first(specs: list[RunSpec], out: Path) -> list[RunSpec]:
+    """The unfinished runs of ``specs``, the longest still to do first (runs without an estimate before them,
+    ties in plan order): with several jobs, a long run started last would train alone at the end while the
+    other cores idle (longest-processing-time-first scheduling)."""
+    left = remaining_seconds(specs, out)
+    todo = [s for s in specs if s.name in left]
+    return sorted(todo, key=lambda s: -math.inf if left[s.name] is None else -left[s.name])
+
+
+def makespan(seconds: list[float], jobs: int) -> float:
+    """Wall time of runs lasting ``seconds``, started in that order whenever one of ``jobs`` slots is free."""
+    slots = [0.0] * max(1, jobs)
+    for cost in seconds:
+        heapq.heapreplace(slots, slots[0] + cost)
+    return max(slots)
 
 
 def estimate_lines(specs: list[RunSpec], out: Path, jobs: int) -> list[str]:
     """What the study will take, printed before it starts."""
-    seconds, left, unknown = estimate_seconds(specs, out)
+    left = remaining_seconds(specs, out)
+    known = [c for c in left.values() if c is not None]
+    unknown = len(left) - len(known)
     if not left:
         return [f"all {len(specs)} runs are done"]
-    if unknown == left:
-        return [f"{left} of {len(specs)} runs to do (no estimate before one of each variant has finished)"]
+    if not known:
+        return [f"{len(left)} of {len(specs)} runs to do (no estimate before one of each variant has finished)"]
+    wall = makespan(sorted(known, reverse=True) if jobs > 1 else known, jobs)
     return [
-        f"{left} of {len(specs)} runs to do: about {seconds / 3600:.1f} h of compute, about "
-        f"{seconds / max(1, jobs) / 3600:.1f} h with {jobs} job(s) at once on a 2-core CPU like the one the "
-        f"reference step times were measured on (from {'finished runs and ' if left < len(specs) else ''}"
+        f"{len(left)} of {len(specs)} runs to do: about {sum(known) / 3600:.1f} h of compute, about "
+        f"{wall / 3600:.1f} h with {jobs} job(s) at once (the longest first) on a 2-core CPU like the one the "
+        f"reference step times were measured on (from {'finished runs and ' if len(left) < len(specs) else ''}"
         f"measured step times; a guide only{f'; {unknown} run(s) without an estimate' if unknown else ''})"
     ]
 
@@ -312,9 +339,11 @@ def _run_in_processes(
     """Each unfinished run in a fresh ``python -m core.study --run-one`` process, ``jobs`` at a time, each
     with ``threads`` torch threads (default 1). On a 2-core CPU two one-thread runs at once train 1.33x
     faster than one two-thread run after the other (docs/study.md); a fresh process per run also makes its
-    peak RSS its own. Interrupted, it stops the runs it started (each resumes from its checkpoint)."""
+    peak RSS its own. The longest runs start first (:func:`longest_first`). Interrupted, it stops the runs it
+    started (each resumes from its checkpoint)."""
     done = {s.name for s in specs if run_status(RunDir(out / s.name)) == "measured"}
-    todo = [(k, s) for k, s in enumerate(specs, 1) if s.name not in done]
+    number = {s.name: k for k, s in enumerate(specs, 1)}
+    todo = [(number[s.name], s) for s in longest_first(specs, out)]
     outcomes = [RunOutcome(name, "skipped", 0.0) for name in done]
     if done:
         log(f"{len(done)} of {len(specs)} runs done, skipped")

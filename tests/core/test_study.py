@@ -527,6 +527,39 @@ def test_the_estimate_uses_finished_runs_and_reference_step_times(tiny_study, tm
     assert runner.estimate_lines(S.plan_runs(TINY), tiny_study, 2) == ["all 4 runs are done"]
 
 
+def test_the_estimate_prefers_the_runs_of_the_same_dataset(tiny_study, tmp_path):
+    """A dataset with a larger test split costs more per run: its own finished runs say so, not another's."""
+    import shutil
+
+    two = TINY.replace(datasets=("digits", "fashion-mnist"), seeds=(0, 1))
+    shutil.copytree(tiny_study, tmp_path / "s")
+    digits = runner.remaining_seconds(S.plan_runs(two), tmp_path / "s")
+    assert set(digits) == {n.replace("digits", "fashion-mnist") for n in NAMES}  # from digits' runs meanwhile
+    shutil.copytree(tmp_path / "s" / "digits-node-s0", tmp_path / "s" / "fashion-mnist-node-s0")
+    summary = RunDir(tmp_path / "s" / "fashion-mnist-node-s0").read_summary()
+    summary["seconds"] *= 3
+    (tmp_path / "s" / "fashion-mnist-node-s0" / "summary.json").write_text(json.dumps(summary))
+    left = runner.remaining_seconds(S.plan_runs(two), tmp_path / "s")
+    measured = json.loads((tmp_path / "s" / "fashion-mnist-node-s0" / "measurements.json").read_text())["seconds"]
+    assert left["fashion-mnist-node-s1"] == pytest.approx(summary["seconds"] + measured)  # its own dataset's run
+    assert left["fashion-mnist-homoode-learned-s0"] == digits["fashion-mnist-homoode-learned-s0"]  # none yet
+
+
+def test_several_jobs_start_the_longest_runs_first_and_the_estimate_is_their_makespan(tiny_study, tmp_path):
+    order = [s.variant for s in runner.longest_first(S.plan_runs(S.STANDARD), tmp_path)]
+    by_cost = sorted(S.STANDARD.variants, key=lambda v: -runner.REFERENCE_STEP_SECONDS[v])
+    assert order == [v for v in by_cost for _ in range(6)]  # 2 datasets x 3 seeds each, ties in plan order
+    assert order[0] == "homoode-adjoint" and order[-1] == "homoode-fast"
+    assert runner.longest_first(S.plan_runs(TINY), tiny_study) == []  # all done
+    # Longest first on 2 slots: 3 | 3, then 2 -> 5 | 3, 2 -> 5 | 5, 2 -> 7: 7, where total / jobs says 6.
+    assert runner.makespan([3, 3, 2, 2, 2], 2) == 7 and runner.makespan([3, 3, 2, 2, 2], 1) == 12
+    assert runner.makespan([10, 1, 1], 2) == 10 and runner.makespan([], 2) == 0
+    left = runner.remaining_seconds(S.plan_runs(S.STANDARD), tmp_path)
+    wall = runner.makespan(sorted(left.values(), reverse=True), 2)
+    line = runner.estimate_lines(S.plan_runs(S.STANDARD), tmp_path, 2)[0]
+    assert f"about {sum(left.values()) / 3600:.1f} h of compute, about {wall / 3600:.1f} h with 2 job(s)" in line
+
+
 def test_the_published_reports_match_their_committed_runs():
     """docs/study.md and docs/study-quick.md are generated from studies/standard and studies/quick: their
     tables must be what those files give today (so the published numbers cannot drift from the data)."""
