@@ -115,12 +115,8 @@ class Stepping:
         failure: Divergence | None = None
         try:
             # The forward pass and the loss only: backward (implicit, adjoint) runs its own autograd.
-            with meter, self.autocast():
-                out = (self.ddp or self.model)(x)
-                loss_sum = nn.functional.cross_entropy(_at_least_fp32(out.logits), y, reduction="sum")
-                total = loss_sum * weight  # what is minimised; events report the cross-entropy alone
-                if out.stats.jac_loss is not None:
-                    total = total + cfg.model.deq.jac_reg * out.stats.jac_loss * (len(y) * weight)
+            with meter:
+                out, loss_sum, total = self._training_loss(self.ddp or self.model, x, y, weight)
             residual = out.stats.rel_residual
             finite = [torch.isfinite(total)] + ([] if residual is None else [torch.isfinite(residual).all()])
             ok = torch.stack(finite).all()
@@ -180,6 +176,35 @@ class Stepping:
             step_seconds=now - t0,
             wall_seconds=self.wall_offset + now - self.started,
         )
+
+    def _training_loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: float
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(model output, cross-entropy summed over the batch, what is minimised: that × ``weight`` plus the
+        DEQ's Jacobian regulariser) of a training step's forward pass, under autocast."""
+        with self.autocast():
+            out = model(x)
+            loss_sum = nn.functional.cross_entropy(_at_least_fp32(out.logits), y, reduction="sum")
+            total = loss_sum * weight  # what is minimised; events report the cross-entropy alone
+            if out.stats.jac_loss is not None:
+                total = total + self.config.model.deq.jac_reg * out.stats.jac_loss * (len(y) * weight)
+        return out, loss_sum, total
+
+    def graph_bytes(self, step: int = 0) -> tuple[int, float]:
+        """(bytes, forward NFE) of a training step's forward pass on the batch of training step ``step`` with
+        the model's current weights: what autograd keeps for backward (:class:`SavedTensorMeter`). Nothing is
+        trained: no backward, the buffers (batch-norm statistics) and the model's mode are put back."""
+        x, y, n_global = self._batch(step)
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        mode = self.model.training
+        self.model.train()
+        try:
+            with SavedTensorMeter() as meter:
+                out, _, _ = self._training_loss(self.model, x, y, self.world.size / n_global)
+            return meter.nbytes, float(out.stats.nfe)
+        finally:
+            self._restore_buffers(buffers)
+            self.model.train(mode)
 
     def _backward(self, total: torch.Tensor, buffers: list[torch.Tensor]) -> None:
         """Gradients of ``total`` (unscaled, all-reduced under DDP) and their check; on failure the buffers are

@@ -430,21 +430,38 @@ def test_saved_tensor_meter_counts_each_saved_storage_once():
         y = (x * w).sum()  # mul saves w (the gradient of x needs it), not x; sum saves no tensor
     assert meter.nbytes == 128 and meter.storages == 1
     y.backward()
+    assert meter.nbytes == 128  # read at exit: backward freeing the graph afterwards changes nothing
     w.requires_grad_()
     with meter:  # a new count
-        (x * w).sum()  # both saved
+        y = (x * w).sum()  # both saved
     assert meter.nbytes == 256 and meter.storages == 2
     with meter:
-        (x * x).sum()  # x saved twice: one storage
+        y = (x * x).sum()  # x saved twice: one storage
     assert meter.nbytes == 128
     with meter:
-        (x[:, :2] * w[:, 2:]).sum()  # views count as their whole storage
+        y = (x[:, :2] * w[:, 2:]).sum()  # views count as their whole storage
     assert meter.nbytes == 256
     with meter, torch.no_grad():
-        (x * w).sum()
+        y = (x * w).sum()
     assert meter.nbytes == 0
     (x * w).sum()  # outside the context: not counted
     assert meter.nbytes == 0
+
+
+def test_saved_tensor_meter_counts_only_what_backward_will_need():
+    # A branch dropped inside the context (a rejected adaptive step, a result nobody kept) frees what it
+    # saved: backward will not need it, so it is not counted (an address-keyed count kept it).
+    x = torch.randn(8, 4, requires_grad=True)
+    w = torch.randn(8, 4)
+    with SavedTensorMeter() as meter:
+        y = (x * w).sum()  # saves w: 128 bytes, kept
+        (x.exp() * 2).sum()  # saves exp's output (128 bytes), dropped at once
+        assert meter.nbytes == 128  # read inside: the saved tensors alive now
+        z = torch.tanh(x)  # saves its output: 128 bytes, kept
+    assert meter.nbytes == 256 and meter.storages == 2
+    del z
+    assert meter.nbytes == 256  # the figure of the exit
+    y.backward()
 
 
 def test_saved_tensor_meter_never_keeps_a_graph_alive():
@@ -458,6 +475,20 @@ def test_saved_tensor_meter_never_keeps_a_graph_alive():
     del a
     gc.collect()
     assert ref() is None and meter.nbytes == 3 * 4 * 4
+
+
+def test_graph_bytes_measure_a_training_step_without_training():
+    model = preset("points-homoode").replace(ode=ODEConfig(method="dopri5", rtol=1e-3, atol=1e-3))
+    trainer = Trainer(points_config(model=model, batch_size=32))
+    params = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.model.eval()
+    nbytes, nfe = trainer.graph_bytes(step=0)
+    assert not trainer.model.training and trainer.step_count == 0  # its mode put back, nothing trained
+    assert all(torch.equal(a, b) for a, b in zip(params, trainer.model.parameters(), strict=True))
+    assert trainer.graph_bytes(step=0) == (nbytes, nfe)  # exact: the same figure every time
+    trainer.model.train()
+    event = trainer.step()  # the first step: the same batch and weights, counted by the same meter
+    assert (event.graph_bytes, event.nfe_forward) == (nbytes, nfe) and nbytes > 0
 
 
 def test_graph_bytes_grow_with_batch_and_rk4_steps_and_adjoint_keeps_them_small():
