@@ -157,8 +157,33 @@ def measure_trainer(trainer: Trainer, settings: MeasureSettings, seed: int) -> d
     points = budget_settings(family, settings)
     measured = dict(budget_curve(model, [p for p in points if not _is_trained(family, trained_ode, p)], ev.accuracy))
     record["budget"] = [{"sweep": p.sweep, "value": p.value, **measured.get(p, record["clean"])} for p in points]
+    record["graph"] = graph_measurement(trainer)
     record["seconds"] = time.perf_counter() - t0
     return record
+
+
+def graph_measurement(trainer: Trainer) -> dict[str, Any]:
+    """{"bytes", "nfe", "batch"}: what one training step's forward pass keeps for backward with the weights
+    the trainer holds (the selected model, in :func:`measure_trainer`), on the batch of its first training
+    step. Exact (the saved tensors alive when the forward pass ends), unlike a count made while training
+    with a meter that also counted storages freed before the forward pass ended."""
+    nbytes, nfe = trainer.graph_bytes(step=0)
+    return {"bytes": nbytes, "nfe": nfe, "batch": trainer.config.batch_size}
+
+
+def add_graph_measurement(
+    run: str | Path | RunDir, device: str = "auto", threads: int | None = None, data_dir: str | None = None
+) -> dict[str, Any]:
+    """:func:`graph_measurement` of the model ``run`` selected on validation, rebuilt from its checkpoint
+    (for a run measured before the record had it). Returns it; the caller writes it."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    overrides: dict[str, Any] = {"device": device, "threads": threads}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    trainer = load_trainer(run.checkpoint_file(), out_dir=None, **overrides)
+    if trainer.best_state is not None:
+        trainer.model.load_state_dict(trainer.best_state)
+    return graph_measurement(trainer)
 
 
 def measure_run(

@@ -540,9 +540,11 @@ def _method_section(study: Study) -> list[str]:
         "- **Seconds per epoch, ms per step**: training steps only (validation excluded; a resumed run counts every "
         "process); they depend on the machine's load (two runs at once with `--jobs 2`, each on one thread). An "
         "epoch's length differs between datasets, a step's batch does not: ms / step compares them.",
-        "- **Memory**: graph MB is the largest number of bytes a training step's forward pass kept for backward "
-        "(the trainer's `SavedTensorMeter`, the run's own; the same run again gives it within 1 %: a tensor saved "
-        "and freed again within the forward pass counts unless the allocator reuses its address). On a GPU, CUDA "
+        "- **Memory**: graph MB is the number of bytes a training step's forward pass keeps for backward, "
+        "measured after training on the model the run selected, with the batch of its first training step "
+        "(`measurements.json` → `graph`; the trainer's `SavedTensorMeter`: the saved tensors still alive when the "
+        "forward pass ends, each storage once; exact and the same on every machine). It is the memory of one step "
+        "at the trained weights (an adaptive solver's NFE, and so its graph, changes along training). On a GPU, CUDA "
         "peak MB is `max_memory_allocated` over the run (reset before each run). Peak RSS MB is the CPU's peak "
         "resident memory of a run that had a process of its own (`--jobs`): libraries and data included, the same for "
         "every variant; a run trained in a shared study process reports none.",

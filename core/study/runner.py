@@ -32,7 +32,7 @@ from ..training import ErrorEvent, FinishedEvent, RunDir, Trainer, atomic_write_
 from ..training.config import nested_changes
 from ..training.rundir import read_json
 from .digest import write_digest
-from .measure import measure_trainer
+from .measure import add_graph_measurement, measure_trainer
 from .plan import RunSpec, StudyPreset, config_differences, plan_runs
 
 STUDY_FILE = "study.json"
@@ -112,6 +112,40 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def add_missing_graphs(
+    specs: list[RunSpec],
+    out: Path,
+    device: str = "auto",
+    threads: int | None = None,
+    data_dir: str | None = None,
+    log: Callable[[str], None] = _log,
+) -> int:
+    """Give every measured run whose record lacks it the exact training-graph measurement
+    (:func:`~core.study.measure.add_graph_measurement`: seconds a run, from its checkpoint), so that every run
+    of a study reports graph memory measured one way. Returns how many were added; a run without its
+    checkpoint here (a fresh clone) is left as it is, and said so."""
+    added, missing = 0, []
+    for spec in specs:
+        run = RunDir(out / spec.name)
+        record = read_json(run.path / MEASUREMENTS)
+        if run_status(run) != "measured" or "graph" in record:
+            continue
+        if not run.checkpoint.is_file():
+            missing.append(spec.name)
+            continue
+        record["graph"] = add_graph_measurement(run, device, threads, data_dir)
+        atomic_write_json(run.path / MEASUREMENTS, record)
+        added += 1
+    if added:
+        log(f"{added} measured run(s) given the training-graph measurement")
+    if missing:
+        log(
+            f"{len(missing)} measured run(s) lack the training-graph measurement, and their checkpoint here: "
+            f"{', '.join(missing)}"
+        )
+    return added
+
+
 def run_study(
     study: StudyPreset,
     out: str | Path,
@@ -151,6 +185,7 @@ def run_study(
                 )
     out.mkdir(parents=True, exist_ok=True)
     write_study_file(out, study, specs, command)
+    add_missing_graphs(specs, out, device, threads, data_dir, log)
     for line in estimate_lines(specs, out, jobs):
         log(line)
     if jobs > 1:

@@ -78,6 +78,9 @@ def test_tiny_study_writes_run_folders_and_a_report(tiny_study):
         summary = RunDir(tiny_study / name).read_summary()
         # Measured on the model the run selected on validation.
         assert m["selected_step"] == summary["best_step"] and summary["stopped"] is False
+        # Euler x 1 keeps the same graph whatever the weights: one step after training equals the training
+        # maximum, both counted exactly.
+        assert m["graph"] == {"bytes": summary["peak_graph_bytes"], "nfe": 1.0, "batch": 32}
     # Seeds differ in initialisation and data order: their runs are not copies of each other.
     a, b = (RunDir(tiny_study / n).read_summary()["mean_nfe_forward"] for n in NAMES[1::2])
     losses = [[e["loss"] for e in RunDir(tiny_study / n).events() if e["kind"] == "step"] for n in NAMES[::2]]
@@ -238,7 +241,7 @@ def _write_study(root, runs):
         best = S.select_on_validation(vals)
         summary = {"model": name.split("-")[1], "params": 100, "steps": 40, "epochs": 2.0, "stopped": False,
                    "test_accuracy": acc, "best_step": best[0], "best_val_accuracy": best[1], "mean_nfe_forward": nfe,
-                   "mean_nfe_backward": 0.0, "peak_graph_bytes": graph_mb * 2**20, "memory_measure": "cpu_peak_rss",
+                   "mean_nfe_backward": 0.0, "peak_graph_bytes": 7 * 2**20, "memory_measure": "cpu_peak_rss",
                    "peak_memory_bytes": 10**9, "seconds_per_epoch": 10.0}  # fmt: skip
         (folder / "summary.json").write_text(json.dumps(summary))
         steps = [{"kind": "step", "step": k, "nfe_forward": nfe + (k > 20), "step_seconds": 0.5} for k in range(1, 41)]
@@ -251,6 +254,7 @@ def _write_study(root, runs):
             "fgsm": [{"strength": 0.05, "accuracy": perturbed[1]}],
             "pgd": [],
             "budget": [{"sweep": "tol", "value": 0.1, "accuracy": clean - 0.1, "nfe": nfe / 2}],
+            "graph": {"bytes": graph_mb * 2**20, "nfe": nfe, "batch": 32},
         }
         (folder / "measurements.json").write_text(json.dumps(measurements))
 
@@ -279,6 +283,7 @@ def test_aggregation_against_hand_computed_values(tmp_path):
     assert h.metrics["selected_val_accuracy"].mean == pytest.approx((0.9 + 0.91) / 2)  # step 20 and step 10
     assert h.metrics["seconds_per_epoch"].mean == pytest.approx(10.0)  # the summary's (resumes included)
     assert h.metrics["ms_per_step"].mean == pytest.approx(500.0)  # 10 s / epoch × 2 epochs / 40 steps
+    # Graph MB: the measurement after training (exact), not the training maximum of the summary (7 MB here).
     assert h.metrics["graph_mb"].mean == pytest.approx(100) and h.metrics["cuda_peak_mb"].n == 0  # CPU: no peak
     # Drops, shares of the clean accuracy: noise seed 0 (0.9 - 0.8) / 0.9 = 1/9, seed 1 (1 - 0.9) / 1 = 0.1;
     # attacks (FGSM) seed 0 (0.9 - 0.5) / 0.9 = 4/9, seed 1 0.3.
@@ -525,6 +530,28 @@ def test_the_estimate_uses_finished_runs_and_reference_step_times(tiny_study, tm
     assert (left, unknown) == (2, 0)
     assert seconds == pytest.approx(sum(4 * sum(c) / len(c) for c in cost.values()))
     assert runner.estimate_lines(S.plan_runs(TINY), tiny_study, 2) == ["all 4 runs are done"]
+
+
+def test_a_run_measured_before_the_graph_measurement_gets_it_from_its_checkpoint(tiny_study, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_study, tmp_path / "s")
+    path = tmp_path / "s" / NAMES[1] / "measurements.json"
+    record = json.loads(path.read_text())
+    graph = record.pop("graph")
+    path.write_text(json.dumps(record))
+    assert S.load_study(tmp_path / "s").runs[1].graph_mb is None  # shown as missing, not taken from elsewhere
+    logged = []
+    assert runner.add_missing_graphs(S.plan_runs(TINY), tmp_path / "s", "cpu", 1, log=logged.append) == 1
+    assert json.loads(path.read_text()) == {**record, "graph": graph} and logged == [
+        "1 measured run(s) given the training-graph measurement"
+    ]
+    assert runner.add_missing_graphs(S.plan_runs(TINY), tmp_path / "s", "cpu", 1, log=logged.append) == 0
+    # Without its checkpoint (a fresh clone) the run is left as it is, and named.
+    path.write_text(json.dumps(record))
+    (tmp_path / "s" / NAMES[1] / "checkpoint.pt").unlink()
+    assert runner.add_missing_graphs(S.plan_runs(TINY), tmp_path / "s", "cpu", 1, log=logged.append) == 0
+    assert NAMES[1] in logged[-1] and "graph" not in json.loads(path.read_text())
 
 
 def test_the_estimate_prefers_the_runs_of_the_same_dataset(tiny_study, tmp_path):
