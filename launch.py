@@ -95,18 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.host in ("0.0.0.0", "::"):
         url = f"http://127.0.0.1:{args.port}/ (and every address of this machine)"
     print(f"Explorer running on {url}  (ready in {time.perf_counter() - started:.1f} s)", flush=True)
-    # `kill`, systemd and `docker stop` send SIGTERM: stop as Ctrl+C does, so every training ends its run
-    # (last checkpoint, summary) instead of losing the steps since its last save.
-    signal.signal(signal.SIGTERM, _interrupt)
-    print("Press Ctrl+C to stop.", flush=True)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
+        # `kill`, systemd and `docker stop` send SIGTERM: stop as Ctrl+C does, so every training ends its run
+        # (last checkpoint, summary) instead of losing the steps since its last save.
+        signal.signal(signal.SIGTERM, _interrupt)
+        print("Press Ctrl+C to stop.", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("stopping…")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the closing short
         demo.explorer.registry.close_all()
         demo.close()
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -119,7 +119,7 @@ def read_run(folder: Path, dataset: str, variant: str, seed: int) -> RunResult:
     cuda = str(summary.get("memory_measure", "")).startswith("cuda")
     # Measured after training, one way for every run (the training maxima of studies trained before the
     # meter was exact counted storages freed within the forward pass too: dopri5's up to ~15 % more).
-    graph = measurements.get("graph", {}).get("bytes")
+    graph = (measurements.get("graph") or {}).get("bytes")
     return RunResult(
         name=folder.name,
         dataset=dataset,

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import Budget, ODEConfig, accuracy_and_nfe, budget_curve
+from ..models import Budget, ODEConfig, ODEStepLimitError, accuracy_and_nfe, budget_curve
+from ..solvers import SolverError
 from ..training import RunDir, Trainer, load_trainer
 from .plan import MeasureSettings
 
@@ -167,8 +168,16 @@ def graph_measurement(trainer: Trainer) -> dict[str, Any]:
     the trainer holds (the selected model, in :func:`measure_trainer`), on the batch of its first training
     step. Exact (the saved tensors alive when the forward pass ends), unlike a count made while training
     with a meter that also counted storages freed before the forward pass ended."""
-    nbytes, nfe = trainer.graph_bytes(step=0)
-    return {"bytes": nbytes, "nfe": nfe, "batch": trainer.config.batch_size}
+    batch = trainer.config.batch_size
+    try:
+        nbytes, nfe = trainer.graph_bytes(step=0)
+    except (ODEStepLimitError, SolverError, MemoryError) as err:  # a diverged run's weights, a full device
+        return {"error": f"{type(err).__name__}: {err}"[:300], "batch": batch}
+    except RuntimeError as err:
+        if "out of memory" not in str(err).lower():
+            raise
+        return {"error": f"out of memory: {str(err).splitlines()[0][:200]}", "batch": batch}
+    return {"bytes": nbytes, "nfe": nfe, "batch": batch}
 
 
 def add_graph_measurement(

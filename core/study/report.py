@@ -543,8 +543,9 @@ def _method_section(study: Study) -> list[str]:
         "- **Memory**: graph MB is the number of bytes a training step's forward pass keeps for backward, "
         "measured after training on the model the run selected, with the batch of its first training step "
         "(`measurements.json` → `graph`; the trainer's `SavedTensorMeter`: the saved tensors still alive when the "
-        "forward pass ends, each storage once; exact and the same on every machine). It is the memory of one step "
-        "at the trained weights (an adaptive solver's NFE, and so its graph, changes along training). On a GPU, CUDA "
+        "forward pass ends, each storage once; the same every time on one machine and torch build). It is the "
+        "memory of one step at the trained weights (an adaptive solver's NFE, and so its graph, changes along "
+        "training). On a GPU, CUDA "
         "peak MB is `max_memory_allocated` over the run (reset before each run). Peak RSS MB is the CPU's peak "
         "resident memory of a run that had a process of its own (`--jobs`): libraries and data included, the same for "
         "every variant; a run trained in a shared study process reports none.",

@@ -27,8 +27,18 @@ from typing import Any
 
 import torch
 
+from .. import data as data_lib
 from ..bench import machine_info
-from ..training import ErrorEvent, FinishedEvent, RunDir, Trainer, atomic_write_json, load_trainer, resolve_device
+from ..training import (
+    CheckpointError,
+    ErrorEvent,
+    FinishedEvent,
+    RunDir,
+    Trainer,
+    atomic_write_json,
+    load_trainer,
+    resolve_device,
+)
 from ..training.config import nested_changes
 from ..training.rundir import read_json
 from .digest import write_digest
@@ -133,7 +143,11 @@ def add_missing_graphs(
         if not run.checkpoint.is_file():
             missing.append(spec.name)
             continue
-        record["graph"] = add_graph_measurement(run, device, threads, data_dir)
+        try:
+            record["graph"] = add_graph_measurement(run, device, threads, data_dir)
+        except (CheckpointError, data_lib.DatasetUnavailable, OSError, ValueError) as err:
+            log(f"{spec.name}: the training-graph measurement failed ({err}); its record is left as it is")
+            continue
         atomic_write_json(run.path / MEASUREMENTS, record)
         added += 1
     if added:

@@ -21,7 +21,7 @@ import torch
 
 class SavedTensorMeter:
     """Counts the bytes of the tensors autograd saved for backward inside the context and still holds when
-    it closes: what ``backward()`` will need.
+    it closes (what a ``backward()`` through the graphs still referenced then would need).
 
     Every distinct storage is counted once, whole: a tensor saved by several operations, or a view of a
     saved tensor, adds nothing more. A tensor saved by a branch of the graph that was dropped before the
@@ -38,7 +38,7 @@ class SavedTensorMeter:
     def __init__(self) -> None:
         self._refs: list[weakref.ref[torch.Tensor]] = []
         self._hooks: Any = None
-        self._closed: dict[int, int] = {}
+        self._closed: dict[tuple[str, int], int] = {}
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         # Detached: a saved output handed back as itself would keep its own grad_fn alive through the node
@@ -54,17 +54,19 @@ class SavedTensorMeter:
         return tensor
 
     def _alive(self) -> dict[int, int]:
-        """{storage address: bytes} of the saved tensors still alive (an address is unique among live ones)."""
-        alive: dict[int, int] = {}
+        """{(device, address): bytes} of the saved storages still alive (an address is unique among the live
+        storages of one device; empty ones, which share address 0, hold nothing and are left out)."""
+        alive: dict[tuple[str, int], int] = {}
         for ref in self._refs:
             tensor = ref()
             if tensor is not None:
                 storage = tensor.untyped_storage()
-                alive[storage.data_ptr()] = storage.nbytes()
+                if storage.nbytes():
+                    alive[(str(storage.device), storage.data_ptr())] = storage.nbytes()
         return alive
 
     @property
-    def _counted(self) -> dict[int, int]:
+    def _counted(self) -> dict[tuple[str, int], int]:
         return self._alive() if self._hooks is not None else self._closed
 
     @property

@@ -193,18 +193,24 @@ class Stepping:
     def graph_bytes(self, step: int = 0) -> tuple[int, float]:
         """(bytes, forward NFE) of a training step's forward pass on the batch of training step ``step`` with
         the model's current weights: what autograd keeps for backward (:class:`SavedTensorMeter`). Nothing is
-        trained: no backward, the buffers (batch-norm statistics) and the model's mode are put back."""
+        trained: no backward, the buffers (batch-norm statistics), the model's mode and the random streams
+        (dropout masks drawn from a generator seeded by the run's seed and ``step``) are put back. Under
+        torchrun every rank must call it (batch-norm and dopri5's error norm talk to the others); each
+        measures its own shard of the batch."""
         x, y, n_global = self._batch(step)
         buffers = [b.detach().clone() for b in self.model.buffers()]
         mode = self.model.training
-        self.model.train()
-        try:
-            with SavedTensorMeter() as meter:
-                out, _, _ = self._training_loss(self.model, x, y, self.world.size / n_global)
-            return meter.nbytes, float(out.stats.nfe)
-        finally:
-            self._restore_buffers(buffers)
-            self.model.train(mode)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed * 1_000_003 + step)
+            self.model.train()
+            try:
+                with SavedTensorMeter() as meter:
+                    out, _, _ = self._training_loss(self.model, x, y, self.world.size / n_global)
+                return meter.nbytes, float(out.stats.nfe)
+            finally:
+                self._restore_buffers(buffers)
+                self.model.train(mode)
 
     def _backward(self, total: torch.Tensor, buffers: list[torch.Tensor]) -> None:
         """Gradients of ``total`` (unscaled, all-reduced under DDP) and their check; on failure the buffers are

@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 
 from core import study as S
-from core.study import runner
+from core.study import measure, runner
 from core.study.__main__ import main
 from core.training import RunDir, Trainer
 
@@ -547,11 +547,28 @@ def test_a_run_measured_before_the_graph_measurement_gets_it_from_its_checkpoint
         "1 measured run(s) given the training-graph measurement"
     ]
     assert runner.add_missing_graphs(S.plan_runs(TINY), tmp_path / "s", "cpu", 1, log=logged.append) == 0
-    # Without its checkpoint (a fresh clone) the run is left as it is, and named.
+    # A checkpoint that cannot be read: said, and the study goes on.
     path.write_text(json.dumps(record))
-    (tmp_path / "s" / NAMES[1] / "checkpoint.pt").unlink()
+    checkpoint = tmp_path / "s" / NAMES[1] / "checkpoint.pt"
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert runner.add_missing_graphs(S.plan_runs(TINY), tmp_path / "s", "cpu", 1, log=logged.append) == 0
+    assert "the training-graph measurement failed" in logged[-1] and "graph" not in json.loads(path.read_text())
+    # Without its checkpoint (a fresh clone) the run is left as it is, and named.
+    checkpoint.unlink()
     assert runner.add_missing_graphs(S.plan_runs(TINY), tmp_path / "s", "cpu", 1, log=logged.append) == 0
     assert NAMES[1] in logged[-1] and "graph" not in json.loads(path.read_text())
+
+
+def test_a_graph_measurement_that_fails_is_recorded_not_raised():
+    from types import SimpleNamespace
+
+    from core.solvers import SolverError
+
+    def diverged(step):
+        raise SolverError("the solver produced NaN", None)
+
+    trainer = SimpleNamespace(graph_bytes=diverged, config=SimpleNamespace(batch_size=64))
+    assert measure.graph_measurement(trainer) == {"error": "SolverError: the solver produced NaN", "batch": 64}
 
 
 def test_the_estimate_prefers_the_runs_of_the_same_dataset(tiny_study, tmp_path):

@@ -491,6 +491,20 @@ def test_graph_bytes_measure_a_training_step_without_training():
     assert (event.graph_bytes, event.nfe_forward) == (nbytes, nfe) and nbytes > 0
 
 
+def test_graph_bytes_put_back_batch_norm_statistics_and_the_random_stream():
+    # BatchNorm in its features; dropout draws its mask from the global generator in training mode.
+    model = preset("image28-homoode").replace(ode=FAST_ODE, width=8, head_dim=16, dropout=0.1)
+    trainer = Trainer(TrainConfig(model=model, dataset="digits", steps=2, batch_size=8, train_limit=64, device="cpu"))
+    buffers = {k: v.clone() for k, v in trainer.model.state_dict().items() if "running" in k or "batches" in k}
+    assert buffers and trainer.model.training
+    rng = torch.get_rng_state()
+    nbytes, nfe = trainer.graph_bytes(step=1)
+    assert nbytes > 0 and nfe == 8  # rk4 x 2
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in buffers.items()) and trainer.model.training
+    assert torch.equal(torch.get_rng_state(), rng)  # the training's random stream is not moved
+
+
 def test_graph_bytes_grow_with_batch_and_rk4_steps_and_adjoint_keeps_them_small():
     def graph_bytes(batch: int, n_steps: int, adjoint: bool = False) -> int:
         model = preset("points-homoode").replace(ode=ODEConfig(method="rk4", n_steps=n_steps, adjoint=adjoint))
