@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -275,10 +276,13 @@ def render_markdown(
         f"- Runs: {planned} planned ({_grid(study)}), {done} trained and measured, {diverged} diverged (kept: its "
         f"model selected on validation before the divergence is tested and measured), {planned - done} not done yet."
     )
-    commands = rec.get("commands", [])
-    # One command a line, as code: a period after a long command would wrap onto a line of its own.
+    # One command a line, as code (a period after a long command would wrap onto a line of its own); a command
+    # run again right after itself (a study resumed session after session) is one line with its count.
+    commands = [(c, len(list(g))) for c, g in itertools.groupby(rec.get("commands", []))]
     lines += (
-        ["- Commands, oldest first:", *(f"  - `{c}`" for c in commands)] if commands else ["- Commands: not recorded."]
+        ["- Commands, oldest first:", *(f"  - `{c}`" + (f" ({n} times)" if n > 1 else "") for c, n in commands)]
+        if commands
+        else ["- Commands: not recorded."]
     )
     run_s = sum(r.seconds or 0.0 for r in study.runs)
     measure_s = sum(r.measure_seconds or 0.0 for r in study.runs)

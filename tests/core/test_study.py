@@ -213,6 +213,13 @@ def test_the_report_says_what_the_study_planned_and_lists_its_commands(tmp_path)
     i = lines.index("- Commands, oldest first:")
     assert lines[i + 1] == "  - `by hand`" and lines[i + 2].startswith("- ")  # the next item
     assert not any(line.strip() == "." or line.rstrip().endswith("`.") for line in lines)
+    # A study resumed session after session: the same command again is one line with its count.
+    record = json.loads((tmp_path / "s" / "study.json").read_text())
+    record["commands"] = ["a", "b", "b", "b", "a"]
+    (tmp_path / "s" / "study.json").write_text(json.dumps(record))
+    lines = S.render_markdown(S.load_study(tmp_path / "s")).splitlines()
+    i = lines.index("- Commands, oldest first:")
+    assert lines[i + 1 : i + 4] == ["  - `a`", "  - `b` (3 times)", "  - `a`"] and lines[i + 4].startswith("- ")
 
     # Not a full grid (a seed more for one variant): the count per dataset, never a product that is not there.
     _write_study(tmp_path / "t", {"digits-node-s0": run, "digits-node-s1": run, "digits-homoode-learned-s0": run})
