@@ -53,7 +53,7 @@ class SavedTensorMeter:
     def _unpack(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
-    def _alive(self) -> dict[int, int]:
+    def _alive(self) -> dict[tuple[str, int], int]:
         """{(device, address): bytes} of the saved storages still alive (an address is unique among the live
         storages of one device; empty ones, which share address 0, hold nothing and are left out)."""
         alive: dict[tuple[str, int], int] = {}
