@@ -128,9 +128,7 @@ def measure_trainer(trainer: Trainer, settings: MeasureSettings, seed: int) -> d
     """The measurements of ``trainer``'s selected model (its ``best_state``, else its current one)."""
     t0 = time.perf_counter()
     model = trainer.model
-    selected = trainer.best_step if trainer.best_state is not None else trainer.step_count
-    if trainer.best_state is not None:
-        model.load_state_dict(trainer.best_state)
+    selected = _select(trainer)
     model.eval()
     n = min(settings.examples, len(trainer.test_y))
     x = trainer.test_x[:n].to(trainer.device)
@@ -185,14 +183,28 @@ def add_graph_measurement(
 ) -> dict[str, Any]:
     """:func:`graph_measurement` of the model ``run`` selected on validation, rebuilt from its checkpoint
     (for a run measured before the record had it). Returns it; the caller writes it."""
+    trainer = _rebuild(run, device, threads, data_dir)
+    _select(trainer)
+    return graph_measurement(trainer)
+
+
+def _select(trainer: Trainer) -> int:
+    """Load the model ``trainer`` selected on validation (its ``best_state``, else keep the current one) and
+    return the step it comes from."""
+    if trainer.best_state is None:
+        return trainer.step_count
+    trainer.model.load_state_dict(trainer.best_state)
+    return trainer.best_step
+
+
+def _rebuild(run: str | Path | RunDir, device: str, threads: int | None, data_dir: str | None) -> Trainer:
+    """The trainer of ``run`` rebuilt from its checkpoint on ``device`` (nothing written to its folder; never
+    downloads)."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     overrides: dict[str, Any] = {"device": device, "threads": threads}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    trainer = load_trainer(run.checkpoint_file(), out_dir=None, **overrides)
-    if trainer.best_state is not None:
-        trainer.model.load_state_dict(trainer.best_state)
-    return graph_measurement(trainer)
+    return load_trainer(run.checkpoint_file(), out_dir=None, **overrides)
 
 
 def measure_run(
@@ -204,9 +216,5 @@ def measure_run(
 ) -> dict[str, Any]:
     """Rebuild ``run`` from its checkpoint (on ``device``; nothing is written to the folder) and measure the
     model it selected on validation. Returns the record (see :func:`measure_trainer`)."""
-    run = run if isinstance(run, RunDir) else RunDir(run)
-    overrides: dict[str, Any] = {"device": device, "threads": threads}  # load_trainer never downloads
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    trainer = load_trainer(run.checkpoint_file(), out_dir=None, **overrides)
+    trainer = _rebuild(run, device, threads, data_dir)
     return measure_trainer(trainer, settings, trainer.config.seed)
